@@ -1,0 +1,737 @@
+//! Configuration: `RawConfig` is the YAML as written (unknown keys rejected, every field
+//! documented), `Config` is what the prober runs on, validated, with secrets read from files.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::client::auth::{docker_config_credentials, Credentials};
+use crate::client::tls::{ClientCert, TlsOptions};
+use crate::probe::image::ManifestType;
+
+/// A configuration problem: where (file, target, field) and what was wrong with which value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address of the HTTP server for /metrics, /healthz, /readyz and the status page
+    /// (`run` only). Default 127.0.0.1:9115; in a pod use 0.0.0.0:9115.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Values every target inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// The registries to probe; each target pushes to and pulls from one repository.
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+}
+
+/// Target settings that may be given once for all targets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Time between the starts of two runs of a target, e.g. "30s" (default 30s).
+    pub interval: Option<String>,
+    /// Hard deadline of a whole run, e.g. "25s" (default 25s); at most the interval.
+    pub timeout: Option<String>,
+    /// Deadline of each single step, e.g. "10s" (default: the run timeout).
+    pub step_timeout: Option<String>,
+    /// Deadline of each cleanup step, which runs even after the run deadline (default 10s).
+    pub cleanup_timeout: Option<String>,
+}
+
+/// One registry path to probe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Unique name, used as the `target` label: letters, digits, '-', '_' and '.'.
+    pub name: String,
+    /// Base URL of the registry, e.g. "https://registry.example.com" or "http://127.0.0.1:5000".
+    pub registry: String,
+    /// Repository the prober pushes to and deletes from, e.g. "registry-prober/probe".
+    pub repository: String,
+    /// "oci" (default) or "docker": the manifest media type pushed.
+    pub manifest_type: Option<String>,
+    /// Overrides defaults.interval.
+    pub interval: Option<String>,
+    /// Overrides defaults.timeout.
+    pub timeout: Option<String>,
+    /// Overrides defaults.step_timeout.
+    pub step_timeout: Option<String>,
+    /// Overrides defaults.cleanup_timeout.
+    pub cleanup_timeout: Option<String>,
+    /// Allow "http://" for a registry that is not on loopback (in-cluster registries).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub image: RawImage,
+    #[serde(default)]
+    pub upload: RawUpload,
+    #[serde(default)]
+    pub cleanup: RawCleanup,
+    /// Images the prober never pushed, pulled and verified every run, read-only: references
+    /// in this registry, "repo@sha256:..." (pinned, preferred) or "repo:tag".
+    #[serde(default)]
+    pub golden_images: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of CA certificates trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with client_key_file).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for test registries.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// User name for basic auth or the token service.
+    pub username: Option<String>,
+    /// File holding the password (a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// A Docker config.json whose `auths` entry for this registry supplies the credentials.
+    pub docker_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    /// Number of layers, each `layer_size` (default: 3 layers of 4KiB, 64KiB and 1MiB).
+    pub layers: Option<i64>,
+    /// Size of each layer, e.g. "1MiB", "4KiB", "512" (bytes).
+    pub layer_size: Option<RawSize>,
+    /// Explicit size of each layer, instead of layers + layer_size.
+    pub layer_sizes: Option<Vec<RawSize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    /// "monolithic" (POST then one PUT, default) or "chunked" (POST, PATCH per chunk, PUT).
+    pub mode: Option<String>,
+    /// Chunk size for chunked uploads (default 5MiB); raised to the registry's OCI-Chunk-Min-Length.
+    pub chunk_size: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCleanup {
+    /// Delete what a run pushed (default true). Off leaves the image for inspection.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also DELETE the blobs (default true); turn off for registries that refuse blob deletes.
+    #[serde(default = "yes")]
+    pub delete_blobs: bool,
+}
+
+impl Default for RawCleanup {
+    fn default() -> Self {
+        RawCleanup { enabled: true, delete_blobs: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A size as written: a number of bytes or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Bytes(n) => write!(f, "{n}"),
+            RawSize::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub targets: Vec<Target>,
+}
+
+/// How a target uploads blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadMode {
+    Monolithic,
+    Chunked { chunk_size: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cleanup {
+    pub enabled: bool,
+    pub delete_blobs: bool,
+}
+
+/// A validated target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub registry: Url,
+    pub repository: String,
+    pub manifest_type: ManifestType,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub step_timeout: Duration,
+    pub cleanup_timeout: Duration,
+    pub tls: TlsOptions,
+    pub credentials: Option<Credentials>,
+    pub layer_sizes: Vec<u64>,
+    pub upload: UploadMode,
+    pub cleanup: Cleanup,
+    pub golden_images: Vec<Reference>,
+}
+
+/// A reference to an image in a target's registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub repository: String,
+    /// A tag or a "sha256:..." digest.
+    pub reference: String,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sep = if self.reference.starts_with("sha256:") { '@' } else { ':' };
+        write!(f, "{}{sep}{}", self.repository, self.reference)
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9115";
+pub const DEFAULT_LAYER_SIZES: [u64; 3] = [4 * 1024, 64 * 1024, 1024 * 1024];
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
+const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+/// Layers beyond this are a typo, not a probe (and would take hours to push).
+const MAX_LAYER_SIZE: u64 = 64 * 1024 * 1024 * 1024;
+const MAX_LAYERS: i64 = 128;
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let raw: RawConfig =
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        raw.validate().map_err(|e| match e {
+            ConfigError::Invalid(msg) => ConfigError::Invalid(format!("config file {}: {msg}", path.display())),
+            other => other,
+        })
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid(format!("listen: invalid address {listen_text:?}: {e} (expected host:port, e.g. 127.0.0.1:9115)")))?;
+        if self.targets.is_empty() {
+            return Err(invalid("targets: at least one target is required"));
+        }
+        let mut names = HashSet::new();
+        let mut targets = Vec::with_capacity(self.targets.len());
+        for (i, raw) in self.targets.into_iter().enumerate() {
+            let label = if raw.name.is_empty() { format!("targets[{i}]") } else { format!("target {:?}", raw.name) };
+            let target = raw.validate(&self.defaults).map_err(|e| match e {
+                ConfigError::Invalid(msg) => invalid(format!("{label}: {msg}")),
+                other => other,
+            })?;
+            if !names.insert(target.name.clone()) {
+                return Err(invalid(format!("{label}: name is used by another target too")));
+            }
+            targets.push(target);
+        }
+        Ok(Config { listen, targets })
+    }
+}
+
+impl RawTarget {
+    pub fn validate(self, defaults: &RawDefaults) -> Result<Target, ConfigError> {
+        validate_name(&self.name)?;
+        let registry = parse_registry_url(&self.registry, self.allow_plain_http)?;
+        validate_repository("repository", &self.repository)?;
+        let manifest_type = match self.manifest_type.as_deref() {
+            None | Some("oci") => ManifestType::Oci,
+            Some("docker") => ManifestType::Docker,
+            Some(other) => {
+                return Err(invalid(format!("manifest_type: unknown media type {other:?} (expected \"oci\" or \"docker\")")))
+            }
+        };
+        let interval = duration("interval", self.interval.as_ref().or(defaults.interval.as_ref()), DEFAULT_INTERVAL)?;
+        let timeout_default = DEFAULT_TIMEOUT.min(interval);
+        let timeout = duration("timeout", self.timeout.as_ref().or(defaults.timeout.as_ref()), timeout_default)?;
+        let step_timeout = duration("step_timeout", self.step_timeout.as_ref().or(defaults.step_timeout.as_ref()), timeout)?;
+        let cleanup_timeout = duration(
+            "cleanup_timeout",
+            self.cleanup_timeout.as_ref().or(defaults.cleanup_timeout.as_ref()),
+            DEFAULT_CLEANUP_TIMEOUT,
+        )?;
+        if timeout > interval {
+            return Err(invalid(format!(
+                "timeout ({}) must not be longer than interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            )));
+        }
+        if step_timeout > timeout {
+            return Err(invalid(format!(
+                "step_timeout ({}) must not be longer than timeout ({})",
+                humantime::format_duration(step_timeout),
+                humantime::format_duration(timeout)
+            )));
+        }
+        let tls = self.tls.validate()?;
+        let credentials = self.auth.validate(&registry)?;
+        let layer_sizes = self.image.validate()?;
+        let upload = self.upload.validate()?;
+        let golden_images = self
+            .golden_images
+            .iter()
+            .enumerate()
+            .map(|(i, r)| parse_reference(r).map_err(|e| invalid(format!("golden_images[{i}]: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target {
+            name: self.name,
+            registry,
+            repository: self.repository,
+            manifest_type,
+            interval,
+            timeout,
+            step_timeout,
+            cleanup_timeout,
+            tls,
+            credentials,
+            layer_sizes,
+            upload,
+            cleanup: Cleanup { enabled: self.cleanup.enabled, delete_blobs: self.cleanup.delete_blobs },
+            golden_images,
+        })
+    }
+}
+
+impl RawTls {
+    fn validate(self) -> Result<TlsOptions, ConfigError> {
+        let client_cert = match (self.client_cert_file, self.client_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCert { cert_file, key_file }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls.client_cert_file is set but tls.client_key_file is not")),
+            (None, Some(_)) => return Err(invalid("tls.client_key_file is set but tls.client_cert_file is not")),
+        };
+        let opts = TlsOptions { ca_file: self.ca_file, client_cert, insecure: self.insecure };
+        // Build it once now so a missing or broken CA/cert file is a config error, not a
+        // failure of every run.
+        crate::client::tls::client_config(&opts).map_err(|e| invalid(format!("tls: {}", crate::client::error_chain(&e))))?;
+        Ok(opts)
+    }
+}
+
+impl RawAuth {
+    fn validate(self, registry: &Url) -> Result<Option<Credentials>, ConfigError> {
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => return Err(invalid("auth: set password_file or password_env, not both")),
+            (Some(path), None) => Some(read_password_file(path)?),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|_| invalid(format!("auth.password_env: environment variable {var:?} is not set")))?,
+            ),
+            (None, None) => None,
+        };
+        match (self.username, password, self.docker_config) {
+            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
+                Err(invalid("auth: docker_config cannot be combined with username/password"))
+            }
+            (Some(u), Some(p), None) => Ok(Some(Credentials::new(u, p))),
+            (Some(u), None, None) => Err(invalid(format!(
+                "auth.username {u:?} is set but no password: set auth.password_file or auth.password_env"
+            ))),
+            (None, Some(_), None) => Err(invalid("auth: a password is set but auth.username is not")),
+            (None, None, Some(path)) => {
+                let host = host_port(registry);
+                docker_config_credentials(&path, &host)
+                    .map_err(|e| invalid(format!("auth.docker_config: {e}")))?
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("auth.docker_config: {} has no credentials for {host}", path.display())))
+            }
+            (None, None, None) => Ok(None),
+        }
+    }
+}
+
+/// Reads a password file; one trailing newline (as `echo` writes) is not part of the password.
+pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("auth.password_file: cannot read {}: {e}", path.display())))?;
+    let password = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
+    if password.is_empty() {
+        return Err(invalid(format!("auth.password_file: {} is empty", path.display())));
+    }
+    Ok(password.to_string())
+}
+
+impl RawImage {
+    fn validate(self) -> Result<Vec<u64>, ConfigError> {
+        match (self.layers, self.layer_size, self.layer_sizes) {
+            (_, _, Some(sizes)) if sizes.is_empty() => Err(invalid("image.layer_sizes: at least one layer is required")),
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                Err(invalid("image: set layer_sizes, or layers and layer_size, not both"))
+            }
+            (None, None, Some(sizes)) => sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| parse_size(&format!("image.layer_sizes[{i}]"), s))
+                .collect(),
+            (layers, size, None) => {
+                if layers.is_none() && size.is_none() {
+                    return Ok(DEFAULT_LAYER_SIZES.to_vec());
+                }
+                let n = layers.unwrap_or(3);
+                if !(1..=MAX_LAYERS).contains(&n) {
+                    return Err(invalid(format!("image.layers: {n} is out of range (1 to {MAX_LAYERS})")));
+                }
+                let size = match size {
+                    Some(s) => parse_size("image.layer_size", &s)?,
+                    None => DEFAULT_LAYER_SIZES[2],
+                };
+                Ok(vec![size; n as usize])
+            }
+        }
+    }
+}
+
+impl RawUpload {
+    fn validate(self) -> Result<UploadMode, ConfigError> {
+        let chunk_size = match &self.chunk_size {
+            Some(s) => parse_size("upload.chunk_size", s)?,
+            None => DEFAULT_CHUNK_SIZE,
+        };
+        if chunk_size == 0 {
+            return Err(invalid("upload.chunk_size: must be at least 1 byte"));
+        }
+        match self.mode.as_deref() {
+            None | Some("monolithic") => {
+                if self.chunk_size.is_some() {
+                    return Err(invalid("upload.chunk_size is set but upload.mode is not \"chunked\""));
+                }
+                Ok(UploadMode::Monolithic)
+            }
+            Some("chunked") => Ok(UploadMode::Chunked { chunk_size }),
+            Some(other) => Err(invalid(format!("upload.mode: unknown mode {other:?} (expected \"monolithic\" or \"chunked\")"))),
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(invalid("name: must not be empty"));
+    }
+    if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid(format!(
+            "name: {name:?} must be at most 64 letters, digits, '-', '_' or '.' (it becomes a metric label)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a registry base URL: http(s), a host, no path, query or credentials.
+pub fn parse_registry_url(text: &str, allow_plain_http: bool) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| {
+        invalid(format!("registry: invalid URL {text:?}: {e} (expected e.g. https://registry.example.com)"))
+    })?;
+    let Some(host) = url.host_str() else {
+        return Err(invalid(format!("registry: URL {text:?} has no host")));
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
+            if !loopback && !allow_plain_http {
+                return Err(invalid(format!(
+                    "registry: {text:?} uses plain HTTP to a host that is not loopback; use https, or set allow_plain_http: true"
+                )));
+            }
+        }
+        other => return Err(invalid(format!("registry: URL {text:?} has scheme {other:?}; expected http or https"))),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!("registry: URL {:?} must not carry credentials; use auth", url.origin().ascii_serialization())));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!("registry: URL {text:?} must have no path or query (the API is under /v2/)")));
+    }
+    Ok(url)
+}
+
+/// "host" or "host:port" as Docker's config.json keys it.
+pub fn host_port(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// OCI distribution spec: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
+pub fn validate_repository(field: &str, name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| invalid(format!("{field}: {name:?} is not a valid repository name: {why}"));
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 255 {
+        return Err(bad("longer than 255 characters"));
+    }
+    for component in name.split('/') {
+        if component.is_empty() {
+            return Err(bad("empty path component"));
+        }
+        let bytes = component.as_bytes();
+        if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+            return Err(bad("components must start and end with a lowercase letter or digit"));
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'.' | b'_' | b'-') {
+                i += 1;
+            }
+            let sep = &component[start..i];
+            let ok = sep == "." || sep == "_" || sep == "__" || (!sep.is_empty() && sep.bytes().all(|b| b == b'-'));
+            if !ok {
+                return Err(bad(&format!("invalid character or separator {:?}", if sep.is_empty() { &component[start..start + 1] } else { sep })));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "repo@sha256:<hex>" or "repo:tag".
+pub fn parse_reference(text: &str) -> Result<Reference, String> {
+    let (repository, reference) = if let Some((repo, digest)) = text.split_once('@') {
+        crate::verify::Digest::parse(digest).map_err(|e| format!("{text:?}: {e}"))?;
+        (repo, digest)
+    } else if let Some((repo, tag)) = text.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        let valid_tag = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && !tag.starts_with(['.', '-']);
+        if !valid_tag {
+            return Err(format!("{text:?}: invalid tag {tag:?}"));
+        }
+        (repo, tag)
+    } else {
+        return Err(format!("{text:?}: expected repository@sha256:<digest> or repository:tag"));
+    };
+    validate_repository("repository", repository).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(Reference { repository: repository.to_string(), reference: reference.to_string() })
+}
+
+fn duration(field: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = value else { return Ok(default) };
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(format!("{field}: invalid duration {text:?}: {e} (expected e.g. \"30s\", \"2m\")")))?;
+    if d.is_zero() {
+        return Err(invalid(format!("{field}: duration {text:?} must be greater than zero")));
+    }
+    Ok(d)
+}
+
+/// Parses "4KiB", "1 MiB", "16MB", "512" (bytes). Binary and decimal units, case-insensitive.
+pub fn parse_size(field: &str, raw: &RawSize) -> Result<u64, ConfigError> {
+    let bad = |why: &str| invalid(format!("{field}: invalid size {raw}: {why}"));
+    let bytes = match raw {
+        RawSize::Bytes(n) if *n < 0 => return Err(bad("a size cannot be negative")),
+        RawSize::Bytes(n) => *n as u64,
+        RawSize::Text(text) => {
+            let t = text.trim();
+            if t.starts_with('-') {
+                return Err(bad("a size cannot be negative"));
+            }
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            if num.is_empty() {
+                return Err(bad("expected a number followed by an optional unit, e.g. \"4KiB\" or \"16MiB\""));
+            }
+            let n: u64 = num.parse().map_err(|_| bad("number too large"))?;
+            let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => 1000,
+                "kib" | "ki" => 1 << 10,
+                "m" | "mb" => 1_000_000,
+                "mib" | "mi" => 1 << 20,
+                "g" | "gb" => 1_000_000_000,
+                "gib" | "gi" => 1 << 30,
+                other => return Err(bad(&format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"))),
+            };
+            n.checked_mul(mult).ok_or_else(|| bad("too large"))?
+        }
+    };
+    if bytes > MAX_LAYER_SIZE {
+        return Err(bad(&format!("larger than the maximum of {} bytes (64 GiB)", MAX_LAYER_SIZE)));
+    }
+    Ok(bytes)
+}
+
+/// Formats a byte count the way sizes are written in the config ("1MiB", "4KiB", "100B").
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (mult, unit) in UNITS {
+        if bytes >= mult && bytes % mult == 0 {
+            return format!("{}{unit}", bytes / mult);
+        }
+    }
+    for (mult, unit) in UNITS {
+        if bytes >= mult {
+            return format!("{:.1}{unit}", bytes as f64 / mult as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> Result<Config, String> {
+        let raw: RawConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        raw.validate().map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "targets:\n  - name: local\n    registry: http://127.0.0.1:5000\n    repository: probe/x\n";
+
+    #[test]
+    fn a_minimal_target_gets_the_documented_defaults() {
+        let c = load_str(MINIMAL).expect("valid");
+        let t = &c.targets[0];
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9115");
+        assert_eq!(t.interval, Duration::from_secs(30));
+        assert_eq!(t.timeout, Duration::from_secs(25));
+        assert_eq!(t.step_timeout, Duration::from_secs(25));
+        assert_eq!(t.layer_sizes, vec![4096, 65536, 1048576]);
+        assert_eq!(t.upload, UploadMode::Monolithic);
+        assert_eq!(t.manifest_type, ManifestType::Oci);
+        assert!(t.cleanup.enabled && t.cleanup.delete_blobs);
+    }
+
+    #[test]
+    fn parses_sizes_with_units() {
+        let s = |t: &str| parse_size("f", &RawSize::Text(t.into()));
+        assert_eq!(s("4KiB").expect("valid"), 4096);
+        assert_eq!(s("1 MiB").expect("valid"), 1 << 20);
+        assert_eq!(s("16MB").expect("valid"), 16_000_000);
+        assert_eq!(s("512").expect("valid"), 512);
+        assert_eq!(parse_size("f", &RawSize::Bytes(7)).expect("valid"), 7);
+        assert_eq!(
+            s("-1MiB").expect_err("negative").to_string(),
+            "f: invalid size \"-1MiB\": a size cannot be negative"
+        );
+        assert_eq!(
+            s("3 parsecs").expect_err("unit").to_string(),
+            "f: invalid size \"3 parsecs\": unknown unit \"parsecs\" (use B, KiB, MiB, GiB, KB, MB or GB)"
+        );
+    }
+
+    #[test]
+    fn formats_sizes_as_they_are_written() {
+        assert_eq!(format_size(1 << 20), "1MiB");
+        assert_eq!(format_size(4096), "4KiB");
+        assert_eq!(format_size(1536), "1.5KiB");
+        assert_eq!(format_size(100), "100B");
+    }
+
+    #[test]
+    fn validates_repository_names_like_the_spec() {
+        for ok in ["a", "probe/x", "a.b_c__d---e/f0", "registry-prober/probe"] {
+            validate_repository("r", ok).expect(ok);
+        }
+        for bad in ["", "A", "a//b", "-a", "a-", "a/", "a..b", "a___b", "a:b"] {
+            assert!(validate_repository("r", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn parses_golden_references() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            parse_reference(&format!("golden/img@{digest}")).expect("valid"),
+            Reference { repository: "golden/img".into(), reference: digest }
+        );
+        assert_eq!(
+            parse_reference("golden/img:v1").expect("valid"),
+            Reference { repository: "golden/img".into(), reference: "v1".into() }
+        );
+        assert!(parse_reference("golden/img").is_err());
+        assert!(parse_reference("golden/img@sha256:xyz").is_err());
+    }
+
+    #[test]
+    fn rejects_plain_http_to_a_remote_registry_unless_allowed() {
+        let e = parse_registry_url("http://registry.example.com", false).expect_err("refused");
+        assert!(e.to_string().contains("plain HTTP"), "{e}");
+        parse_registry_url("http://registry.example.com", true).expect("allowed");
+        parse_registry_url("http://localhost:5000", false).expect("loopback");
+        parse_registry_url("http://[::1]:5000", false).expect("loopback v6");
+    }
+
+    #[test]
+    fn rejects_a_timeout_longer_than_the_interval_quoting_both() {
+        let yaml = format!("{MINIMAL}    interval: 15s\n    timeout: 30s\n");
+        assert_eq!(
+            load_str(&yaml).expect_err("invalid"),
+            "target \"local\": timeout (30s) must not be longer than interval (15s)"
+        );
+    }
+
+    #[test]
+    fn a_password_file_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").expect("write");
+        assert_eq!(read_password_file(&p).expect("read"), "s3cret");
+    }
+}

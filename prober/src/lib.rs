@@ -1,0 +1,10 @@
+//! registry-prober: a synthetic end-to-end prober for OCI container registries.
+//! Read top to bottom, the modules follow one probe run:
+//! config -> schedule -> client (timed HTTP) -> probe::{image, push, pull, cleanup} -> verify -> report.
+
+pub mod config;
+pub mod schedule;
+pub mod client;
+pub mod probe;
+pub mod verify;
+pub mod report;

@@ -1,0 +1,313 @@
+//! The `registry-prober` command: `once` (one cycle, a readable report), `check-config`, and
+//! `run` (the service). Exit status: 0 success, 1 a probe failed, 64 bad usage or config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use registry_prober::config::{Config, ConfigError, RawCleanup, RawDefaults, RawImage, RawSize, RawTarget, RawTls, RawUpload, RawAuth};
+use registry_prober::probe::outcome::RunReport;
+use registry_prober::probe::Prober;
+use registry_prober::report;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "registry-prober", version, about = "Synthetic end-to-end prober for OCI container registries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one probe cycle and print a step-by-step report (exit 0 all passed, 1 a step failed).
+    Once(OnceArgs),
+    /// Validate a config file (exit 0 valid, 64 invalid, naming the field and value).
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Run the prober as a service: every target on its schedule.
+    Run {
+        /// The YAML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Args)]
+struct OnceArgs {
+    /// Take the target from this config file instead of the flags below.
+    #[arg(long, conflicts_with_all = ["registry", "repository"])]
+    config: Option<PathBuf>,
+    /// With --config: the target to probe (default: the only one).
+    #[arg(long, requires = "config")]
+    target: Option<String>,
+    /// Registry base URL, e.g. http://127.0.0.1:5000.
+    #[arg(long, required_unless_present = "config", requires = "repository")]
+    registry: Option<String>,
+    /// Repository to push to and delete from.
+    #[arg(long)]
+    repository: Option<String>,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM CA bundle to trust in addition to the system roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate (mTLS); needs --client-key-file.
+    #[arg(long)]
+    client_cert_file: Option<PathBuf>,
+    /// PEM client key (mTLS).
+    #[arg(long)]
+    client_key_file: Option<PathBuf>,
+    /// User name; the password comes from --password-file (never from the command line).
+    #[arg(long, requires = "password_file")]
+    username: Option<String>,
+    /// File holding the password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Docker config.json to take credentials from.
+    #[arg(long)]
+    docker_config: Option<PathBuf>,
+    /// Number of layers.
+    #[arg(long)]
+    layers: Option<i64>,
+    /// Size of each layer, e.g. 4KiB, 1MiB.
+    #[arg(long)]
+    layer_size: Option<String>,
+    /// Manifest media type: oci or docker.
+    #[arg(long)]
+    manifest_type: Option<String>,
+    /// Upload mode: monolithic or chunked.
+    #[arg(long)]
+    upload_mode: Option<String>,
+    /// Chunk size for chunked uploads, e.g. 5MiB.
+    #[arg(long)]
+    chunk_size: Option<String>,
+    /// Run deadline, e.g. 60s.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Leave the pushed image in place (for inspection or interoperability checks).
+    #[arg(long)]
+    no_cleanup: bool,
+    /// Also pull and verify this image (repo@sha256:... or repo:tag); repeatable.
+    #[arg(long = "golden")]
+    golden: Vec<String>,
+    /// Seed of the random image (default: random), to reproduce a run's exact bytes.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!("{}: valid, {} target(s)", file.display(), c.targets.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        },
+        Command::Once(args) => {
+            init_logs(LogFormat::Text, "error");
+            once(args)
+        }
+        Command::Run { config, log_format } => {
+            init_logs(log_format, "info");
+            run(&config)
+        }
+    }
+}
+
+fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts")
+}
+
+fn once(args: OnceArgs) -> ExitCode {
+    let target = match once_target(&args) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
+    let prober = match Prober::new(target) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&format!("tls: {}", registry_prober::client::error_chain(&e))),
+    };
+    let report: RunReport = runtime().block_on(async {
+        match args.seed {
+            Some(seed) => prober.run_with_seed(seed).await,
+            None => prober.run().await,
+        }
+    });
+    match args.output {
+        Output::Text => print!("{}", report::text::render(&report)),
+        Output::Json => println!("{}", report::json(&report)),
+    }
+    if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// The target of `once`: from a config file, or built from the flags and validated by the
+/// same rules as a config file.
+fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, ConfigError> {
+    if let Some(path) = &args.config {
+        let config = Config::load(path)?;
+        let mut target = match &args.target {
+            Some(name) => config.targets.into_iter().find(|t| &t.name == name).ok_or_else(|| {
+                ConfigError::Invalid(format!("--target: no target named {name:?} in {}", path.display()))
+            })?,
+            None if config.targets.len() == 1 => config.targets.into_iter().next().expect("one target"),
+            None => {
+                let names: Vec<String> = config.targets.iter().map(|t| format!("{:?}", t.name)).collect();
+                return Err(ConfigError::Invalid(format!(
+                    "{} has {} targets ({}): choose one with --target",
+                    path.display(),
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+        };
+        if args.no_cleanup {
+            target.cleanup.enabled = false;
+        }
+        return Ok(target);
+    }
+    let size = |s: &Option<String>| s.clone().map(RawSize::Text);
+    let raw = RawTarget {
+        name: "cli".into(),
+        registry: args.registry.clone().unwrap_or_default(),
+        repository: args.repository.clone().unwrap_or_default(),
+        manifest_type: args.manifest_type.clone(),
+        interval: args.timeout.clone(),
+        timeout: args.timeout.clone().or_else(|| Some("60s".into())),
+        step_timeout: None,
+        cleanup_timeout: None,
+        allow_plain_http: true,
+        tls: RawTls {
+            ca_file: args.ca_file.clone(),
+            client_cert_file: args.client_cert_file.clone(),
+            client_key_file: args.client_key_file.clone(),
+            insecure: args.insecure,
+        },
+        auth: RawAuth {
+            username: args.username.clone(),
+            password_file: args.password_file.clone(),
+            password_env: None,
+            docker_config: args.docker_config.clone(),
+        },
+        image: RawImage { layers: args.layers, layer_size: size(&args.layer_size), layer_sizes: None },
+        upload: RawUpload { mode: args.upload_mode.clone(), chunk_size: size(&args.chunk_size) },
+        cleanup: RawCleanup { enabled: !args.no_cleanup, delete_blobs: true },
+        golden_images: args.golden.clone(),
+    };
+    let defaults = RawDefaults { interval: Some("1h".into()), ..RawDefaults::default() };
+    raw.validate(&defaults).map_err(|e| match e {
+        ConfigError::Invalid(m) => ConfigError::Invalid(format!("invalid arguments: {m}")),
+        other => other,
+    })
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let rt = runtime();
+    let result: anyhow::Result<()> = rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("Shutdown requested, letting running cycles finish");
+            let _ = tx.send(true);
+        });
+        let sink: Arc<dyn Fn(&RunReport) + Send + Sync> = Arc::new(log_run);
+        registry_prober::schedule::run_all(&config, sink, rx).await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn log_run(report: &RunReport) {
+    match report.first_failure() {
+        None => tracing::info!(
+            target_name = %report.target,
+            duration_seconds = report.duration_seconds.as_secs_f64(),
+            steps = report.steps.len(),
+            "Run succeeded"
+        ),
+        Some(step) => tracing::warn!(
+            target_name = %report.target,
+            step = step.step.as_str(),
+            reason = step.reason.map(|r| r.as_str()),
+            error = step.error_line().unwrap_or_default(),
+            "Run failed"
+        ),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

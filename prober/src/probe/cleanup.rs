@@ -1,0 +1,113 @@
+//! Cleanup: cancel every upload session the run left open, DELETE the manifest by digest and
+//! the blobs it pushed. Each cleanup step has its own deadline, so it runs even after the run
+//! deadline; a failure is reported as a cleanup failure, never hidden.
+
+use http::{Method, StatusCode};
+
+use super::image::Image;
+use super::outcome::{Failure, Reason, Step};
+use super::{cleanup_deadline, Run};
+use crate::client::Request;
+use crate::verify::Digest;
+
+impl Run<'_> {
+    /// Undoes everything the run created.
+    pub(super) async fn cleanup(&mut self, image: &Image) {
+        self.cancel_open_sessions().await;
+        if let Some(digest) = self.manifest_pushed.clone() {
+            // The manifest goes first: distribution refuses nothing here, but a registry that
+            // garbage-collects would otherwise still see the blobs referenced.
+            let _ = self.delete(Step::DeleteManifest, "manifest", &format!("manifests/{digest}"), Reason::ManifestUnknown).await;
+        }
+        if self.target().cleanup.delete_blobs {
+            let uploaded: Vec<Digest> = self.uploaded.clone();
+            for digest in uploaded {
+                let label = image
+                    .blobs()
+                    .into_iter()
+                    .find(|b| b.digest == digest)
+                    .map(|b| b.kind.to_string())
+                    .unwrap_or_else(|| digest.to_string());
+                let _ = self.delete(Step::DeleteBlob, &label, &format!("blobs/{digest}"), Reason::BlobUnknown).await;
+            }
+        }
+    }
+
+    /// Cancels upload sessions that never completed (a failed or cut-off upload).
+    pub(super) async fn cancel_open_sessions(&mut self) {
+        let open: Vec<usize> = (0..self.sessions.len()).filter(|&i| !self.sessions[i].completed).collect();
+        for i in open {
+            let url = self.sessions[i].url.clone();
+            let p = self.prober;
+            let deadline = cleanup_deadline(p.target.cleanup_timeout);
+            let subject = crate::client::redact_url(&url);
+            let result = self
+                .step_until(Step::CancelUpload, subject, deadline, |deadline, mut tr| async move {
+                    let r = async {
+                        let resp = p.client.send(&Request::new(Method::DELETE, url.clone()), deadline, &mut tr).await?;
+                        if matches!(resp.status, StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED) {
+                            return p.client.discard(resp, deadline, &mut tr).await;
+                        }
+                        let failure = p
+                            .client
+                            .expect(resp, &[StatusCode::NO_CONTENT], Reason::BlobUploadUnknown, deadline, &mut tr)
+                            .await
+                            .err()
+                            .unwrap_or_else(|| Failure::new(Reason::Protocol, "unexpected answer"));
+                        // Distribution answers a DELETE whose _state is stale (the upload broke
+                        // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway.
+                        // Ask the session itself: 404 means it is gone, which is all we want.
+                        let status = p.client.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
+                        let gone = status.status == StatusCode::NOT_FOUND;
+                        p.client.discard(status, deadline, &mut tr).await?;
+                        if gone {
+                            Ok(())
+                        } else {
+                            Err(failure)
+                        }
+                    }
+                    .await;
+                    (r, tr)
+                })
+                .await;
+            if result.is_ok() {
+                self.sessions[i].completed = true;
+            }
+        }
+    }
+
+    /// DELETE one manifest or blob by digest: 202 Accepted. 404 counts as done only for a
+    /// manifest whose PUT may not have reached the registry.
+    async fn delete(&mut self, step: Step, subject: &str, rest: &str, not_found: Reason) -> Result<(), Failure> {
+        let p = self.prober;
+        let url = p.client.url(rest)?;
+        let deadline = cleanup_deadline(p.target.cleanup_timeout);
+        let manifest_uncertain = step == Step::DeleteManifest && !self.manifest_stored();
+        self.step_until(step, subject.to_string(), deadline, |deadline, mut tr| async move {
+            let r = async {
+                let resp = p.client.send(&Request::new(Method::DELETE, url), deadline, &mut tr).await?;
+                let mut ok = vec![StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT];
+                if manifest_uncertain {
+                    ok.push(StatusCode::NOT_FOUND);
+                }
+                let resp = p.client.expect(resp, &ok, not_found, deadline, &mut tr).await.map_err(|mut f| {
+                    if f.reason == Reason::Unsupported {
+                        f.message.push_str(
+                            " (the registry does not allow deletes: enable them, e.g. storage.delete.enabled, or set cleanup.delete_blobs: false)",
+                        );
+                    }
+                    f
+                })?;
+                p.client.discard(resp, deadline, &mut tr).await
+            }
+            .await;
+            (r, tr)
+        })
+        .await
+    }
+
+    /// Whether the manifest PUT was answered 201.
+    fn manifest_stored(&self) -> bool {
+        self.steps.iter().any(|s| s.step == Step::PushManifest && s.success)
+    }
+}

@@ -1,0 +1,364 @@
+//! What one probe run produced: a closed set of steps and failure reasons (the one source of
+//! label values, span names and log fields), and the per-step reports with their HTTP transcripts.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// A step of the probe cycle. Steps repeat per blob; `StepReport::subject` says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// A bearer token fetched from the registry's token service.
+    Token,
+    /// HEAD /v2/<repo>/blobs/<digest> before an upload.
+    CheckBlob,
+    /// POST /v2/<repo>/blobs/uploads/: opens an upload session.
+    StartUpload,
+    /// PUT (monolithic) or PATCH... + PUT (chunked) of one blob.
+    UploadBlob,
+    /// PUT /v2/<repo>/manifests/<tag>.
+    PushManifest,
+    /// GET /v2/<repo>/manifests/<tag>.
+    PullManifestByTag,
+    /// GET /v2/<repo>/manifests/<digest>.
+    PullManifestByDigest,
+    /// GET /v2/<repo>/blobs/<digest>, streamed through sha256.
+    PullBlob,
+    /// DELETE /v2/<repo>/manifests/<digest>.
+    DeleteManifest,
+    /// DELETE /v2/<repo>/blobs/<digest>.
+    DeleteBlob,
+    /// DELETE <upload session URL> of an upload that did not complete.
+    CancelUpload,
+}
+
+impl Step {
+    pub const ALL: [Step; 11] = [
+        Step::Token,
+        Step::CheckBlob,
+        Step::StartUpload,
+        Step::UploadBlob,
+        Step::PushManifest,
+        Step::PullManifestByTag,
+        Step::PullManifestByDigest,
+        Step::PullBlob,
+        Step::DeleteManifest,
+        Step::DeleteBlob,
+        Step::CancelUpload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Token => "token",
+            Step::CheckBlob => "check_blob",
+            Step::StartUpload => "start_upload",
+            Step::UploadBlob => "upload_blob",
+            Step::PushManifest => "push_manifest",
+            Step::PullManifestByTag => "pull_manifest_by_tag",
+            Step::PullManifestByDigest => "pull_manifest_by_digest",
+            Step::PullBlob => "pull_blob",
+            Step::DeleteManifest => "delete_manifest",
+            Step::DeleteBlob => "delete_blob",
+            Step::CancelUpload => "cancel_upload",
+        }
+    }
+
+    /// Cleanup steps: their failures are reported as cleanup failures (something was left behind).
+    pub fn is_cleanup(self) -> bool {
+        matches!(self, Step::DeleteManifest | Step::DeleteBlob | Step::CancelUpload)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a step failed: a closed set, so it can be a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The registry's host name did not resolve.
+    Dns,
+    /// The TCP connection was refused or unreachable.
+    Connect,
+    /// The TLS handshake failed (untrusted, expired or wrong-host certificate, protocol).
+    Tls,
+    /// A step's deadline passed.
+    Timeout,
+    /// The connection broke while a request or response was in flight (reset, truncated body).
+    Io,
+    /// 401/403, DENIED/UNAUTHORIZED, or the token service refused us.
+    Auth,
+    /// 429 or TOOMANYREQUESTS.
+    RateLimited,
+    BlobUnknown,
+    BlobUploadUnknown,
+    BlobUploadInvalid,
+    ManifestUnknown,
+    ManifestInvalid,
+    ManifestBlobUnknown,
+    NameUnknown,
+    NameInvalid,
+    TagInvalid,
+    DigestInvalid,
+    SizeInvalid,
+    /// The registry does not support the operation (e.g. DELETE disabled: 405 UNSUPPORTED).
+    Unsupported,
+    /// Bytes we pulled do not hash to the digest we pushed (or the registry's Docker-Content-Digest disagrees).
+    DigestMismatch,
+    /// Bytes we pulled are fewer or more than pushed, or Content-Length disagrees with the descriptor.
+    SizeMismatch,
+    /// Another 4xx answer without a known registry error code.
+    Http4xx,
+    /// A 5xx answer.
+    Http5xx,
+    /// The registry answered something a Distribution API client cannot use: a missing Location,
+    /// a manifest that is not JSON, an unexpected status.
+    Protocol,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 24] = [
+        Reason::Dns,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Timeout,
+        Reason::Io,
+        Reason::Auth,
+        Reason::RateLimited,
+        Reason::BlobUnknown,
+        Reason::BlobUploadUnknown,
+        Reason::BlobUploadInvalid,
+        Reason::ManifestUnknown,
+        Reason::ManifestInvalid,
+        Reason::ManifestBlobUnknown,
+        Reason::NameUnknown,
+        Reason::NameInvalid,
+        Reason::TagInvalid,
+        Reason::DigestInvalid,
+        Reason::SizeInvalid,
+        Reason::Unsupported,
+        Reason::DigestMismatch,
+        Reason::SizeMismatch,
+        Reason::Http4xx,
+        Reason::Http5xx,
+        Reason::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Dns => "dns",
+            Reason::Connect => "connect",
+            Reason::Tls => "tls",
+            Reason::Timeout => "timeout",
+            Reason::Io => "io",
+            Reason::Auth => "auth",
+            Reason::RateLimited => "rate_limited",
+            Reason::BlobUnknown => "blob_unknown",
+            Reason::BlobUploadUnknown => "blob_upload_unknown",
+            Reason::BlobUploadInvalid => "blob_upload_invalid",
+            Reason::ManifestUnknown => "manifest_unknown",
+            Reason::ManifestInvalid => "manifest_invalid",
+            Reason::ManifestBlobUnknown => "manifest_blob_unknown",
+            Reason::NameUnknown => "name_unknown",
+            Reason::NameInvalid => "name_invalid",
+            Reason::TagInvalid => "tag_invalid",
+            Reason::DigestInvalid => "digest_invalid",
+            Reason::SizeInvalid => "size_invalid",
+            Reason::Unsupported => "unsupported",
+            Reason::DigestMismatch => "digest_mismatch",
+            Reason::SizeMismatch => "size_mismatch",
+            Reason::Http4xx => "http_4xx",
+            Reason::Http5xx => "http_5xx",
+            Reason::Protocol => "protocol",
+        }
+    }
+
+    /// The reason for an OCI/Distribution error code, when it names one we keep apart.
+    pub fn from_registry_code(code: &str) -> Option<Reason> {
+        Some(match code {
+            "BLOB_UNKNOWN" => Reason::BlobUnknown,
+            "BLOB_UPLOAD_UNKNOWN" => Reason::BlobUploadUnknown,
+            "BLOB_UPLOAD_INVALID" => Reason::BlobUploadInvalid,
+            "MANIFEST_UNKNOWN" => Reason::ManifestUnknown,
+            "MANIFEST_INVALID" | "MANIFEST_UNVERIFIED" => Reason::ManifestInvalid,
+            "MANIFEST_BLOB_UNKNOWN" => Reason::ManifestBlobUnknown,
+            "NAME_UNKNOWN" => Reason::NameUnknown,
+            "NAME_INVALID" => Reason::NameInvalid,
+            "TAG_INVALID" => Reason::TagInvalid,
+            "DIGEST_INVALID" => Reason::DigestInvalid,
+            "SIZE_INVALID" => Reason::SizeInvalid,
+            "UNSUPPORTED" => Reason::Unsupported,
+            "UNAUTHORIZED" | "DENIED" => Reason::Auth,
+            "TOOMANYREQUESTS" => Reason::RateLimited,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One HTTP exchange (one hop of a request), as recorded in a step's transcript.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HttpRecord {
+    pub method: String,
+    /// The URL with any query-string credentials (object-store signatures) redacted.
+    pub url: String,
+    pub status: Option<u16>,
+    pub reused_connection: bool,
+    pub http_version: Option<&'static str>,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub dns_seconds: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub connect_seconds: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub tls_seconds: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub first_byte_seconds: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub transfer_seconds: Option<Duration>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Registry error codes from the response body's error envelope.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
+    /// The registry's error message(s), or the start of a non-JSON error body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Rate-limit headers as the registry sent them (RateLimit-*, X-RateLimit-*, Retry-After).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_limit: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_cert_not_after_unix: Option<u64>,
+    /// A transport failure on this hop (no response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A failed step: the precise reason and a message that names what failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub reason: Reason,
+    /// `<METHOD> <URL>: <status>, registry error <CODE>: <message>` or expected vs actual.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_code: Option<String>,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Failure {
+        Failure { reason, message: message.into(), status: None, registry_code: None }
+    }
+}
+
+/// One executed step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: Step,
+    /// What the step acted on: "config", "layer 2", a tag, an upload session.
+    pub subject: String,
+    pub success: bool,
+    #[serde(serialize_with = "ser_secs")]
+    pub duration_seconds: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_code: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub requests: Vec<HttpRecord>,
+}
+
+impl StepReport {
+    /// The one-line error as an on-call engineer reads it: step, subject, then the failure.
+    pub fn error_line(&self) -> Option<String> {
+        self.error.as_ref().map(|e| format!("{} ({}): {}", self.step, self.subject, e))
+    }
+}
+
+/// The report of one probe run of one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub target: String,
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub success: bool,
+    /// True when every step other than cleanup passed but cleanup left something behind.
+    pub cleanup_failed: bool,
+    #[serde(serialize_with = "ser_unix")]
+    pub started_at: SystemTime,
+    #[serde(serialize_with = "ser_secs")]
+    pub duration_seconds: Duration,
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    /// The first failed step, which is what stopped the run.
+    pub fn first_failure(&self) -> Option<&StepReport> {
+        self.steps.iter().find(|s| !s.success)
+    }
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    s.serialize_f64(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_distinct_snake_case_label() {
+        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn serde_names_match_the_label_values() {
+        for r in Reason::ALL {
+            assert_eq!(serde_json::to_value(r).expect("serializes"), serde_json::json!(r.as_str()));
+        }
+        for s in Step::ALL {
+            assert_eq!(serde_json::to_value(s).expect("serializes"), serde_json::json!(s.as_str()));
+        }
+    }
+
+    #[test]
+    fn maps_registry_error_codes_to_reasons() {
+        assert_eq!(Reason::from_registry_code("BLOB_UNKNOWN"), Some(Reason::BlobUnknown));
+        assert_eq!(Reason::from_registry_code("DENIED"), Some(Reason::Auth));
+        assert_eq!(Reason::from_registry_code("TOOMANYREQUESTS"), Some(Reason::RateLimited));
+        assert_eq!(Reason::from_registry_code("SOMETHING_NEW"), None);
+    }
+}

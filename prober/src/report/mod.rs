@@ -1,0 +1,11 @@
+//! Reporting what runs produced. For `once`: a readable step-by-step text report or one JSON
+//! object. (The service's sinks, metrics and the status page, build on the same RunReport.)
+
+pub mod text;
+
+use crate::probe::outcome::RunReport;
+
+/// One JSON object: target, success, steps [{step, success, duration_seconds, reason, error, ...}].
+pub fn json(report: &RunReport) -> String {
+    serde_json::to_string_pretty(report).expect("a RunReport always serializes: plain data, string keys")
+}

@@ -1,0 +1,25 @@
+//! Test harness for registry-prober's end-to-end tests: starts real servers (CNCF Distribution
+//! `docker-registry`, a test token server), makes test certificates and images, drives skopeo,
+//! and inspects the registry's on-disk storage. No mocks of the registry.
+
+pub mod bins;
+pub mod certs;
+pub mod http;
+pub mod oci;
+pub mod ports;
+pub mod process;
+pub mod registry;
+pub mod skopeo;
+pub mod storage;
+pub mod token_server;
+
+pub use bins::prober_bin;
+pub use certs::{ClientFiles, TestCa, TlsFiles};
+pub use http::{HttpClient, Response};
+pub use oci::{write_oci_layout, OciImage};
+pub use ports::free_port;
+pub use process::{run_with_timeout, ProcessOutput};
+pub use registry::{Registry, RegistryAuth, RegistryOptions};
+pub use skopeo::{skopeo, skopeo_copy, SKOPEO_TIMEOUT};
+pub use storage::Storage;
+pub use token_server::{Grant, TokenServer};

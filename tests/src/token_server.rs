@@ -1,0 +1,478 @@
+//! A test token server for the registry's `auth.token` mode (Docker token protocol): basic
+//! auth in, ES256 JWT out. Plain HTTP on 127.0.0.1, one thread per connection.
+//!
+//! The registry trusts the signing key through `rootcertbundle` (a self-signed certificate of
+//! the same key) and finds it by the JWT header `kid`, which must be the libtrust key ID of
+//! the public key (see [`libtrust_key_id`]).
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `service` the registry is configured with (the JWT `aud`).
+pub const SERVICE: &str = "registry-prober-test";
+/// `issuer` the registry is configured with (the JWT `iss`).
+pub const ISSUER: &str = "registry-prober-test-issuer";
+
+/// What the server may grant: `actions` on resources of `resource_type` named `name` (exact,
+/// or a prefix when it ends with `*`), to the listed users only, or to every authenticated
+/// user when `users` is `None`. Granted actions are the requested ones that are listed.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub resource_type: String,
+    pub name: String,
+    pub actions: Vec<String>,
+    pub users: Option<Vec<String>>,
+}
+
+impl Grant {
+    /// `actions` on repository `name` (`"probe/x"`, or a prefix like `"probe/*"`, or `"*"`).
+    pub fn repository(name: &str, actions: &[&str]) -> Grant {
+        Grant {
+            resource_type: "repository".into(),
+            name: name.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            users: None,
+        }
+    }
+
+    /// `registry:catalog:*`, for `GET /v2/_catalog`.
+    pub fn catalog() -> Grant {
+        Grant {
+            resource_type: "registry".into(),
+            name: "catalog".into(),
+            actions: vec!["*".into()],
+            users: None,
+        }
+    }
+
+    /// Restricts the grant to these users.
+    pub fn for_users(mut self, users: &[&str]) -> Grant {
+        self.users = Some(users.iter().map(|u| u.to_string()).collect());
+        self
+    }
+
+    fn matches(&self, user: Option<&str>, rtype: &str, name: &str) -> bool {
+        let name_ok = match self.name.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => self.name == name,
+        };
+        let user_ok = match (&self.users, user) {
+            (None, _) => true,
+            (Some(list), Some(u)) => list.iter().any(|l| l == u),
+            (Some(_), None) => false,
+        };
+        self.resource_type == rtype && name_ok && user_ok
+    }
+}
+
+/// One request the server answered (for assertions on caching and scopes).
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub method: String,
+    pub user: Option<String>,
+    pub service: Option<String>,
+    pub scopes: Vec<String>,
+    pub status: u16,
+}
+
+struct Shared {
+    users: BTreeMap<String, String>,
+    grants: Vec<Grant>,
+    anonymous: bool,
+    expires_in: AtomicU64,
+    failing: AtomicBool,
+    signing_key: SigningKey,
+    kid: String,
+    count: AtomicU64,
+    log: Mutex<Vec<TokenRequest>>,
+}
+
+/// A running token server; stopped on drop.
+pub struct TokenServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    root_cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    /// Starts a server that knows these `(user, password)` pairs and these grants. Requests
+    /// without credentials get 401 (see [`TokenServer::start_with_anonymous`]).
+    pub fn start(users: &[(&str, &str)], grants: &[Grant]) -> anyhow::Result<TokenServer> {
+        Self::start_inner(users, grants, false)
+    }
+
+    /// Like [`TokenServer::start`], but requests without credentials get a token too, with
+    /// the grants whose `users` is `None` (like a registry with public repositories).
+    pub fn start_with_anonymous(
+        users: &[(&str, &str)],
+        grants: &[Grant],
+    ) -> anyhow::Result<TokenServer> {
+        Self::start_inner(users, grants, true)
+    }
+
+    fn start_inner(
+        users: &[(&str, &str)],
+        grants: &[Grant],
+        anonymous: bool,
+    ) -> anyhow::Result<TokenServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("token-server-")
+            .tempdir()
+            .context("creating the token server's temp dir")?;
+        // One P-256 key: rcgen makes the certificate, p256 signs the JWTs.
+        let key = rcgen::KeyPair::generate().context("generating the token signing key")?;
+        let signing_key = SigningKey::from_pkcs8_der(&key.serialize_der())
+            .map_err(|e| anyhow::anyhow!("loading the token signing key into p256: {e}"))?;
+        let spki = signing_key
+            .verifying_key()
+            .to_public_key_der()
+            .map_err(|e| anyhow::anyhow!("encoding the token public key: {e}"))?;
+        let kid = libtrust_key_id(spki.as_bytes());
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "registry-prober test token signer");
+        let cert = params.self_signed(&key).context("self-signing the token certificate")?;
+        let root_cert = dir.path().join("token-root.pem");
+        std::fs::write(&root_cert, cert.pem())
+            .with_context(|| format!("writing {}", root_cert.display()))?;
+
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the token server on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
+            grants: grants.to_vec(),
+            anonymous,
+            expires_in: AtomicU64::new(300),
+            failing: AtomicBool::new(false),
+            signing_key,
+            kid,
+            count: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("token-server-{}", addr.port()))
+                .spawn(move || {
+                    for conn in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if let Ok(conn) = conn {
+                            let shared = shared.clone();
+                            std::thread::spawn(move || {
+                                let _ = handle(&shared, conn);
+                            });
+                        }
+                    }
+                })
+                .context("spawning the token server thread")?
+        };
+        Ok(TokenServer { shared, addr, stop, thread: Some(thread), root_cert, _dir: dir })
+    }
+
+    /// `http://127.0.0.1:PORT/token`, the realm.
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// PEM certificate of the signing key, for the registry's `rootcertbundle`.
+    pub fn root_cert_bundle(&self) -> &Path {
+        &self.root_cert
+    }
+
+    /// The libtrust key ID put in every JWT's `kid`.
+    pub fn key_id(&self) -> &str {
+        &self.shared.kid
+    }
+
+    /// Number of requests to `/token` so far (answered or refused).
+    pub fn token_requests(&self) -> u64 {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// Every request to `/token` so far.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `expires_in` (and JWT lifetime) of tokens issued from now on; default 300 s.
+    pub fn set_expires_in(&self, secs: u64) {
+        self.shared.expires_in.store(secs, Ordering::SeqCst);
+    }
+
+    /// While true, `/token` answers 503 (a token-service outage).
+    pub fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Issues a token directly (no HTTP), e.g. to craft requests in tests.
+    pub fn issue(&self, user: Option<&str>, scopes: &[&str]) -> anyhow::Result<String> {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        jwt(&self.shared, user, SERVICE, &scopes)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// libtrust key ID of a public key: base32 (RFC 4648, no padding) of the first 30 bytes of
+/// sha256(DER SubjectPublicKeyInfo), in 12 groups of 4 characters joined by ':'.
+pub fn libtrust_key_id(spki_der: &[u8]) -> String {
+    let digest = Sha256::digest(spki_der);
+    let b32 = data_encoding::BASE32_NOPAD.encode(&digest[..30]);
+    b32.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn b64url(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn jwt(shared: &Shared, user: Option<&str>, service: &str, scopes: &[String]) -> anyhow::Result<String> {
+    let mut access = Vec::new();
+    for scope in scopes {
+        // type:name:actions, where name may itself contain ':' (host:port/repo).
+        let Some((rtype, rest)) = scope.split_once(':') else { continue };
+        let Some((name, actions)) = rest.rsplit_once(':') else { continue };
+        let mut granted: Vec<String> = Vec::new();
+        for action in actions.split(',').filter(|a| !a.is_empty()) {
+            let ok = shared.grants.iter().any(|g| {
+                g.matches(user, rtype, name) && g.actions.iter().any(|a| a == action || a == "*")
+            });
+            if ok && !granted.iter().any(|a| a == action) {
+                granted.push(action.to_string());
+            }
+        }
+        // Granted nothing: leave the resource out (the registry then answers 401/403).
+        if !granted.is_empty() {
+            access.push(serde_json::json!({"type": rtype, "name": name, "actions": granted}));
+        }
+    }
+    let now = now_secs();
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": shared.kid});
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "sub": user.unwrap_or(""),
+        "aud": service,
+        "exp": now + shared.expires_in.load(Ordering::SeqCst),
+        "nbf": now.saturating_sub(10),
+        "iat": now,
+        "jti": hex::encode(rand::random::<[u8; 16]>()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64url(&serde_json::to_vec(&header)?),
+        b64url(&serde_json::to_vec(&claims)?)
+    );
+    let sig: Signature = shared.signing_key.sign(signing_input.as_bytes());
+    Ok(format!("{signing_input}.{}", b64url(&sig.to_bytes())))
+}
+
+fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 * 1024 {
+            bail!("request head too large");
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(()); // e.g. the wake-up connect from Drop
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
+    let content_length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < content_length.min(1024 * 1024) {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    if path != "/token" {
+        return respond(&mut conn, 404, &[], br#"{"error":"not found"}"#);
+    }
+    shared.count.fetch_add(1, Ordering::SeqCst);
+    let mut params = parse_form(query);
+    // OAuth2 password grant (POST form): username/password in the body.
+    let mut user_pass: Option<(String, String)> = None;
+    if method == "POST" {
+        let form = parse_form(&String::from_utf8_lossy(&body));
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if let (Some(u), Some(p)) = (get("username"), get("password")) {
+            user_pass = Some((u, p));
+        }
+        params.extend(form);
+    }
+    if let Some(auth) = header("authorization") {
+        if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok());
+            if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                user_pass = Some((u.to_string(), p.to_string()));
+            }
+        }
+    }
+    let scopes: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+    let mut record = TokenRequest {
+        method: method.clone(),
+        user: user_pass.as_ref().map(|(u, _)| u.clone()),
+        service: service.clone(),
+        scopes: scopes.clone(),
+        status: 0,
+    };
+    let result = if shared.failing.load(Ordering::SeqCst) {
+        respond(&mut conn, 503, &[], br#"{"errors":[{"code":"UNAVAILABLE","message":"token service failing (test)"}]}"#)
+            .map(|_| 503)
+    } else {
+        let authenticated = match &user_pass {
+            Some((u, p)) => shared.users.get(u).is_some_and(|want| want == p),
+            None => shared.anonymous,
+        };
+        if !authenticated {
+            respond(
+                &mut conn,
+                401,
+                &[("WWW-Authenticate", "Basic realm=\"registry-prober-test-token\"")],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+            .map(|_| 401)
+        } else {
+            let user = user_pass.as_ref().map(|(u, _)| u.as_str());
+            let token = jwt(shared, user, service.as_deref().unwrap_or(SERVICE), &scopes)?;
+            let issued_at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "token": token,
+                "access_token": token,
+                "expires_in": shared.expires_in.load(Ordering::SeqCst),
+                "issued_at": issued_at,
+            });
+            respond(&mut conn, 200, &[], &serde_json::to_vec(&body)?).map(|_| 200)
+        }
+    };
+    record.status = *result.as_ref().unwrap_or(&0);
+    if let Ok(mut log) = shared.log.lock() {
+        log.push(record);
+    }
+    result.map(|_| ())
+}
+
+fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()?;
+    Ok(())
+}
+
+/// `a=b&c=d` with `+` and `%XX` decoding.
+fn parse_form(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
