@@ -727,6 +727,41 @@ mod tests {
         );
     }
 
+    /// One fixture per rejection rule under testdata/config/bad/, each with its exact message
+    /// in a sibling .err file (set UPDATE_FIXTURES=1 to write them, then read every one).
+    #[test]
+    fn every_bad_fixture_is_rejected_with_its_exact_message() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config/bad");
+        let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("fixture dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+            .collect();
+        fixtures.sort();
+        assert!(fixtures.len() >= 15, "fixtures missing in {}", dir.display());
+        for path in fixtures {
+            let err = Config::load(&path).expect_err(&format!("{} must be rejected", path.display()));
+            // Messages name the file by its full path; compare from the fixture's name on.
+            let shown = err.to_string().replace(&format!("{}", dir.display()), "testdata/config/bad");
+            let expected_path = path.with_extension("err");
+            if std::env::var_os("UPDATE_FIXTURES").is_some() {
+                std::fs::write(&expected_path, format!("{shown}\n")).expect("write fixture");
+            }
+            let expected = std::fs::read_to_string(&expected_path)
+                .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+            assert_eq!(shown, expected.trim_end(), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn every_good_fixture_is_accepted() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config/good");
+        for entry in std::fs::read_dir(&dir).expect("fixture dir") {
+            let path = entry.expect("entry").path();
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
     #[test]
     fn a_password_file_loses_its_trailing_newline() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -21,14 +21,20 @@ pub struct Digest(String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
-    #[error("invalid digest \"{value}\": expected \"sha256:\" followed by 64 lowercase hex characters")]
+    #[error(
+        "invalid digest \"{value}\": expected \"sha256:\" followed by 64 lowercase hex characters"
+    )]
     MissingAlgorithm { value: String },
     #[error("invalid digest \"{value}\": unsupported algorithm \"{algorithm}\", only sha256 is supported")]
     UnsupportedAlgorithm { value: String, algorithm: String },
     #[error("invalid digest \"{value}\": expected 64 hex characters after \"sha256:\", got {len}")]
     WrongLength { value: String, len: usize },
     #[error("invalid digest \"{value}\": {found:?} at position {position} is not lowercase hex")]
-    NotLowercaseHex { value: String, found: char, position: usize },
+    NotLowercaseHex {
+        value: String,
+        found: char,
+        position: usize,
+    },
 }
 
 impl Digest {
@@ -149,7 +155,11 @@ pub struct Verifier {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
     #[error("size mismatch: expected {expected} bytes, got {actual} bytes{}", if *more { " (or more)" } else { "" })]
-    Size { expected: u64, actual: u64, more: bool },
+    Size {
+        expected: u64,
+        actual: u64,
+        more: bool,
+    },
     #[error("digest mismatch: expected {expected}, got {actual} ({len} bytes)")]
     Digest {
         expected: Digest,
@@ -309,7 +319,10 @@ mod tests {
     #[test]
     fn serializes_as_a_string_and_validates_when_deserializing() {
         let digest = Digest::parse(ABC).unwrap();
-        assert_eq!(serde_json::to_string(&digest).unwrap(), format!("\"{ABC}\""));
+        assert_eq!(
+            serde_json::to_string(&digest).unwrap(),
+            format!("\"{ABC}\"")
+        );
         let back: Digest = serde_json::from_str(&format!("\"{ABC}\"")).unwrap();
         assert_eq!(back, digest);
         let err = serde_json::from_str::<Digest>("\"md5:00\"").unwrap_err();

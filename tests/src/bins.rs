@@ -15,7 +15,10 @@ pub fn prober_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(PROBER_BIN_ENV) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("${PROBER_BIN_ENV} is {} but no such file exists", p.display());
+            bail!(
+                "${PROBER_BIN_ENV} is {} but no such file exists",
+                p.display()
+            );
         }
         return Ok(p);
     }

@@ -62,7 +62,9 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let key = KeyPair::generate().context("generating the CA key")?;
-        let cert = params.self_signed(&key).context("self-signing the CA certificate")?;
+        let cert = params
+            .self_signed(&key)
+            .context("self-signing the CA certificate")?;
         Ok(TestCa { cert, key })
     }
 
@@ -88,7 +90,10 @@ impl TestCa {
         self.issue_server_cert_with(
             dir,
             "expired-server",
-            Some((rcgen::date_time_ymd(2000, 1, 1), rcgen::date_time_ymd(2001, 1, 1))),
+            Some((
+                rcgen::date_time_ymd(2000, 1, 1),
+                rcgen::date_time_ymd(2001, 1, 1),
+            )),
         )
     }
 
@@ -112,10 +117,15 @@ impl TestCa {
         validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
     ) -> anyhow::Result<TlsFiles> {
         let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-        params.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         params.distinguished_name = dn("127.0.0.1");
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         if let Some((nb, na)) = validity {
             params.not_before = nb;
@@ -146,7 +156,10 @@ impl TestCa {
             .with_context(|| format!("signing client certificate {common_name}"))?;
         Ok(ClientFiles {
             cert: write(&dir.join(format!("{common_name}.cert")), &cert.pem())?,
-            key: write(&dir.join(format!("{common_name}.key")), &key.serialize_pem())?,
+            key: write(
+                &dir.join(format!("{common_name}.key")),
+                &key.serialize_pem(),
+            )?,
             ca: self.write_ca(dir)?,
         })
     }

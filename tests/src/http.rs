@@ -23,7 +23,10 @@ impl Response {
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as (lossy) UTF-8.
@@ -69,7 +72,8 @@ impl HttpClient {
         for cert in CertificateDer::pem_file_iter(ca_pem)
             .with_context(|| format!("reading CA certificates from {}", ca_pem.display()))?
         {
-            self.roots.push(cert.with_context(|| format!("parsing {}", ca_pem.display()))?);
+            self.roots
+                .push(cert.with_context(|| format!("parsing {}", ca_pem.display()))?);
         }
         Ok(self)
     }
@@ -154,7 +158,8 @@ impl HttpClient {
         tcp.set_write_timeout(Some(self.timeout))?;
         tcp.set_nodelay(true)?;
 
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
         let mut has_len = false;
         for (n, v) in headers {
             has_len |= n.eq_ignore_ascii_case("content-length");
@@ -182,7 +187,9 @@ impl HttpClient {
     fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in &self.roots {
-            roots.add(c.clone()).context("adding a CA certificate to the trust store")?;
+            roots
+                .add(c.clone())
+                .context("adding a CA certificate to the trust store")?;
         }
         // Explicit provider: the workspace may enable more than one rustls backend.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -204,7 +211,10 @@ impl HttpClient {
 
 /// `Basic base64(user:pass)`.
 pub fn basic_auth(user: &str, pass: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
 }
 
 fn exchange<S: Read + Write>(s: &mut S, head: &[u8], body: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -249,14 +259,25 @@ fn parse_response(raw: &[u8], head_only: bool) -> anyhow::Result<Response> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").context("bad chunked body")?;
-        let size_str = std::str::from_utf8(&data[..eol])?.split(';').next().unwrap_or("").trim();
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunked body")?;
+        let size_str = std::str::from_utf8(&data[..eol])?
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
         let size = usize::from_str_radix(size_str, 16).context("bad chunk size")?;
         data = &data[eol + 2..];
         if size == 0 {
@@ -291,7 +312,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -300,7 +326,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod http;
 pub mod oci;
 pub mod ports;
+pub mod prober;
 pub mod process;
 pub mod registry;
 pub mod skopeo;

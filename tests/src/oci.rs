@@ -53,11 +53,18 @@ impl OciImage {
 
 /// Path of `sha256:<hex>` in a layout: `DIR/blobs/sha256/<hex>`.
 pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    dir.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
-fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+/// Lowercase hex of sha256(data), no `sha256:` prefix.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `sha256:<hex>` of data.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
 }
 
 fn write_blob(dir: &Path, data: &[u8]) -> anyhow::Result<String> {
@@ -110,11 +117,18 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layer_sizes: &[usize]) -> anyhow:
         Ok(b) => {
             let v: serde_json::Value = serde_json::from_slice(&b)
                 .with_context(|| format!("parsing existing {}", index_path.display()))?;
-            v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default()
+            v.get("manifests")
+                .and_then(|m| m.as_array())
+                .cloned()
+                .unwrap_or_default()
         }
         Err(_) => Vec::new(),
     };
-    manifests.retain(|m| m.pointer("/annotations/org.opencontainers.image.ref.name").and_then(|t| t.as_str()) != Some(tag));
+    manifests.retain(|m| {
+        m.pointer("/annotations/org.opencontainers.image.ref.name")
+            .and_then(|t| t.as_str())
+            != Some(tag)
+    });
     manifests.push(serde_json::json!({
         "mediaType": MANIFEST_MEDIA_TYPE,
         "digest": manifest_digest,
@@ -138,16 +152,25 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layer_sizes: &[usize]) -> anyhow:
 
 /// Streams a one-file ustar archive of `size` random bytes into the layout; returns
 /// (digest, blob length).
-fn write_random_tar_layer(dir: &Path, file_name: &str, size: usize) -> anyhow::Result<(String, u64)> {
-    let tmp = dir.join(format!("blobs/sha256/.tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+fn write_random_tar_layer(
+    dir: &Path,
+    file_name: &str,
+    size: usize,
+) -> anyhow::Result<(String, u64)> {
+    let tmp = dir.join(format!(
+        "blobs/sha256/.tmp-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut hasher = Sha256::new();
     let mut len = 0u64;
     let mut put = |w: &mut std::io::BufWriter<std::fs::File>, bytes: &[u8]| -> anyhow::Result<()> {
         hasher.update(bytes);
         len += bytes.len() as u64;
-        w.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))
+        w.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))
     };
     put(&mut w, &tar_header(file_name, size as u64))?;
     let mut rng = rand::rng();
@@ -161,11 +184,13 @@ fn write_random_tar_layer(dir: &Path, file_name: &str, size: usize) -> anyhow::R
     }
     let pad = (512 - size % 512) % 512;
     put(&mut w, &vec![0u8; pad + 1024])?; // padding + end-of-archive (two zero blocks)
-    w.flush().with_context(|| format!("flushing {}", tmp.display()))?;
+    w.flush()
+        .with_context(|| format!("flushing {}", tmp.display()))?;
     drop(w);
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let dest = blob_path(dir, &digest);
-    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     Ok((digest, len))
 }
 

@@ -13,6 +13,10 @@ pub fn free_port() -> u16 {
 /// [`free_port`] that returns the error instead of panicking.
 pub fn try_free_port() -> anyhow::Result<u16> {
     use anyhow::Context as _;
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr().context("reading the local address of 127.0.0.1:0")?.port())
+    let listener =
+        TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the local address of 127.0.0.1:0")?
+        .port())
 }

@@ -33,7 +33,10 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
     });
     let start = Instant::now();
     let status: Option<ExitStatus> = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {what}"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
             break Some(status);
         }
         if start.elapsed() >= timeout {
@@ -46,7 +49,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     match status {
-        Some(status) => Ok(Output { status, stdout, stderr }),
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
         None => bail!(
             "{what} did not finish within {timeout:?} and was killed; stderr: {}; stdout: {}",
             tail(&String::from_utf8_lossy(&stderr), 4000),

@@ -38,7 +38,10 @@ pub enum RegistryAuth {
 
 impl RegistryAuth {
     pub fn htpasswd(username: &str, password: &str) -> RegistryAuth {
-        RegistryAuth::Htpasswd { username: username.into(), password: password.into() }
+        RegistryAuth::Htpasswd {
+            username: username.into(),
+            password: password.into(),
+        }
     }
 
     /// Token auth: realm `http://127.0.0.1:PORT/token`, service `registry-prober-test`,
@@ -127,7 +130,11 @@ impl Registry {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating storage root {}", root.display()))?;
         let port = try_free_port()?;
-        let debug_port = if opts.debug_metrics { Some(try_free_port()?) } else { None };
+        let debug_port = if opts.debug_metrics {
+            Some(try_free_port()?)
+        } else {
+            None
+        };
         let config = render_config(&opts, dir.path(), &root, port, debug_port)?;
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)
@@ -174,7 +181,10 @@ impl Registry {
             cmd.env(k, v);
         }
         let child = cmd.spawn().with_context(|| {
-            format!("starting {REGISTRY_BIN} serve {}", self.config_path.display())
+            format!(
+                "starting {REGISTRY_BIN} serve {}",
+                self.config_path.display()
+            )
         })?;
         self.pid = child.id();
         self.child = Some(child);
@@ -192,7 +202,9 @@ impl Registry {
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let client = HttpClient::new().insecure().with_timeout(Duration::from_millis(500));
+        let client = HttpClient::new()
+            .insecure()
+            .with_timeout(Duration::from_millis(500));
         let url = format!("{}/v2/", self.url());
         let mut last_err: String;
         loop {
@@ -203,7 +215,10 @@ impl Registry {
             }
             if self.opts.client_ca.is_some() {
                 // mTLS: no client certificate here; a listening socket is the best signal.
-                match TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200)) {
+                match TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], self.port).into(),
+                    Duration::from_millis(200),
+                ) {
                     Ok(_) => return Ok(()),
                     Err(e) => last_err = e.to_string(),
                 }
@@ -230,7 +245,11 @@ impl Registry {
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        let scheme = if self.opts.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -326,14 +345,30 @@ fn render_config(
     let secret = hex::encode(rand::random::<[u8; 16]>());
     writeln!(y, "version: 0.1")?;
     writeln!(y, "log:\n  level: warn\n  accesslog:\n    disabled: true")?;
-    writeln!(y, "storage:\n  filesystem:\n    rootdirectory: {}", qp(root))?;
+    writeln!(
+        y,
+        "storage:\n  filesystem:\n    rootdirectory: {}",
+        qp(root)
+    )?;
     writeln!(y, "  delete:\n    enabled: {}", opts.delete_enabled)?;
-    writeln!(y, "  maintenance:\n    uploadpurging:\n      enabled: false")?;
+    writeln!(
+        y,
+        "  maintenance:\n    uploadpurging:\n      enabled: false"
+    )?;
     writeln!(y, "    readonly:\n      enabled: {}", opts.read_only)?;
-    writeln!(y, "http:\n  addr: 127.0.0.1:{port}\n  secret: {}", q(&secret))?;
+    writeln!(
+        y,
+        "http:\n  addr: 127.0.0.1:{port}\n  secret: {}",
+        q(&secret)
+    )?;
     writeln!(y, "  headers:\n    X-Content-Type-Options: [nosniff]")?;
     if let Some(tls) = &opts.tls {
-        writeln!(y, "  tls:\n    certificate: {}\n    key: {}", qp(&tls.cert), qp(&tls.key))?;
+        writeln!(
+            y,
+            "  tls:\n    certificate: {}\n    key: {}",
+            qp(&tls.cert),
+            qp(&tls.key)
+        )?;
         if let Some(ca) = &opts.client_ca {
             writeln!(y, "    clientcas:\n      - {}", qp(ca))?;
         }
@@ -352,13 +387,26 @@ fn render_config(
                 Duration::from_secs(30),
             )?;
             if !out.status.success() {
-                bail!("htpasswd -Bbn {username} failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "htpasswd -Bbn {username} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::fs::write(&path, &out.stdout)
                 .with_context(|| format!("writing {}", path.display()))?;
-            writeln!(y, "auth:\n  htpasswd:\n    realm: {}\n    path: {}", q("registry-prober-test"), qp(&path))?;
+            writeln!(
+                y,
+                "auth:\n  htpasswd:\n    realm: {}\n    path: {}",
+                q("registry-prober-test"),
+                qp(&path)
+            )?;
         }
-        RegistryAuth::Token { realm, service, issuer, rootcertbundle } => {
+        RegistryAuth::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+        } => {
             writeln!(
                 y,
                 "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}",

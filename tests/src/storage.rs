@@ -23,7 +23,9 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(root: &Path) -> Storage {
-        Storage { root: root.to_path_buf() }
+        Storage {
+            root: root.to_path_buf(),
+        }
     }
 
     /// `<root>/docker/registry/v2`.
@@ -56,16 +58,24 @@ impl Storage {
 
     /// Digest the tag currently points to (`tags/<tag>/current/link`), if the tag exists.
     pub fn tag_target(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
-        read_link(&self.repo_dir(repo).join("_manifests/tags").join(tag).join("current/link"))
+        read_link(
+            &self
+                .repo_dir(repo)
+                .join("_manifests/tags")
+                .join(tag)
+                .join("current/link"),
+        )
     }
 
     /// Manifest digests (`sha256:<hex>`) the repository still has: directories under
     /// `_manifests/revisions/sha256` whose `link` file exists, sorted.
     ///
-    /// Seen with Distribution 2.8: `DELETE /v2/<repo>/manifests/<digest>` removes only the
-    /// `link` file, leaving an empty `revisions/sha256/<hex>/` directory behind, and removes
-    /// the directories of all tags that pointed to that digest; the manifest's blob under
-    /// `blobs/` stays (until garbage collection). So count links, not directories.
+    /// Seen with Distribution 2.8: `DELETE /v2/<repo>/manifests/<digest>` (202) removes only
+    /// the `link` file, leaving an empty `revisions/sha256/<hex>/` directory behind, and
+    /// removes the whole directory (`current` and `index` history) of every tag that pointed
+    /// to that digest; other tags stay. The manifest's blob under `blobs/` and the
+    /// repository's `_layers` links stay (until garbage collection). So count links, not
+    /// directories. After the last tag goes, `tags/list` answers `"tags": null`.
     pub fn manifest_revisions(&self, repo: &str) -> anyhow::Result<Vec<String>> {
         linked_digests(&self.repo_dir(repo).join("_manifests/revisions/sha256"))
     }
@@ -79,17 +89,37 @@ impl Storage {
         linked_digests(&self.repo_dir(repo).join("_layers/sha256"))
     }
 
-    /// Upload session IDs (entries under `_uploads`), sorted. A completed or cancelled
-    /// (`DELETE` on the upload URL) upload removes its directory; an abandoned one stays
-    /// (upload purging is disabled in the harness's config).
+    /// Live upload session IDs, sorted: entries under `_uploads` that still have their
+    /// `startedat` file.
+    ///
+    /// Seen with Distribution 2.8: a started upload is `_uploads/<uuid>/{data,startedat,
+    /// hashstates/sha256/0}`; a completed upload removes its directory; a cancelled one
+    /// (`DELETE` on the upload URL, 204) removes `data` and `startedat` but leaves
+    /// `_uploads/<uuid>/hashstates/sha256/0` behind (the registry logs "error closing
+    /// blobwriter ... file already closed"), so it shows in [`Storage::upload_dirs`] but not
+    /// here. An abandoned upload stays (upload purging is disabled in the harness's config).
     pub fn uploads(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        let dir = self.repo_dir(repo).join("_uploads");
+        Ok(list_dir(&dir)?
+            .into_iter()
+            .filter(|u| dir.join(u).join("startedat").is_file())
+            .collect())
+    }
+
+    /// Every entry under `_uploads`, including leftovers of cancelled uploads, sorted.
+    pub fn upload_dirs(&self, repo: &str) -> anyhow::Result<Vec<String>> {
         list_dir(&self.repo_dir(repo).join("_uploads"))
     }
 
     /// `blobs/sha256/<2 hex>/<hex>/data` of `sha256:<hex>` (whether it exists or not).
     pub fn blob_data_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
         let hex = digest_hex(digest)?;
-        Ok(self.v2().join("blobs/sha256").join(&hex[..2]).join(hex).join("data"))
+        Ok(self
+            .v2()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data"))
     }
 
     /// Whether the blob's data file exists.
@@ -115,13 +145,15 @@ impl Storage {
     /// Flips every bit of the blob's middle byte in place (same size, wrong digest): bit rot.
     pub fn corrupt_blob(&self, digest: &str) -> anyhow::Result<()> {
         let path = self.blob_data_path(digest)?;
-        let mut data = std::fs::read(&path).with_context(|| format!("reading blob {}", path.display()))?;
+        let mut data =
+            std::fs::read(&path).with_context(|| format!("reading blob {}", path.display()))?;
         if data.is_empty() {
             bail!("blob {} is empty: nothing to corrupt", path.display());
         }
         let i = data.len() / 2;
         data[i] ^= 0xff;
-        std::fs::write(&path, data).with_context(|| format!("writing corrupted blob {}", path.display()))
+        std::fs::write(&path, data)
+            .with_context(|| format!("writing corrupted blob {}", path.display()))
     }
 
     /// Removes the blob's directory (`blobs/sha256/<2 hex>/<hex>/`) while repository links to it
@@ -138,7 +170,11 @@ fn digest_hex(digest: &str) -> anyhow::Result<&str> {
     let hex = digest
         .strip_prefix("sha256:")
         .with_context(|| format!("digest {digest:?} is not sha256:<hex>"))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         bail!("digest {digest:?} is not sha256 followed by 64 lowercase hex digits");
     }
     Ok(hex)
@@ -185,8 +221,15 @@ fn walk_repos(dir: &Path, prefix: &str, out: &mut Vec<String>) -> anyhow::Result
         if !path.is_dir() {
             continue;
         }
-        let full = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        if ["_manifests", "_layers", "_uploads"].iter().any(|m| path.join(m).is_dir()) {
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if ["_manifests", "_layers", "_uploads"]
+            .iter()
+            .any(|m| path.join(m).is_dir())
+        {
             out.push(full.clone());
         }
         walk_repos(&path, &full, out)?;

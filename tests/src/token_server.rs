@@ -142,16 +142,25 @@ impl TokenServer {
             .map_err(|e| anyhow::anyhow!("encoding the token public key: {e}"))?;
         let kid = libtrust_key_id(spki.as_bytes());
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, "registry-prober test token signer");
-        let cert = params.self_signed(&key).context("self-signing the token certificate")?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "registry-prober test token signer",
+        );
+        let cert = params
+            .self_signed(&key)
+            .context("self-signing the token certificate")?;
         let root_cert = dir.path().join("token-root.pem");
         std::fs::write(&root_cert, cert.pem())
             .with_context(|| format!("writing {}", root_cert.display()))?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the token server on 127.0.0.1")?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0").context("binding the token server on 127.0.0.1")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
             grants: grants.to_vec(),
             anonymous,
             expires_in: AtomicU64::new(300),
@@ -182,7 +191,14 @@ impl TokenServer {
                 })
                 .context("spawning the token server thread")?
         };
-        Ok(TokenServer { shared, addr, stop, thread: Some(thread), root_cert, _dir: dir })
+        Ok(TokenServer {
+            shared,
+            addr,
+            stop,
+            thread: Some(thread),
+            root_cert,
+            _dir: dir,
+        })
     }
 
     /// `http://127.0.0.1:PORT/token`, the realm.
@@ -211,7 +227,11 @@ impl TokenServer {
 
     /// Every request to `/token` so far.
     pub fn requests(&self) -> Vec<TokenRequest> {
-        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// `expires_in` (and JWT lifetime) of tokens issued from now on; default 300 s.
@@ -259,15 +279,27 @@ fn b64url(data: &[u8]) -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-fn jwt(shared: &Shared, user: Option<&str>, service: &str, scopes: &[String]) -> anyhow::Result<String> {
+fn jwt(
+    shared: &Shared,
+    user: Option<&str>,
+    service: &str,
+    scopes: &[String],
+) -> anyhow::Result<String> {
     let mut access = Vec::new();
     for scope in scopes {
         // type:name:actions, where name may itself contain ':' (host:port/repo).
-        let Some((rtype, rest)) = scope.split_once(':') else { continue };
-        let Some((name, actions)) = rest.rsplit_once(':') else { continue };
+        let Some((rtype, rest)) = scope.split_once(':') else {
+            continue;
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            continue;
+        };
         let mut granted: Vec<String> = Vec::new();
         for action in actions.split(',').filter(|a| !a.is_empty()) {
             let ok = shared.grants.iter().any(|g| {
@@ -332,7 +364,9 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let header = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
-    let content_length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let content_length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < content_length.min(1024 * 1024) {
         let n = conn.read(&mut chunk)?;
@@ -359,7 +393,10 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         params.extend(form);
     }
     if let Some(auth) = header("authorization") {
-        if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
+        if let Some(b64) = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
+        {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .ok()
@@ -375,7 +412,10 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect();
-    let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+    let service = params
+        .iter()
+        .find(|(k, _)| k == "service")
+        .map(|(_, v)| v.clone());
     let mut record = TokenRequest {
         method: method.clone(),
         user: user_pass.as_ref().map(|(u, _)| u.clone()),
@@ -384,8 +424,13 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         status: 0,
     };
     let result = if shared.failing.load(Ordering::SeqCst) {
-        respond(&mut conn, 503, &[], br#"{"errors":[{"code":"UNAVAILABLE","message":"token service failing (test)"}]}"#)
-            .map(|_| 503)
+        respond(
+            &mut conn,
+            503,
+            &[],
+            br#"{"errors":[{"code":"UNAVAILABLE","message":"token service failing (test)"}]}"#,
+        )
+        .map(|_| 503)
     } else {
         let authenticated = match &user_pass {
             Some((u, p)) => shared.users.get(u).is_some_and(|want| want == p),
@@ -395,7 +440,10 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
             respond(
                 &mut conn,
                 401,
-                &[("WWW-Authenticate", "Basic realm=\"registry-prober-test-token\"")],
+                &[(
+                    "WWW-Authenticate",
+                    "Basic realm=\"registry-prober-test-token\"",
+                )],
                 br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             )
             .map(|_| 401)
@@ -421,7 +469,12 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
     result.map(|_| ())
 }
 
-fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<()> {
+fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<()> {
     let reason = match status {
         200 => "OK",
         401 => "Unauthorized",

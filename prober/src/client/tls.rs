@@ -278,8 +278,8 @@ mod tests {
         path
     }
 
-    /// A TLS server on 127.0.0.1 that completes one handshake, answers one byte and returns
-    /// the name of the client certificate's issuer check result (whether it sent one).
+    /// A TLS server on 127.0.0.1 that completes one handshake and answers one byte; its task
+    /// yields whether the client presented a certificate.
     async fn tls_server(
         cert: &rcgen::Certificate,
         key: &KeyPair,
@@ -341,7 +341,10 @@ mod tests {
     #[test]
     fn builds_default_config_offering_h2_then_http11() {
         let config = client_config(&TlsOptions::default()).expect("default config");
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         assert!(!config.client_auth_cert_resolver.has_certs());
     }
 
@@ -358,7 +361,12 @@ mod tests {
             ..TlsOptions::default()
         })
         .expect("config with CA file");
-        assert_eq!(handshake(config, addr, "localhost").await.expect("handshake"), b'x');
+        assert_eq!(
+            handshake(config, addr, "localhost")
+                .await
+                .expect("handshake"),
+            b'x'
+        );
         server.await.expect("server task");
     }
 
@@ -397,7 +405,12 @@ mod tests {
             ..TlsOptions::default()
         })
         .expect("insecure config");
-        assert_eq!(handshake(config, addr, "localhost").await.expect("handshake"), b'x');
+        assert_eq!(
+            handshake(config, addr, "localhost")
+                .await
+                .expect("handshake"),
+            b'x'
+        );
         server.await.expect("server task");
     }
 
@@ -422,8 +435,16 @@ mod tests {
         })
         .expect("mTLS config");
         assert!(config.client_auth_cert_resolver.has_certs());
-        assert_eq!(handshake(config, addr, "localhost").await.expect("handshake"), b'x');
-        assert!(server.await.expect("server task"), "server saw no client certificate");
+        assert_eq!(
+            handshake(config, addr, "localhost")
+                .await
+                .expect("handshake"),
+            b'x'
+        );
+        assert!(
+            server.await.expect("server task"),
+            "server saw no client certificate"
+        );
     }
 
     #[test]
@@ -496,7 +517,10 @@ mod tests {
             ..TlsOptions::default()
         })
         .expect_err("missing client certificate");
-        assert!(matches!(err, TlsConfigError::ReadClientCert { .. }), "{err:?}");
+        assert!(
+            matches!(err, TlsConfigError::ReadClientCert { .. }),
+            "{err:?}"
+        );
         assert!(chain(&err).starts_with(&format!(
             "reading client certificate file {}: ",
             cert_file.display()
@@ -541,11 +565,13 @@ mod tests {
             ..TlsOptions::default()
         })
         .expect_err("missing client key");
-        assert!(matches!(err, TlsConfigError::ReadClientKey { .. }), "{err:?}");
-        assert!(chain(&err).starts_with(&format!(
-            "reading client key file {}: ",
-            key_file.display()
-        )));
+        assert!(
+            matches!(err, TlsConfigError::ReadClientKey { .. }),
+            "{err:?}"
+        );
+        assert!(
+            chain(&err).starts_with(&format!("reading client key file {}: ", key_file.display()))
+        );
     }
 
     #[test]
@@ -565,7 +591,10 @@ mod tests {
         .expect_err("key file without key");
         assert_eq!(
             err.to_string(),
-            format!("client key file {} holds no private key", key_file.display())
+            format!(
+                "client key file {} holds no private key",
+                key_file.display()
+            )
         );
     }
 

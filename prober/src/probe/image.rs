@@ -380,12 +380,16 @@ impl Image {
             media_type: self.manifest_type.config_media_type(),
             kind: BlobKind::Config,
         };
-        let layers = self.layers.iter().enumerate().map(|(index, layer)| BlobRef {
-            digest: layer.digest.clone(),
-            size: layer.size,
-            media_type: self.manifest_type.layer_media_type(),
-            kind: BlobKind::Layer(index),
-        });
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| BlobRef {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                media_type: self.manifest_type.layer_media_type(),
+                kind: BlobKind::Layer(index),
+            });
         std::iter::once(config).chain(layers).collect()
     }
 }
@@ -547,7 +551,12 @@ mod tests {
 
     #[test]
     fn the_config_is_a_valid_image_config_naming_every_layer() {
-        let image = Image::generate_at(0x0123_4567_89ab_cdef, &[10, 0], ManifestType::Oci, created());
+        let image = Image::generate_at(
+            0x0123_4567_89ab_cdef,
+            &[10, 0],
+            ManifestType::Oci,
+            created(),
+        );
         let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
         let digests: Vec<&str> = image.layers.iter().map(|l| l.digest.as_str()).collect();
         assert_eq!(

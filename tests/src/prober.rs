@@ -1,0 +1,80 @@
+//! Running the real `registry-prober` binary: `once` with its JSON report parsed, and
+//! `check-config`, each under a deadline.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::bins::prober_bin;
+use crate::process::run_with_timeout;
+
+/// No single `once` in the tests may take longer than this.
+pub const ONCE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one `registry-prober` invocation produced.
+#[derive(Debug)]
+pub struct Invocation {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Invocation {
+    /// The `--output json` report.
+    pub fn report(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.stdout).with_context(|| {
+            format!(
+                "stdout is not a JSON report:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `registry-prober <args>`.
+pub fn prober(args: &[&str]) -> anyhow::Result<Invocation> {
+    let bin = prober_bin()?;
+    let out = run_with_timeout(Command::new(bin).args(args), ONCE_TIMEOUT)?;
+    Ok(Invocation {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs `registry-prober once --output json <args>` and returns the exit code and report.
+pub fn once_json(args: &[&str]) -> anyhow::Result<(i32, Value)> {
+    let mut all = vec!["once", "--output", "json"];
+    all.extend_from_slice(args);
+    let inv = prober(&all)?;
+    let report = inv.report()?;
+    Ok((inv.code, report))
+}
+
+/// The steps of a report as (step, success, reason) triples, for compact assertions.
+pub fn steps(report: &Value) -> Vec<(String, bool, Option<String>)> {
+    report["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["step"].as_str().unwrap_or_default().to_string(),
+                        s["success"].as_bool().unwrap_or(false),
+                        s["reason"].as_str().map(str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first failed step of a report, if any.
+pub fn first_failure(report: &Value) -> Option<&Value> {
+    report["steps"]
+        .as_array()?
+        .iter()
+        .find(|s| s["success"] == Value::Bool(false))
+}
