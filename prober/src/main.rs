@@ -77,10 +77,10 @@ struct OnceArgs {
     #[arg(long)]
     docker_config: Option<PathBuf>,
     /// Number of layers.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     layers: Option<i64>,
     /// Size of each layer, e.g. 4KiB, 1MiB.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     layer_size: Option<String>,
     /// Manifest media type: oci or docker.
     #[arg(long)]
@@ -89,7 +89,7 @@ struct OnceArgs {
     #[arg(long)]
     upload_mode: Option<String>,
     /// Chunk size for chunked uploads, e.g. 5MiB.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     chunk_size: Option<String>,
     /// Run deadline, e.g. 60s.
     #[arg(long)]

@@ -16,7 +16,7 @@ const REPO: &str = "registry-prober/e2e";
 fn assert_nothing_left_behind(reg: &Registry, repo: &str) {
     let st = reg.storage();
     assert_eq!(st.tags(repo).expect("tags"), Vec::<String>::new(), "tags left in {repo}");
-    assert_eq!(st.uploads(repo).expect("uploads"), Vec::<String>::new(), "_uploads left in {repo}");
+    assert_eq!(st.upload_dirs(repo).expect("uploads"), Vec::<String>::new(), "_uploads entries left in {repo}");
     assert_eq!(st.manifest_revisions(repo).expect("revisions"), Vec::<String>::new(), "manifests left in {repo}");
     assert_eq!(st.layer_links(repo).expect("layer links"), Vec::<String>::new(), "blob links left in {repo}");
 }

@@ -187,12 +187,14 @@ impl Client {
                     headers.insert(header::AUTHORIZATION, v);
                 }
             }
-            let (resp, record) = self.hop(&req.method, &url, headers, &req.body, deadline, tr).await?;
+            let (resp, _) = self.hop(&req.method, &url, headers, &req.body, deadline, tr).await?;
             let status = resp.status;
-            if status == StatusCode::UNAUTHORIZED && same_origin && !authed_retry {
+            if status == StatusCode::UNAUTHORIZED && same_origin {
                 let challenge = resp.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let errors = self.read_error(resp, deadline, tr).await;
-                if let Some(usable) = self.usable_challenge(challenge.as_deref()) {
+                // Answer a challenge once; a second 401 means the credentials (or the token
+                // they bought) are not good enough.
+                if let Some(usable) = self.usable_challenge(challenge.as_deref()).filter(|_| !authed_retry) {
                     // A token the registry no longer accepts (expired early, revoked) is dropped.
                     self.tokens.clear();
                     *self.scheme.lock().expect("scheme lock is never poisoned: no panics under it") = Some(usable);
@@ -216,7 +218,6 @@ impl Client {
                 url = next;
                 continue;
             }
-            let _ = record;
             return Ok(resp);
         }
     }
