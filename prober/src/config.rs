@@ -18,9 +18,15 @@ use crate::probe::image::ManifestType;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -158,7 +164,10 @@ pub struct RawCleanup {
 
 impl Default for RawCleanup {
     fn default() -> Self {
-        RawCleanup { enabled: true, delete_blobs: true }
+        RawCleanup {
+            enabled: true,
+            delete_blobs: true,
+        }
     }
 }
 
@@ -232,7 +241,11 @@ pub struct Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sep = if self.reference.starts_with("sha256:") { '@' } else { ':' };
+        let sep = if self.reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
         write!(f, "{}{sep}{}", self.repository, self.reference)
     }
 }
@@ -250,11 +263,18 @@ const MAX_LAYERS: i64 = 128;
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let raw: RawConfig =
-            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawConfig = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
         raw.validate().map_err(|e| match e {
-            ConfigError::Invalid(msg) => ConfigError::Invalid(format!("config file {}: {msg}", path.display())),
+            ConfigError::Invalid(msg) => {
+                ConfigError::Invalid(format!("config file {}: {msg}", path.display()))
+            }
             other => other,
         })
     }
@@ -272,13 +292,19 @@ impl RawConfig {
         let mut names = HashSet::new();
         let mut targets = Vec::with_capacity(self.targets.len());
         for (i, raw) in self.targets.into_iter().enumerate() {
-            let label = if raw.name.is_empty() { format!("targets[{i}]") } else { format!("target {:?}", raw.name) };
+            let label = if raw.name.is_empty() {
+                format!("targets[{i}]")
+            } else {
+                format!("target {:?}", raw.name)
+            };
             let target = raw.validate(&self.defaults).map_err(|e| match e {
                 ConfigError::Invalid(msg) => invalid(format!("{label}: {msg}")),
                 other => other,
             })?;
             if !names.insert(target.name.clone()) {
-                return Err(invalid(format!("{label}: name is used by another target too")));
+                return Err(invalid(format!(
+                    "{label}: name is used by another target too"
+                )));
             }
             targets.push(target);
         }
@@ -291,20 +317,37 @@ impl RawTarget {
         validate_name(&self.name)?;
         let registry = parse_registry_url(&self.registry, self.allow_plain_http)?;
         validate_repository("repository", &self.repository)?;
-        let manifest_type = match self.manifest_type.as_deref() {
-            None | Some("oci") => ManifestType::Oci,
-            Some("docker") => ManifestType::Docker,
-            Some(other) => {
-                return Err(invalid(format!("manifest_type: unknown media type {other:?} (expected \"oci\" or \"docker\")")))
-            }
-        };
-        let interval = duration("interval", self.interval.as_ref().or(defaults.interval.as_ref()), DEFAULT_INTERVAL)?;
+        let manifest_type =
+            match self.manifest_type.as_deref() {
+                None | Some("oci") => ManifestType::Oci,
+                Some("docker") => ManifestType::Docker,
+                Some(other) => return Err(invalid(format!(
+                    "manifest_type: unknown media type {other:?} (expected \"oci\" or \"docker\")"
+                ))),
+            };
+        let interval = duration(
+            "interval",
+            self.interval.as_ref().or(defaults.interval.as_ref()),
+            DEFAULT_INTERVAL,
+        )?;
         let timeout_default = DEFAULT_TIMEOUT.min(interval);
-        let timeout = duration("timeout", self.timeout.as_ref().or(defaults.timeout.as_ref()), timeout_default)?;
-        let step_timeout = duration("step_timeout", self.step_timeout.as_ref().or(defaults.step_timeout.as_ref()), timeout)?;
+        let timeout = duration(
+            "timeout",
+            self.timeout.as_ref().or(defaults.timeout.as_ref()),
+            timeout_default,
+        )?;
+        let step_timeout = duration(
+            "step_timeout",
+            self.step_timeout
+                .as_ref()
+                .or(defaults.step_timeout.as_ref()),
+            timeout,
+        )?;
         let cleanup_timeout = duration(
             "cleanup_timeout",
-            self.cleanup_timeout.as_ref().or(defaults.cleanup_timeout.as_ref()),
+            self.cleanup_timeout
+                .as_ref()
+                .or(defaults.cleanup_timeout.as_ref()),
             DEFAULT_CLEANUP_TIMEOUT,
         )?;
         if timeout > interval {
@@ -329,7 +372,9 @@ impl RawTarget {
             .golden_images
             .iter()
             .enumerate()
-            .map(|(i, r)| parse_reference(r).map_err(|e| invalid(format!("golden_images[{i}]: {e}"))))
+            .map(|(i, r)| {
+                parse_reference(r).map_err(|e| invalid(format!("golden_images[{i}]: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Target {
             name: self.name,
@@ -344,7 +389,10 @@ impl RawTarget {
             credentials,
             layer_sizes,
             upload,
-            cleanup: Cleanup { enabled: self.cleanup.enabled, delete_blobs: self.cleanup.delete_blobs },
+            cleanup: Cleanup {
+                enabled: self.cleanup.enabled,
+                delete_blobs: self.cleanup.delete_blobs,
+            },
             golden_images,
         })
     }
@@ -353,15 +401,31 @@ impl RawTarget {
 impl RawTls {
     fn validate(self) -> Result<TlsOptions, ConfigError> {
         let client_cert = match (self.client_cert_file, self.client_key_file) {
-            (Some(cert_file), Some(key_file)) => Some(ClientCert { cert_file, key_file }),
+            (Some(cert_file), Some(key_file)) => Some(ClientCert {
+                cert_file,
+                key_file,
+            }),
             (None, None) => None,
-            (Some(_), None) => return Err(invalid("tls.client_cert_file is set but tls.client_key_file is not")),
-            (None, Some(_)) => return Err(invalid("tls.client_key_file is set but tls.client_cert_file is not")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.client_cert_file is set but tls.client_key_file is not",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.client_key_file is set but tls.client_cert_file is not",
+                ))
+            }
         };
-        let opts = TlsOptions { ca_file: self.ca_file, client_cert, insecure: self.insecure };
+        let opts = TlsOptions {
+            ca_file: self.ca_file,
+            client_cert,
+            insecure: self.insecure,
+        };
         // Build it once now so a missing or broken CA/cert file is a config error, not a
         // failure of every run.
-        crate::client::tls::client_config(&opts).map_err(|e| invalid(format!("tls: {}", crate::client::error_chain(&e))))?;
+        crate::client::tls::client_config(&opts)
+            .map_err(|e| invalid(format!("tls: {}", crate::client::error_chain(&e))))?;
         Ok(opts)
     }
 }
@@ -369,12 +433,15 @@ impl RawTls {
 impl RawAuth {
     fn validate(self, registry: &Url) -> Result<Option<Credentials>, ConfigError> {
         let password = match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => return Err(invalid("auth: set password_file or password_env, not both")),
+            (Some(_), Some(_)) => {
+                return Err(invalid("auth: set password_file or password_env, not both"))
+            }
             (Some(path), None) => Some(read_password_file(path)?),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .map_err(|_| invalid(format!("auth.password_env: environment variable {var:?} is not set")))?,
-            ),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                invalid(format!(
+                    "auth.password_env: environment variable {var:?} is not set"
+                ))
+            })?),
             (None, None) => None,
         };
         match (self.username, password, self.docker_config) {
@@ -400,11 +467,21 @@ impl RawAuth {
 
 /// Reads a password file; one trailing newline (as `echo` writes) is not part of the password.
 pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("auth.password_file: cannot read {}: {e}", path.display())))?;
-    let password = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(format!(
+            "auth.password_file: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&text);
     if password.is_empty() {
-        return Err(invalid(format!("auth.password_file: {} is empty", path.display())));
+        return Err(invalid(format!(
+            "auth.password_file: {} is empty",
+            path.display()
+        )));
     }
     Ok(password.to_string())
 }
@@ -412,10 +489,12 @@ pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
 impl RawImage {
     fn validate(self) -> Result<Vec<u64>, ConfigError> {
         match (self.layers, self.layer_size, self.layer_sizes) {
-            (_, _, Some(sizes)) if sizes.is_empty() => Err(invalid("image.layer_sizes: at least one layer is required")),
-            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                Err(invalid("image: set layer_sizes, or layers and layer_size, not both"))
+            (_, _, Some(sizes)) if sizes.is_empty() => {
+                Err(invalid("image.layer_sizes: at least one layer is required"))
             }
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(invalid(
+                "image: set layer_sizes, or layers and layer_size, not both",
+            )),
             (None, None, Some(sizes)) => sizes
                 .iter()
                 .enumerate()
@@ -427,7 +506,9 @@ impl RawImage {
                 }
                 let n = layers.unwrap_or(3);
                 if !(1..=MAX_LAYERS).contains(&n) {
-                    return Err(invalid(format!("image.layers: {n} is out of range (1 to {MAX_LAYERS})")));
+                    return Err(invalid(format!(
+                        "image.layers: {n} is out of range (1 to {MAX_LAYERS})"
+                    )));
                 }
                 let size = match size {
                     Some(s) => parse_size("image.layer_size", &s)?,
@@ -451,12 +532,16 @@ impl RawUpload {
         match self.mode.as_deref() {
             None | Some("monolithic") => {
                 if self.chunk_size.is_some() {
-                    return Err(invalid("upload.chunk_size is set but upload.mode is not \"chunked\""));
+                    return Err(invalid(
+                        "upload.chunk_size is set but upload.mode is not \"chunked\"",
+                    ));
                 }
                 Ok(UploadMode::Monolithic)
             }
             Some("chunked") => Ok(UploadMode::Chunked { chunk_size }),
-            Some(other) => Err(invalid(format!("upload.mode: unknown mode {other:?} (expected \"monolithic\" or \"chunked\")"))),
+            Some(other) => Err(invalid(format!(
+                "upload.mode: unknown mode {other:?} (expected \"monolithic\" or \"chunked\")"
+            ))),
         }
     }
 }
@@ -465,7 +550,11 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(invalid("name: must not be empty"));
     }
-    if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(invalid(format!(
             "name: {name:?} must be at most 64 letters, digits, '-', '_' or '.' (it becomes a metric label)"
         )));
@@ -476,7 +565,9 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
 /// Checks a registry base URL: http(s), a host, no path, query or credentials.
 pub fn parse_registry_url(text: &str, allow_plain_http: bool) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| {
-        invalid(format!("registry: invalid URL {text:?}: {e} (expected e.g. https://registry.example.com)"))
+        invalid(format!(
+            "registry: invalid URL {text:?}: {e} (expected e.g. https://registry.example.com)"
+        ))
     })?;
     let Some(host) = url.host_str() else {
         return Err(invalid(format!("registry: URL {text:?} has no host")));
@@ -485,20 +576,33 @@ pub fn parse_registry_url(text: &str, allow_plain_http: bool) -> Result<Url, Con
         "https" => {}
         "http" => {
             let loopback = host == "localhost"
-                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(false);
             if !loopback && !allow_plain_http {
                 return Err(invalid(format!(
                     "registry: {text:?} uses plain HTTP to a host that is not loopback; use https, or set allow_plain_http: true"
                 )));
             }
         }
-        other => return Err(invalid(format!("registry: URL {text:?} has scheme {other:?}; expected http or https"))),
+        other => {
+            return Err(invalid(format!(
+                "registry: URL {text:?} has scheme {other:?}; expected http or https"
+            )))
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(format!("registry: URL {:?} must not carry credentials; use auth", url.origin().ascii_serialization())));
+        return Err(invalid(format!(
+            "registry: URL {:?} must not carry credentials; use auth",
+            url.origin().ascii_serialization()
+        )));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(format!("registry: URL {text:?} must have no path or query (the API is under /v2/)")));
+        return Err(invalid(format!(
+            "registry: URL {text:?} must have no path or query (the API is under /v2/)"
+        )));
     }
     Ok(url)
 }
@@ -514,7 +618,11 @@ pub fn host_port(url: &Url) -> String {
 
 /// OCI distribution spec: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
 pub fn validate_repository(field: &str, name: &str) -> Result<(), ConfigError> {
-    let bad = |why: &str| invalid(format!("{field}: {name:?} is not a valid repository name: {why}"));
+    let bad = |why: &str| {
+        invalid(format!(
+            "{field}: {name:?} is not a valid repository name: {why}"
+        ))
+    };
     if name.is_empty() {
         return Err(bad("it is empty"));
     }
@@ -527,7 +635,9 @@ pub fn validate_repository(field: &str, name: &str) -> Result<(), ConfigError> {
         }
         let bytes = component.as_bytes();
         if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
-            return Err(bad("components must start and end with a lowercase letter or digit"));
+            return Err(bad(
+                "components must start and end with a lowercase letter or digit",
+            ));
         }
         let mut i = 0;
         while i < bytes.len() {
@@ -541,9 +651,19 @@ pub fn validate_repository(field: &str, name: &str) -> Result<(), ConfigError> {
                 i += 1;
             }
             let sep = &component[start..i];
-            let ok = sep == "." || sep == "_" || sep == "__" || (!sep.is_empty() && sep.bytes().all(|b| b == b'-'));
+            let ok = sep == "."
+                || sep == "_"
+                || sep == "__"
+                || (!sep.is_empty() && sep.bytes().all(|b| b == b'-'));
             if !ok {
-                return Err(bad(&format!("invalid character or separator {:?}", if sep.is_empty() { &component[start..start + 1] } else { sep })));
+                return Err(bad(&format!(
+                    "invalid character or separator {:?}",
+                    if sep.is_empty() {
+                        &component[start..start + 1]
+                    } else {
+                        sep
+                    }
+                )));
             }
         }
     }
@@ -558,25 +678,43 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
     } else if let Some((repo, tag)) = text.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
         let valid_tag = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             && !tag.starts_with(['.', '-']);
         if !valid_tag {
             return Err(format!("{text:?}: invalid tag {tag:?}"));
         }
         (repo, tag)
     } else {
-        return Err(format!("{text:?}: expected repository@sha256:<digest> or repository:tag"));
+        return Err(format!(
+            "{text:?}: expected repository@sha256:<digest> or repository:tag"
+        ));
     };
     validate_repository("repository", repository).map_err(|e| format!("{text:?}: {e}"))?;
-    Ok(Reference { repository: repository.to_string(), reference: reference.to_string() })
+    Ok(Reference {
+        repository: repository.to_string(),
+        reference: reference.to_string(),
+    })
 }
 
-fn duration(field: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(text) = value else { return Ok(default) };
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(format!("{field}: invalid duration {text:?}: {e} (expected e.g. \"30s\", \"2m\")")))?;
+fn duration(
+    field: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(format!(
+            "{field}: invalid duration {text:?}: {e} (expected e.g. \"30s\", \"2m\")"
+        ))
+    })?;
     if d.is_zero() {
-        return Err(invalid(format!("{field}: duration {text:?} must be greater than zero")));
+        return Err(invalid(format!(
+            "{field}: duration {text:?} must be greater than zero"
+        )));
     }
     Ok(d)
 }
@@ -595,7 +733,9 @@ pub fn parse_size(field: &str, raw: &RawSize) -> Result<u64, ConfigError> {
             let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
             let (num, unit) = t.split_at(split);
             if num.is_empty() {
-                return Err(bad("expected a number followed by an optional unit, e.g. \"4KiB\" or \"16MiB\""));
+                return Err(bad(
+                    "expected a number followed by an optional unit, e.g. \"4KiB\" or \"16MiB\"",
+                ));
             }
             let n: u64 = num.parse().map_err(|_| bad("number too large"))?;
             let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -606,13 +746,20 @@ pub fn parse_size(field: &str, raw: &RawSize) -> Result<u64, ConfigError> {
                 "mib" | "mi" => 1 << 20,
                 "g" | "gb" => 1_000_000_000,
                 "gib" | "gi" => 1 << 30,
-                other => return Err(bad(&format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"))),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+                    )))
+                }
             };
             n.checked_mul(mult).ok_or_else(|| bad("too large"))?
         }
     };
     if bytes > MAX_LAYER_SIZE {
-        return Err(bad(&format!("larger than the maximum of {} bytes (64 GiB)", MAX_LAYER_SIZE)));
+        return Err(bad(&format!(
+            "larger than the maximum of {} bytes (64 GiB)",
+            MAX_LAYER_SIZE
+        )));
     }
     Ok(bytes)
 }
@@ -642,7 +789,8 @@ mod tests {
         raw.validate().map_err(|e| e.to_string())
     }
 
-    const MINIMAL: &str = "targets:\n  - name: local\n    registry: http://127.0.0.1:5000\n    repository: probe/x\n";
+    const MINIMAL: &str =
+        "targets:\n  - name: local\n    registry: http://127.0.0.1:5000\n    repository: probe/x\n";
 
     #[test]
     fn a_minimal_target_gets_the_documented_defaults() {
@@ -699,11 +847,17 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
             parse_reference(&format!("golden/img@{digest}")).expect("valid"),
-            Reference { repository: "golden/img".into(), reference: digest }
+            Reference {
+                repository: "golden/img".into(),
+                reference: digest
+            }
         );
         assert_eq!(
             parse_reference("golden/img:v1").expect("valid"),
-            Reference { repository: "golden/img".into(), reference: "v1".into() }
+            Reference {
+                repository: "golden/img".into(),
+                reference: "v1".into()
+            }
         );
         assert!(parse_reference("golden/img").is_err());
         assert!(parse_reference("golden/img@sha256:xyz").is_err());
@@ -738,11 +892,18 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "yml"))
             .collect();
         fixtures.sort();
-        assert!(fixtures.len() >= 15, "fixtures missing in {}", dir.display());
+        assert!(
+            fixtures.len() >= 15,
+            "fixtures missing in {}",
+            dir.display()
+        );
         for path in fixtures {
-            let err = Config::load(&path).expect_err(&format!("{} must be rejected", path.display()));
+            let err =
+                Config::load(&path).expect_err(&format!("{} must be rejected", path.display()));
             // Messages name the file by its full path; compare from the fixture's name on.
-            let shown = err.to_string().replace(&format!("{}", dir.display()), "testdata/config/bad");
+            let shown = err
+                .to_string()
+                .replace(&format!("{}", dir.display()), "testdata/config/bad");
             let expected_path = path.with_extension("err");
             if std::env::var_os("UPDATE_FIXTURES").is_some() {
                 std::fs::write(&expected_path, format!("{shown}\n")).expect("write fixture");

@@ -2,9 +2,9 @@
 //! Read top to bottom, the modules follow one probe run:
 //! config -> schedule -> client (timed HTTP) -> probe::{image, push, pull, cleanup} -> verify -> report.
 
-pub mod config;
-pub mod schedule;
 pub mod client;
+pub mod config;
 pub mod probe;
-pub mod verify;
 pub mod report;
+pub mod schedule;
+pub mod verify;

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use registry_prober::config::{Config, ConfigError, RawCleanup, RawDefaults, RawImage, RawSize, RawTarget, RawTls, RawUpload, RawAuth};
+use registry_prober::config::{
+    Config, ConfigError, RawAuth, RawCleanup, RawDefaults, RawImage, RawSize, RawTarget, RawTls,
+    RawUpload,
+};
 use registry_prober::probe::outcome::RunReport;
 use registry_prober::probe::Prober;
 use registry_prober::report;
@@ -15,7 +18,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "registry-prober", version, about = "Synthetic end-to-end prober for OCI container registries")]
+#[command(
+    name = "registry-prober",
+    version,
+    about = "Synthetic end-to-end prober for OCI container registries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -156,7 +163,9 @@ fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
 fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -164,7 +173,10 @@ fn init_logs(format: LogFormat, default: &str) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
 }
 
 fn once(args: OnceArgs) -> ExitCode {
@@ -174,7 +186,12 @@ fn once(args: OnceArgs) -> ExitCode {
     };
     let prober = match Prober::new(target) {
         Ok(p) => p,
-        Err(e) => return usage_error(&format!("tls: {}", registry_prober::client::error_chain(&e))),
+        Err(e) => {
+            return usage_error(&format!(
+                "tls: {}",
+                registry_prober::client::error_chain(&e)
+            ))
+        }
     };
     let report: RunReport = runtime().block_on(async {
         match args.seed {
@@ -199,12 +216,25 @@ fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, Confi
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
         let mut target = match &args.target {
-            Some(name) => config.targets.into_iter().find(|t| &t.name == name).ok_or_else(|| {
-                ConfigError::Invalid(format!("--target: no target named {name:?} in {}", path.display()))
-            })?,
-            None if config.targets.len() == 1 => config.targets.into_iter().next().expect("one target"),
+            Some(name) => config
+                .targets
+                .into_iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--target: no target named {name:?} in {}",
+                        path.display()
+                    ))
+                })?,
+            None if config.targets.len() == 1 => {
+                config.targets.into_iter().next().expect("one target")
+            }
             None => {
-                let names: Vec<String> = config.targets.iter().map(|t| format!("{:?}", t.name)).collect();
+                let names: Vec<String> = config
+                    .targets
+                    .iter()
+                    .map(|t| format!("{:?}", t.name))
+                    .collect();
                 return Err(ConfigError::Invalid(format!(
                     "{} has {} targets ({}): choose one with --target",
                     path.display(),
@@ -241,12 +271,25 @@ fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, Confi
             password_env: None,
             docker_config: args.docker_config.clone(),
         },
-        image: RawImage { layers: args.layers, layer_size: size(&args.layer_size), layer_sizes: None },
-        upload: RawUpload { mode: args.upload_mode.clone(), chunk_size: size(&args.chunk_size) },
-        cleanup: RawCleanup { enabled: !args.no_cleanup, delete_blobs: true },
+        image: RawImage {
+            layers: args.layers,
+            layer_size: size(&args.layer_size),
+            layer_sizes: None,
+        },
+        upload: RawUpload {
+            mode: args.upload_mode.clone(),
+            chunk_size: size(&args.chunk_size),
+        },
+        cleanup: RawCleanup {
+            enabled: !args.no_cleanup,
+            delete_blobs: true,
+        },
         golden_images: args.golden.clone(),
     };
-    let defaults = RawDefaults { interval: Some("1h".into()), ..RawDefaults::default() };
+    let defaults = RawDefaults {
+        interval: Some("1h".into()),
+        ..RawDefaults::default()
+    };
     raw.validate(&defaults).map_err(|e| match e {
         ConfigError::Invalid(m) => ConfigError::Invalid(format!("invalid arguments: {m}")),
         other => other,

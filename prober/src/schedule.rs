@@ -27,7 +27,10 @@ pub async fn run_all(
         let sink = sink.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let mut ticker = tokio::time::interval_at(Instant::now() + spread + jitter, prober.target().interval);
+            let mut ticker = tokio::time::interval_at(
+                Instant::now() + spread + jitter,
+                prober.target().interval,
+            );
             // A run longer than the interval delays the next one; runs are never queued.
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {

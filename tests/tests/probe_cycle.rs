@@ -5,7 +5,8 @@ use std::path::Path;
 
 use registry_prober_e2e::prober::{first_failure, once_json, prober, steps};
 use registry_prober_e2e::{
-    skopeo_copy, write_oci_layout, Grant, HttpClient, Registry, RegistryAuth, RegistryOptions, TestCa, TokenServer,
+    skopeo_copy, write_oci_layout, Grant, HttpClient, Registry, RegistryAuth, RegistryOptions,
+    TestCa, TokenServer,
 };
 use serde_json::Value;
 
@@ -15,14 +16,33 @@ const REPO: &str = "registry-prober/e2e";
 /// sessions, no layer links in the repository.
 fn assert_nothing_left_behind(reg: &Registry, repo: &str) {
     let st = reg.storage();
-    assert_eq!(st.tags(repo).expect("tags"), Vec::<String>::new(), "tags left in {repo}");
-    assert_eq!(st.upload_dirs(repo).expect("uploads"), Vec::<String>::new(), "_uploads entries left in {repo}");
-    assert_eq!(st.manifest_revisions(repo).expect("revisions"), Vec::<String>::new(), "manifests left in {repo}");
-    assert_eq!(st.layer_links(repo).expect("layer links"), Vec::<String>::new(), "blob links left in {repo}");
+    assert_eq!(
+        st.tags(repo).expect("tags"),
+        Vec::<String>::new(),
+        "tags left in {repo}"
+    );
+    assert_eq!(
+        st.upload_dirs(repo).expect("uploads"),
+        Vec::<String>::new(),
+        "_uploads entries left in {repo}"
+    );
+    assert_eq!(
+        st.manifest_revisions(repo).expect("revisions"),
+        Vec::<String>::new(),
+        "manifests left in {repo}"
+    );
+    assert_eq!(
+        st.layer_links(repo).expect("layer links"),
+        Vec::<String>::new(),
+        "blob links left in {repo}"
+    );
 }
 
 fn count(report: &Value, step: &str) -> usize {
-    steps(report).iter().filter(|(s, ok, _)| s == step && *ok).count()
+    steps(report)
+        .iter()
+        .filter(|(s, ok, _)| s == step && *ok)
+        .count()
 }
 
 fn all_steps_passed(report: &Value) {
@@ -39,14 +59,26 @@ fn write_password(dir: &Path, password: &str) -> String {
 #[test]
 fn a_plain_http_cycle_pushes_pulls_verifies_and_leaves_nothing_behind() {
     let reg = Registry::start_default().expect("registry starts");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO]).expect("once runs");
+    let (code, report) =
+        once_json(&["--registry", &reg.url(), "--repository", REPO]).expect("once runs");
     assert_eq!(code, 0, "{report:#}");
     all_steps_passed(&report);
     // Default image: config + 3 layers (4 KiB, 64 KiB, 1 MiB).
-    for step in ["check_blob", "start_upload", "upload_blob", "pull_blob", "delete_blob"] {
+    for step in [
+        "check_blob",
+        "start_upload",
+        "upload_blob",
+        "pull_blob",
+        "delete_blob",
+    ] {
         assert_eq!(count(&report, step), 4, "{step} in {report:#}");
     }
-    for step in ["push_manifest", "pull_manifest_by_tag", "pull_manifest_by_digest", "delete_manifest"] {
+    for step in [
+        "push_manifest",
+        "pull_manifest_by_tag",
+        "pull_manifest_by_digest",
+        "delete_manifest",
+    ] {
         assert_eq!(count(&report, step), 1, "{step}");
     }
     let pulled: u64 = report["steps"]
@@ -58,21 +90,55 @@ fn a_plain_http_cycle_pushes_pulls_verifies_and_leaves_nothing_behind() {
         .sum();
     assert_eq!(pulled, 4096 + 65536 + 1048576);
     // Every request after the first reused the connection.
-    let requests: Vec<&Value> = report["steps"].as_array().expect("steps").iter().flat_map(|s| s["requests"].as_array().expect("requests")).collect();
+    let requests: Vec<&Value> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .flat_map(|s| s["requests"].as_array().expect("requests"))
+        .collect();
     assert!(requests.len() > 20);
     assert_eq!(requests[0]["reused_connection"], Value::Bool(false));
     assert!(requests[0]["connect_seconds"].as_f64().is_some());
-    assert!(requests.iter().skip(1).filter(|r| r["reused_connection"] == Value::Bool(true)).count() >= requests.len() - 3);
+    assert!(
+        requests
+            .iter()
+            .skip(1)
+            .filter(|r| r["reused_connection"] == Value::Bool(true))
+            .count()
+            >= requests.len() - 3
+    );
     assert_nothing_left_behind(&reg, REPO);
 }
 
 #[test]
 fn the_text_report_names_every_step_and_the_result() {
     let reg = Registry::start_default().expect("registry starts");
-    let inv = prober(&["once", "--registry", &reg.url(), "--repository", REPO, "--layers", "1", "--layer-size", "4KiB"]).expect("runs");
+    let inv = prober(&[
+        "once",
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--layers",
+        "1",
+        "--layer-size",
+        "4KiB",
+    ])
+    .expect("runs");
     assert_eq!(inv.code, 0, "{}\n{}", inv.stdout, inv.stderr);
-    for needle in ["STEP", "check_blob", "upload_blob", "pull_manifest_by_digest", "delete_manifest", "result: OK"] {
-        assert!(inv.stdout.contains(needle), "{needle} missing from:\n{}", inv.stdout);
+    for needle in [
+        "STEP",
+        "check_blob",
+        "upload_blob",
+        "pull_manifest_by_digest",
+        "delete_manifest",
+        "result: OK",
+    ] {
+        assert!(
+            inv.stdout.contains(needle),
+            "{needle} missing from:\n{}",
+            inv.stdout
+        );
     }
 }
 
@@ -80,8 +146,21 @@ fn the_text_report_names_every_step_and_the_result() {
 fn chunked_upload_of_a_docker_manifest_image_sends_every_chunk() {
     let reg = Registry::start_default().expect("registry starts");
     let args = [
-        "--registry", &reg.url(), "--repository", REPO, "--manifest-type", "docker", "--upload-mode", "chunked",
-        "--chunk-size", "64KiB", "--layers", "2", "--layer-size", "300KiB", "--no-cleanup",
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--manifest-type",
+        "docker",
+        "--upload-mode",
+        "chunked",
+        "--chunk-size",
+        "64KiB",
+        "--layers",
+        "2",
+        "--layer-size",
+        "300KiB",
+        "--no-cleanup",
     ];
     let (code, report) = once_json(&args).expect("once runs");
     assert_eq!(code, 0, "{report:#}");
@@ -90,46 +169,116 @@ fn chunked_upload_of_a_docker_manifest_image_sends_every_chunk() {
         .as_array()
         .expect("steps")
         .iter()
-        .find(|s| s["step"] == "upload_blob" && s["subject"].as_str().is_some_and(|x| x.starts_with("layer 1")))
+        .find(|s| {
+            s["step"] == "upload_blob"
+                && s["subject"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("layer 1"))
+        })
         .expect("layer upload step");
-    let methods: Vec<&str> = layer_upload["requests"].as_array().expect("requests").iter().map(|r| r["method"].as_str().expect("method")).collect();
+    let methods: Vec<&str> = layer_upload["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| r["method"].as_str().expect("method"))
+        .collect();
     // 300 KiB in 64 KiB chunks: 5 PATCHes, then the closing PUT.
-    assert_eq!(methods, vec!["PATCH", "PATCH", "PATCH", "PATCH", "PATCH", "PUT"]);
+    assert_eq!(
+        methods,
+        vec!["PATCH", "PATCH", "PATCH", "PATCH", "PATCH", "PUT"]
+    );
     let tag = report["tag"].as_str().expect("tag");
     let resp = HttpClient::new()
-        .request("GET", &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()), &[("Accept", "application/vnd.docker.distribution.manifest.v2+json")], &[])
+        .request(
+            "GET",
+            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
+            &[(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+            &[],
+        )
         .expect("manifest GET");
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("content-type"), Some("application/vnd.docker.distribution.manifest.v2+json"));
-    assert_eq!(resp.header("docker-content-digest"), report["manifest_digest"].as_str());
-    assert_eq!(reg.storage().uploads(REPO).expect("uploads"), Vec::<String>::new());
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        report["manifest_digest"].as_str()
+    );
+    assert_eq!(
+        reg.storage().uploads(REPO).expect("uploads"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn basic_auth_with_the_right_password_passes() {
-    let reg = Registry::start(RegistryOptions { auth: RegistryAuth::htpasswd("prober", "s3cret-pw"), ..Default::default() }).expect("registry starts");
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::htpasswd("prober", "s3cret-pw"),
+        ..Default::default()
+    })
+    .expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write_password(dir.path(), "s3cret-pw");
-    let inv = prober(&["once", "--output", "json", "--registry", &reg.url(), "--repository", REPO, "--username", "prober", "--password-file", &pw]).expect("runs");
+    let inv = prober(&[
+        "once",
+        "--output",
+        "json",
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--username",
+        "prober",
+        "--password-file",
+        &pw,
+    ])
+    .expect("runs");
     assert_eq!(inv.code, 0, "{}", inv.stdout);
     all_steps_passed(&inv.report().expect("json"));
-    assert!(!inv.stdout.contains("s3cret-pw") && !inv.stderr.contains("s3cret-pw"), "password leaked");
+    assert!(
+        !inv.stdout.contains("s3cret-pw") && !inv.stderr.contains("s3cret-pw"),
+        "password leaked"
+    );
     assert_nothing_left_behind(&reg, REPO);
 }
 
 #[test]
 fn basic_auth_with_a_wrong_password_fails_with_reason_auth() {
-    let reg = Registry::start(RegistryOptions { auth: RegistryAuth::htpasswd("prober", "s3cret-pw"), ..Default::default() }).expect("registry starts");
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::htpasswd("prober", "s3cret-pw"),
+        ..Default::default()
+    })
+    .expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write_password(dir.path(), "wrong-pw");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--username", "prober", "--password-file", &pw]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--username",
+        "prober",
+        "--password-file",
+        &pw,
+    ])
+    .expect("runs");
     assert_eq!(code, 1);
     let failed = first_failure(&report).expect("a failed step");
     assert_eq!(failed["step"], "check_blob");
     assert_eq!(failed["reason"], "auth");
     let error = failed["error"].as_str().expect("error");
-    assert!(error.starts_with(&format!("HEAD {}/v2/{REPO}/blobs/sha256:", reg.url())), "{error}");
-    assert!(error.contains("401 Unauthorized, credentials were rejected"), "{error}");
+    assert!(
+        error.starts_with(&format!("HEAD {}/v2/{REPO}/blobs/sha256:", reg.url())),
+        "{error}"
+    );
+    assert!(
+        error.contains("401 Unauthorized, credentials were rejected"),
+        "{error}"
+    );
     assert!(!report.to_string().contains("wrong-pw"));
 }
 
@@ -138,15 +287,33 @@ fn tls_with_a_trusted_test_ca_passes_and_times_the_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new().expect("ca");
     let files = ca.issue_server_cert(dir.path()).expect("cert");
-    let reg = Registry::start(RegistryOptions { tls: Some(files.clone()), ..Default::default() }).expect("registry starts");
+    let reg = Registry::start(RegistryOptions {
+        tls: Some(files.clone()),
+        ..Default::default()
+    })
+    .expect("registry starts");
     assert!(reg.url().starts_with("https://"));
     let ca_file = files.ca.display().to_string();
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--ca-file", &ca_file]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--ca-file",
+        &ca_file,
+    ])
+    .expect("runs");
     assert_eq!(code, 0, "{report:#}");
     all_steps_passed(&report);
     let first = &report["steps"][0]["requests"][0];
-    assert!(first["tls_seconds"].as_f64().expect("tls timed") > 0.0, "{first:#}");
-    assert!(first["peer_cert_not_after_unix"].as_u64().is_some(), "{first:#}");
+    assert!(
+        first["tls_seconds"].as_f64().expect("tls timed") > 0.0,
+        "{first:#}"
+    );
+    assert!(
+        first["peer_cert_not_after_unix"].as_u64().is_some(),
+        "{first:#}"
+    );
     assert_nothing_left_behind(&reg, REPO);
 }
 
@@ -155,22 +322,48 @@ fn tls_with_an_untrusted_certificate_fails_with_reason_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new().expect("ca");
     let files = ca.issue_server_cert(dir.path()).expect("cert");
-    let reg = Registry::start(RegistryOptions { tls: Some(files), ..Default::default() }).expect("registry starts");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO]).expect("runs");
+    let reg = Registry::start(RegistryOptions {
+        tls: Some(files),
+        ..Default::default()
+    })
+    .expect("registry starts");
+    let (code, report) =
+        once_json(&["--registry", &reg.url(), "--repository", REPO]).expect("runs");
     assert_eq!(code, 1);
     let failed = first_failure(&report).expect("a failed step");
     assert_eq!(failed["reason"], "tls", "{failed:#}");
     let error = failed["error"].as_str().expect("error");
-    assert!(error.contains("tls handshake with 127.0.0.1 failed") && error.contains("UnknownIssuer"), "{error}");
+    assert!(
+        error.contains("tls handshake with 127.0.0.1 failed") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
 }
 
 #[test]
 fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
-    let tokens = TokenServer::start(&[("alice", "tok-pw")], &[Grant::repository(REPO, &["pull", "push", "delete"])]).expect("token server");
-    let reg = Registry::start(RegistryOptions { auth: RegistryAuth::token(&tokens), ..Default::default() }).expect("registry starts");
+    let tokens = TokenServer::start(
+        &[("alice", "tok-pw")],
+        &[Grant::repository(REPO, &["pull", "push", "delete"])],
+    )
+    .expect("token server");
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::token(&tokens),
+        ..Default::default()
+    })
+    .expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write_password(dir.path(), "tok-pw");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--username", "alice", "--password-file", &pw]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--username",
+        "alice",
+        "--password-file",
+        &pw,
+    ])
+    .expect("runs");
     assert_eq!(code, 0, "{report:#}");
     all_steps_passed(&report);
     // Three scopes (pull; pull,push; delete), each fetched once and cached for the other requests.
@@ -183,7 +376,11 @@ fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
         .collect();
     assert_eq!(
         token_steps,
-        vec![format!("repository:{REPO}:pull"), format!("repository:{REPO}:pull,push"), format!("repository:{REPO}:delete")]
+        vec![
+            format!("repository:{REPO}:pull"),
+            format!("repository:{REPO}:pull,push"),
+            format!("repository:{REPO}:delete")
+        ]
     );
     assert_eq!(tokens.token_requests(), 3);
     assert!(!report.to_string().contains("tok-pw"));
@@ -192,11 +389,29 @@ fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
 
 #[test]
 fn token_auth_without_a_grant_for_the_repository_fails_with_reason_auth() {
-    let tokens = TokenServer::start(&[("alice", "tok-pw")], &[Grant::repository("someone/else", &["pull", "push"])]).expect("token server");
-    let reg = Registry::start(RegistryOptions { auth: RegistryAuth::token(&tokens), ..Default::default() }).expect("registry starts");
+    let tokens = TokenServer::start(
+        &[("alice", "tok-pw")],
+        &[Grant::repository("someone/else", &["pull", "push"])],
+    )
+    .expect("token server");
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::token(&tokens),
+        ..Default::default()
+    })
+    .expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write_password(dir.path(), "tok-pw");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--username", "alice", "--password-file", &pw]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--username",
+        "alice",
+        "--password-file",
+        &pw,
+    ])
+    .expect("runs");
     assert_eq!(code, 1);
     let failed = first_failure(&report).expect("a failed step");
     assert_eq!(failed["reason"], "auth", "{failed:#}");
@@ -205,22 +420,51 @@ fn token_auth_without_a_grant_for_the_repository_fails_with_reason_auth() {
 #[test]
 fn skopeo_copies_what_the_prober_pushed_with_identical_digests() {
     let reg = Registry::start_default().expect("registry starts");
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--no-cleanup", "--layers", "2", "--layer-size", "256KiB"]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--no-cleanup",
+        "--layers",
+        "2",
+        "--layer-size",
+        "256KiB",
+    ])
+    .expect("runs");
     assert_eq!(code, 0, "{report:#}");
     let tag = report["tag"].as_str().expect("tag");
     let digest = report["manifest_digest"].as_str().expect("digest");
     let out = tempfile::tempdir().expect("tempdir");
     let dest = format!("oci:{}:copied", out.path().display());
-    skopeo_copy(&format!("docker://{}/{REPO}:{tag}", reg.host_port()), &dest, &["--preserve-digests", "--src-tls-verify=false"]).expect("skopeo copies");
-    let index: Value = serde_json::from_slice(&std::fs::read(out.path().join("index.json")).expect("index.json")).expect("json");
+    skopeo_copy(
+        &format!("docker://{}/{REPO}:{tag}", reg.host_port()),
+        &dest,
+        &["--preserve-digests", "--src-tls-verify=false"],
+    )
+    .expect("skopeo copies");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("index.json")).expect("index.json"))
+            .expect("json");
     assert_eq!(index["manifests"][0]["digest"], digest);
     let manifest_hex = digest.trim_start_matches("sha256:");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(out.path().join("blobs/sha256").join(manifest_hex)).expect("manifest blob")).expect("json");
-    for d in std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().expect("layers")) {
-        let hex = d["digest"].as_str().expect("digest").trim_start_matches("sha256:");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("blobs/sha256").join(manifest_hex)).expect("manifest blob"),
+    )
+    .expect("json");
+    for d in
+        std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().expect("layers"))
+    {
+        let hex = d["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
         let bytes = std::fs::read(out.path().join("blobs/sha256").join(hex)).expect("blob copied");
         assert_eq!(bytes.len() as u64, d["size"].as_u64().expect("size"));
-        assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)), hex);
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            hex
+        );
     }
 }
 
@@ -229,30 +473,80 @@ fn the_prober_verifies_an_image_that_skopeo_pushed() {
     let reg = Registry::start_default().expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let image = write_oci_layout(dir.path(), "v1", &[3000, 70_000]).expect("layout");
-    skopeo_copy(&image.oci_ref(), &format!("docker://{}/golden/skopeo:v1", reg.host_port()), &["--preserve-digests", "--dest-tls-verify=false"]).expect("skopeo pushes");
+    skopeo_copy(
+        &image.oci_ref(),
+        &format!("docker://{}/golden/skopeo:v1", reg.host_port()),
+        &["--preserve-digests", "--dest-tls-verify=false"],
+    )
+    .expect("skopeo pushes");
     let by_digest = format!("golden/skopeo@{}", image.manifest_digest);
-    let (code, report) = once_json(&["--registry", &reg.url(), "--repository", REPO, "--golden", "golden/skopeo:v1", "--golden", &by_digest]).expect("runs");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--golden",
+        "golden/skopeo:v1",
+        "--golden",
+        &by_digest,
+    ])
+    .expect("runs");
     assert_eq!(code, 0, "{report:#}");
     all_steps_passed(&report);
     let golden_blobs = report["steps"]
         .as_array()
         .expect("steps")
         .iter()
-        .filter(|s| s["step"] == "pull_blob" && s["subject"].as_str().is_some_and(|x| x.starts_with("golden/skopeo")))
+        .filter(|s| {
+            s["step"] == "pull_blob"
+                && s["subject"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("golden/skopeo"))
+        })
         .count();
-    assert_eq!(golden_blobs, 2 * 3, "config + 2 layers, by tag and by digest");
+    assert_eq!(
+        golden_blobs,
+        2 * 3,
+        "config + 2 layers, by tag and by digest"
+    );
     // Golden images are read-only: still there after the run.
-    assert_eq!(reg.storage().tags("golden/skopeo").expect("tags"), vec!["v1".to_string()]);
+    assert_eq!(
+        reg.storage().tags("golden/skopeo").expect("tags"),
+        vec!["v1".to_string()]
+    );
 }
 
 #[test]
 fn bad_arguments_exit_64_naming_the_field_and_value() {
-    let inv = prober(&["once", "--registry", "http://127.0.0.1:1", "--repository", REPO, "--layer-size", "-1MiB"]).expect("runs");
+    let inv = prober(&[
+        "once",
+        "--registry",
+        "http://127.0.0.1:1",
+        "--repository",
+        REPO,
+        "--layer-size",
+        "-1MiB",
+    ])
+    .expect("runs");
     assert_eq!(inv.code, 64);
     assert_eq!(inv.stderr.trim(), "error: invalid arguments: image.layer_size: invalid size \"-1MiB\": a size cannot be negative");
-    let inv = prober(&["once", "--registry", "http://127.0.0.1:1", "--repository", REPO, "--manifest-type", "helm"]).expect("runs");
+    let inv = prober(&[
+        "once",
+        "--registry",
+        "http://127.0.0.1:1",
+        "--repository",
+        REPO,
+        "--manifest-type",
+        "helm",
+    ])
+    .expect("runs");
     assert_eq!(inv.code, 64);
-    assert!(inv.stderr.contains("manifest_type: unknown media type \"helm\""), "{}", inv.stderr);
+    assert!(
+        inv.stderr
+            .contains("manifest_type: unknown media type \"helm\""),
+        "{}",
+        inv.stderr
+    );
     let inv = prober(&["once", "--registry", "http://127.0.0.1:1"]).expect("runs");
     assert_eq!(inv.code, 64, "{}", inv.stderr);
 }
@@ -263,7 +557,11 @@ fn check_config_exits_64_on_a_typo_and_0_on_a_valid_file() {
     let bad = fixtures.join("bad/typo_key.yml");
     let inv = prober(&["check-config", &bad.display().to_string()]).expect("runs");
     assert_eq!(inv.code, 64);
-    assert!(inv.stderr.contains("unknown field `registy`"), "{}", inv.stderr);
+    assert!(
+        inv.stderr.contains("unknown field `registy`"),
+        "{}",
+        inv.stderr
+    );
     let good = fixtures.join("good/full.yml");
     let inv = prober(&["check-config", &good.display().to_string()]).expect("runs");
     assert_eq!(inv.code, 0, "{}", inv.stderr);

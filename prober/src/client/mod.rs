@@ -54,11 +54,16 @@ impl BodySource {
 
     fn make(&self) -> ReqBody {
         match self {
-            BodySource::Empty => Empty::<Bytes>::new().map_err(|e| -> BoxError { match e {} }).boxed(),
-            BodySource::Bytes(b) => Full::new(b.clone()).map_err(|e| -> BoxError { match e {} }).boxed(),
-            BodySource::Layer { layer, range } => {
-                layer.body(range.clone()).map_err(|e| -> BoxError { match e {} }).boxed()
-            }
+            BodySource::Empty => Empty::<Bytes>::new()
+                .map_err(|e| -> BoxError { match e {} })
+                .boxed(),
+            BodySource::Bytes(b) => Full::new(b.clone())
+                .map_err(|e| -> BoxError { match e {} })
+                .boxed(),
+            BodySource::Layer { layer, range } => layer
+                .body(range.clone())
+                .map_err(|e| -> BoxError { match e {} })
+                .boxed(),
         }
     }
 }
@@ -74,7 +79,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: Method, url: Url) -> Request {
-        Request { method, url, headers: HeaderMap::new(), body: BodySource::Empty }
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: BodySource::Empty,
+        }
     }
 
     pub fn header(mut self, name: header::HeaderName, value: &str) -> Request {
@@ -124,7 +134,12 @@ pub struct Response {
 }
 
 impl Client {
-    pub fn new(transport: Arc<Transport>, base: Url, repository: &str, credentials: Option<Credentials>) -> Client {
+    pub fn new(
+        transport: Arc<Transport>,
+        base: Url,
+        repository: &str,
+        credentials: Option<Credentials>,
+    ) -> Client {
         Client {
             transport,
             base,
@@ -151,9 +166,12 @@ impl Client {
     /// `<base>/v2/<repository>/<rest>`, for another repository of the same registry.
     pub fn repo_url(&self, repository: &str, rest: &str) -> Result<Url, Failure> {
         let path = format!("v2/{repository}/{rest}");
-        self.base
-            .join(&path)
-            .map_err(|e| Failure::new(Reason::Protocol, format!("cannot build URL {}{path}: {e}", self.base)))
+        self.base.join(&path).map_err(|e| {
+            Failure::new(
+                Reason::Protocol,
+                format!("cannot build URL {}{path}: {e}", self.base),
+            )
+        })
     }
 
     /// Resolves a Location header against the URL that sent it (the spec allows relative ones).
@@ -161,21 +179,38 @@ impl Client {
         let loc = resp.headers.get(header::LOCATION).ok_or_else(|| {
             Failure::new(
                 Reason::Protocol,
-                format!("{} {}: {} without a Location header", resp.method, resp.url, resp.status),
+                format!(
+                    "{} {}: {} without a Location header",
+                    resp.method, resp.url, resp.status
+                ),
             )
         })?;
         let loc = loc.to_str().map_err(|_| {
-            Failure::new(Reason::Protocol, format!("{} {}: Location header is not text", resp.method, resp.url))
+            Failure::new(
+                Reason::Protocol,
+                format!("{} {}: Location header is not text", resp.method, resp.url),
+            )
         })?;
         resp.raw_url.join(loc).map_err(|e| {
-            Failure::new(Reason::Protocol, format!("{} {}: invalid Location {loc:?}: {e}", resp.method, resp.url))
+            Failure::new(
+                Reason::Protocol,
+                format!(
+                    "{} {}: invalid Location {loc:?}: {e}",
+                    resp.method, resp.url
+                ),
+            )
         })
     }
 
     /// Sends a request: follows redirects (each hop timed and recorded on its own), answers a
     /// 401 challenge once (fetching a bearer token as a step of its own), and returns the final
     /// response with its body unread.
-    pub async fn send(&self, req: &Request, deadline: Instant, tr: &mut Transcript) -> Result<Response, Failure> {
+    pub async fn send(
+        &self,
+        req: &Request,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<Response, Failure> {
         let mut url = req.url.clone();
         let mut authed_retry = false;
         let mut hops = 0;
@@ -187,23 +222,38 @@ impl Client {
                     headers.insert(header::AUTHORIZATION, v);
                 }
             }
-            let (resp, _) = self.hop(&req.method, &url, headers, &req.body, deadline, tr).await?;
+            let (resp, _) = self
+                .hop(&req.method, &url, headers, &req.body, deadline, tr)
+                .await?;
             let status = resp.status;
             if status == StatusCode::UNAUTHORIZED && same_origin {
-                let challenge = resp.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let challenge = resp
+                    .headers
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let errors = self.read_error(resp, deadline, tr).await;
                 // Answer a challenge once; a second 401 means the credentials (or the token
                 // they bought) are not good enough.
-                if let Some(usable) = self.usable_challenge(challenge.as_deref()).filter(|_| !authed_retry) {
+                if let Some(usable) = self
+                    .usable_challenge(challenge.as_deref())
+                    .filter(|_| !authed_retry)
+                {
                     // A token the registry no longer accepts (expired early, revoked) is dropped.
                     self.tokens.clear();
-                    *self.scheme.lock().expect("scheme lock is never poisoned: no panics under it") = Some(usable);
+                    *self
+                        .scheme
+                        .lock()
+                        .expect("scheme lock is never poisoned: no panics under it") = Some(usable);
                     authed_retry = true;
                     continue;
                 }
                 return Err(self.auth_failure(&req.method, &url, challenge.as_deref(), &errors));
             }
-            if status.is_redirection() && matches!(req.method, Method::GET | Method::HEAD) && status != StatusCode::NOT_MODIFIED {
+            if status.is_redirection()
+                && matches!(req.method, Method::GET | Method::HEAD)
+                && status != StatusCode::NOT_MODIFIED
+            {
                 hops += 1;
                 let next = self.resolve_location(&resp);
                 let resp_url = resp.url.clone();
@@ -212,7 +262,12 @@ impl Client {
                 if hops > MAX_REDIRECTS {
                     return Err(Failure::new(
                         Reason::Protocol,
-                        format!("{} {}: more than {MAX_REDIRECTS} redirects, last to {}", req.method, resp_url, redact_url(&next)),
+                        format!(
+                            "{} {}: more than {MAX_REDIRECTS} redirects, last to {}",
+                            req.method,
+                            resp_url,
+                            redact_url(&next)
+                        ),
                     ));
                 }
                 url = next;
@@ -233,7 +288,9 @@ impl Client {
         tr: &mut Transcript,
     ) -> Result<(Response, usize), Failure> {
         let redacted = redact_url(url);
-        let mut builder = http::Request::builder().method(method.clone()).uri(url.as_str());
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str());
         for (name, value) in headers.iter() {
             builder = builder.header(name, value);
         }
@@ -242,10 +299,17 @@ impl Client {
         if len > 0 || matches!(*method, Method::PUT | Method::POST | Method::PATCH) {
             builder = builder.header(header::CONTENT_LENGTH, len);
         }
-        let request = builder
-            .body(body.make())
-            .map_err(|e| Failure::new(Reason::Protocol, format!("{method} {redacted}: cannot build request: {e}")))?;
-        let mut record = HttpRecord { method: method.to_string(), url: redacted.clone(), ..HttpRecord::default() };
+        let request = builder.body(body.make()).map_err(|e| {
+            Failure::new(
+                Reason::Protocol,
+                format!("{method} {redacted}: cannot build request: {e}"),
+            )
+        })?;
+        let mut record = HttpRecord {
+            method: method.to_string(),
+            url: redacted.clone(),
+            ..HttpRecord::default()
+        };
         match self.transport.send(request, deadline).await {
             Ok((resp, timing)) => {
                 record.status = Some(resp.status().as_u16());
@@ -295,7 +359,11 @@ impl Client {
         deadline: Instant,
         tr: &mut Transcript,
     ) -> Result<Option<HeaderValue>, Failure> {
-        let scheme = self.scheme.lock().expect("scheme lock is never poisoned: no panics under it").clone();
+        let scheme = self
+            .scheme
+            .lock()
+            .expect("scheme lock is never poisoned: no panics under it")
+            .clone();
         match scheme {
             None | Some(Challenge::Other { .. }) => Ok(None),
             Some(Challenge::Basic { .. }) => Ok(self
@@ -306,23 +374,37 @@ impl Client {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let repository = repository_of(url.path()).unwrap_or(&self.repository);
                 let scope = auth::repository_scope(repository, actions_for(method));
-                let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: scope.clone() };
+                let key = TokenKey {
+                    realm: realm.clone(),
+                    service: service.clone(),
+                    scope: scope.clone(),
+                };
                 let token = match self.tokens.get(&key, std::time::Instant::now()) {
                     Some(t) => t,
                     None => self.fetch_token(key, deadline, tr).await?,
                 };
-                Ok(HeaderValue::from_str(&format!("Bearer {token}")).ok().map(sensitive))
+                Ok(HeaderValue::from_str(&format!("Bearer {token}"))
+                    .ok()
+                    .map(sensitive))
             }
         }
     }
 
     /// GET realm?service=..&scope=.. with basic credentials when we have them, timed and
     /// reported as a `token` step of its own.
-    async fn fetch_token(&self, key: TokenKey, deadline: Instant, tr: &mut Transcript) -> Result<String, Failure> {
+    async fn fetch_token(
+        &self,
+        key: TokenKey,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<String, Failure> {
         let started = Instant::now();
         let mut sub = Transcript::default();
         let result = self.fetch_token_inner(&key, deadline, &mut sub).await;
-        let (sent, received) = sub.requests.iter().fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
+        let (sent, received) = sub
+            .requests
+            .iter()
+            .fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
         tr.token_steps.push(StepReport {
             step: Step::Token,
             subject: key.scope.clone(),
@@ -340,16 +422,38 @@ impl Client {
         Ok(token)
     }
 
-    async fn fetch_token_inner(&self, key: &TokenKey, deadline: Instant, tr: &mut Transcript) -> Result<String, Failure> {
-        let url = auth::token_url(&key.realm, key.service.as_deref(), std::slice::from_ref(&key.scope))
-            .map_err(|e| Failure::new(Reason::Auth, format!("bearer challenge: {e}")))?;
+    async fn fetch_token_inner(
+        &self,
+        key: &TokenKey,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<String, Failure> {
+        let url = auth::token_url(
+            &key.realm,
+            key.service.as_deref(),
+            std::slice::from_ref(&key.scope),
+        )
+        .map_err(|e| Failure::new(Reason::Auth, format!("bearer challenge: {e}")))?;
         let mut headers = HeaderMap::new();
-        if let Some(v) = self.credentials.as_ref().and_then(|c| HeaderValue::from_str(&c.basic_header()).ok()) {
+        if let Some(v) = self
+            .credentials
+            .as_ref()
+            .and_then(|c| HeaderValue::from_str(&c.basic_header()).ok())
+        {
             headers.insert(header::AUTHORIZATION, sensitive(v));
         }
         let mut current = url;
         for _ in 0..=MAX_REDIRECTS {
-            let (resp, _) = self.hop(&Method::GET, &current, headers.clone(), &BodySource::Empty, deadline, tr).await?;
+            let (resp, _) = self
+                .hop(
+                    &Method::GET,
+                    &current,
+                    headers.clone(),
+                    &BodySource::Empty,
+                    deadline,
+                    tr,
+                )
+                .await?;
             if resp.status.is_redirection() {
                 let next = self.resolve_location(&resp)?;
                 if next.origin() != current.origin() {
@@ -362,7 +466,14 @@ impl Client {
             if resp.status != StatusCode::OK {
                 let (method, url, status) = (resp.method.clone(), resp.url.clone(), resp.status);
                 let errors = self.read_error(resp, deadline, tr).await;
-                let mut f = failure_for_status(&method, &url, status, &[StatusCode::OK], &errors, Reason::Auth);
+                let mut f = failure_for_status(
+                    &method,
+                    &url,
+                    status,
+                    &[StatusCode::OK],
+                    &errors,
+                    Reason::Auth,
+                );
                 if matches!(status.as_u16(), 401 | 403 | 404) {
                     f.reason = Reason::Auth;
                 }
@@ -377,7 +488,10 @@ impl Client {
             self.tokens.insert(key.clone(), token);
             return Ok(value);
         }
-        Err(Failure::new(Reason::Protocol, format!("token request: more than {MAX_REDIRECTS} redirects")))
+        Err(Failure::new(
+            Reason::Protocol,
+            format!("token request: more than {MAX_REDIRECTS} redirects"),
+        ))
     }
 
     /// Picks the challenge we can answer: bearer always (anonymous tokens exist), basic only
@@ -387,11 +501,21 @@ impl Client {
         challenges
             .iter()
             .find(|c| matches!(c, Challenge::Bearer { .. }))
-            .or_else(|| challenges.iter().find(|c| matches!(c, Challenge::Basic { .. }) && self.credentials.is_some()))
+            .or_else(|| {
+                challenges
+                    .iter()
+                    .find(|c| matches!(c, Challenge::Basic { .. }) && self.credentials.is_some())
+            })
             .cloned()
     }
 
-    fn auth_failure(&self, method: &Method, url: &Url, challenge: Option<&str>, errors: &RegistryErrors) -> Failure {
+    fn auth_failure(
+        &self,
+        method: &Method,
+        url: &Url,
+        challenge: Option<&str>,
+        errors: &RegistryErrors,
+    ) -> Failure {
         let mut f = failure_for_status(
             method,
             &redact_url(url),
@@ -401,23 +525,55 @@ impl Client {
             Reason::Auth,
         );
         f.reason = Reason::Auth;
-        let creds = if self.credentials.is_some() { "credentials were rejected" } else { "no credentials configured" };
-        let challenge = challenge.map(|c| format!(" (challenge: {c})")).unwrap_or_default();
-        f.message = format!("{method} {}: 401 Unauthorized, {creds}{challenge}", redact_url(url));
+        let creds = if self.credentials.is_some() {
+            "credentials were rejected"
+        } else {
+            "no credentials configured"
+        };
+        let challenge = challenge
+            .map(|c| format!(" (challenge: {c})"))
+            .unwrap_or_default();
+        f.message = format!(
+            "{method} {}: 401 Unauthorized, {creds}{challenge}",
+            redact_url(url)
+        );
         if let (false, Some(msg)) = (errors.codes.is_empty(), &errors.message) {
-            f.message.push_str(&format!(", registry error {}: {msg}", errors.codes.join(",")));
+            f.message.push_str(&format!(
+                ", registry error {}: {msg}",
+                errors.codes.join(",")
+            ));
         }
         f
     }
 
     /// Reads a whole body up to `limit` bytes; more is a protocol failure (never buffered).
-    pub async fn read_body(&self, resp: Response, limit: usize, deadline: Instant, tr: &mut Transcript) -> Result<Bytes, Failure> {
-        let Response { method, url, mut body, record, .. } = resp;
+    pub async fn read_body(
+        &self,
+        resp: Response,
+        limit: usize,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<Bytes, Failure> {
+        let Response {
+            method,
+            url,
+            mut body,
+            record,
+            ..
+        } = resp;
         let started = Instant::now();
         let mut buf = Vec::new();
         let result = loop {
             match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => break Err(Failure::new(Reason::Timeout, format!("{method} {url}: timed out reading the response body after {} bytes", buf.len()))),
+                Err(_) => {
+                    break Err(Failure::new(
+                        Reason::Timeout,
+                        format!(
+                            "{method} {url}: timed out reading the response body after {} bytes",
+                            buf.len()
+                        ),
+                    ))
+                }
                 Ok(None) => break Ok(()),
                 Ok(Some(Err(e))) => break Err(body_failure(&method, &url, buf.len() as u64, &e)),
                 Ok(Some(Ok(frame))) => {
@@ -449,18 +605,33 @@ impl Client {
         deadline: Instant,
         tr: &mut Transcript,
     ) -> Result<u64, Failure> {
-        let Response { method, url, mut body, record, .. } = resp;
+        let Response {
+            method,
+            url,
+            mut body,
+            record,
+            ..
+        } = resp;
         let started = Instant::now();
         let result = loop {
             match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => {
                     break Err(Failure::new(
                         Reason::Timeout,
-                        format!("{method} {url}: timed out reading the blob after {} bytes", verifier.bytes_seen()),
+                        format!(
+                            "{method} {url}: timed out reading the blob after {} bytes",
+                            verifier.bytes_seen()
+                        ),
                     ))
                 }
-                Ok(None) => break verifier.finish().map_err(|m| mismatch_failure(&method, &url, m)),
-                Ok(Some(Err(e))) => break Err(body_failure(&method, &url, verifier.bytes_seen(), &e)),
+                Ok(None) => {
+                    break verifier
+                        .finish()
+                        .map_err(|m| mismatch_failure(&method, &url, m))
+                }
+                Ok(Some(Err(e))) => {
+                    break Err(body_failure(&method, &url, verifier.bytes_seen(), &e))
+                }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         if let Err(m) = verifier.update(&data) {
@@ -481,10 +652,18 @@ impl Client {
     }
 
     /// Reads an error body (bounded) and records its codes in the transcript.
-    pub async fn read_error(&self, resp: Response, deadline: Instant, tr: &mut Transcript) -> RegistryErrors {
+    pub async fn read_error(
+        &self,
+        resp: Response,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> RegistryErrors {
         let record = resp.record;
         // An error body that breaks off is still worth what arrived; the status already failed.
-        let body = self.read_body(resp, MAX_ERROR_BODY, deadline, tr).await.unwrap_or_default();
+        let body = self
+            .read_body(resp, MAX_ERROR_BODY, deadline, tr)
+            .await
+            .unwrap_or_default();
         let errors = parse_error_body(&body);
         if let Some(r) = tr.requests.get_mut(record) {
             r.error_codes = errors.codes.clone();
@@ -507,12 +686,21 @@ impl Client {
         }
         let (method, url, status) = (resp.method.clone(), resp.url.clone(), resp.status);
         let errors = self.read_error(resp, deadline, tr).await;
-        Err(failure_for_status(&method, &url, status, expected, &errors, not_found))
+        Err(failure_for_status(
+            &method, &url, status, expected, &errors, not_found,
+        ))
     }
 
     /// Drains a response body we do not need, so its connection can be reused.
-    pub async fn discard(&self, resp: Response, deadline: Instant, tr: &mut Transcript) -> Result<(), Failure> {
-        self.read_body(resp, MAX_MANIFEST_BYTES, deadline, tr).await.map(|_| ())
+    pub async fn discard(
+        &self,
+        resp: Response,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<(), Failure> {
+        self.read_body(resp, MAX_MANIFEST_BYTES, deadline, tr)
+            .await
+            .map(|_| ())
     }
 
     /// Forgets idle connections and cached tokens.
@@ -534,7 +722,11 @@ fn actions_for(method: &Method) -> &'static [Action] {
 /// The repository a Distribution API path acts on: `/v2/<name>/(blobs|manifests|tags)/...`.
 fn repository_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v2/")?;
-    ["/blobs/", "/manifests/", "/tags/"].iter().filter_map(|m| rest.rfind(m)).min().map(|i| &rest[..i])
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.rfind(m))
+        .min()
+        .map(|i| &rest[..i])
 }
 
 fn sensitive(mut v: HeaderValue) -> HeaderValue {
@@ -559,7 +751,10 @@ fn body_failure(method: &Method, url: &str, got: u64, err: &hyper::Error) -> Fai
     // connection closed early, which is what a truncating proxy or a crashed backend does.
     Failure::new(
         Reason::Io,
-        format!("{method} {url}: response body broke off after {got} bytes: {}", error_chain(err)),
+        format!(
+            "{method} {url}: response body broke off after {got} bytes: {}",
+            error_chain(err)
+        ),
     )
 }
 
@@ -597,9 +792,18 @@ pub fn redact_url(url: &Url) -> String {
         .query_pairs()
         .map(|(k, v)| {
             let lk = k.to_ascii_lowercase();
-            let secret = ["sig", "token", "credential", "secret", "key", "auth", "policy", "password"]
-                .iter()
-                .any(|s| lk.contains(s));
+            let secret = [
+                "sig",
+                "token",
+                "credential",
+                "secret",
+                "key",
+                "auth",
+                "policy",
+                "password",
+            ]
+            .iter()
+            .any(|s| lk.contains(s));
             let v = if secret {
                 "REDACTED".to_string()
             } else if lk == "_state" && v.len() > 12 {
@@ -625,8 +829,14 @@ mod tests {
 
     #[test]
     fn redacts_signed_url_parameters_and_shortens_upload_state() {
-        let u = Url::parse("https://cdn.example/blob?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&Expires=9").expect("valid");
-        assert_eq!(redact_url(&u), "https://cdn.example/blob?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&Expires=9");
+        let u = Url::parse(
+            "https://cdn.example/blob?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&Expires=9",
+        )
+        .expect("valid");
+        assert_eq!(
+            redact_url(&u),
+            "https://cdn.example/blob?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&Expires=9"
+        );
         let u = Url::parse("http://127.0.0.1:5000/v2/p/blobs/uploads/1?_state=abcdefghijklmnopqrstuvwxyz&digest=sha256%3Aab").expect("valid");
         assert_eq!(redact_url(&u), "http://127.0.0.1:5000/v2/p/blobs/uploads/1?_state=abcdefghijkl%E2%80%A6&digest=sha256%3Aab");
     }
@@ -655,7 +865,15 @@ mod tests {
     #[test]
     fn resolves_relative_and_absolute_locations() {
         let base = Url::parse("http://127.0.0.1:5000/v2/p/blobs/uploads/").expect("valid");
-        assert_eq!(base.join("/v2/p/blobs/uploads/abc?_state=x").expect("joins").as_str(), "http://127.0.0.1:5000/v2/p/blobs/uploads/abc?_state=x");
-        assert_eq!(base.join("https://other:8443/x").expect("joins").as_str(), "https://other:8443/x");
+        assert_eq!(
+            base.join("/v2/p/blobs/uploads/abc?_state=x")
+                .expect("joins")
+                .as_str(),
+            "http://127.0.0.1:5000/v2/p/blobs/uploads/abc?_state=x"
+        );
+        assert_eq!(
+            base.join("https://other:8443/x").expect("joins").as_str(),
+            "https://other:8443/x"
+        );
     }
 }

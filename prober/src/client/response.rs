@@ -39,16 +39,28 @@ pub fn parse_error_body(body: &[u8]) -> RegistryErrors {
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
         if !env.errors.is_empty() {
-            let codes = env.errors.iter().filter(|e| !e.code.is_empty()).map(|e| e.code.clone()).collect();
-            let messages: Vec<&str> =
-                env.errors.iter().map(|e| e.message.as_str()).filter(|m| !m.is_empty()).collect();
+            let codes = env
+                .errors
+                .iter()
+                .filter(|e| !e.code.is_empty())
+                .map(|e| e.code.clone())
+                .collect();
+            let messages: Vec<&str> = env
+                .errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .filter(|m| !m.is_empty())
+                .collect();
             let message = (!messages.is_empty()).then(|| truncate(&messages.join("; ")));
             return RegistryErrors { codes, message };
         }
     }
     let text = String::from_utf8_lossy(body);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    RegistryErrors { codes: Vec::new(), message: (!text.is_empty()).then(|| truncate(&text)) }
+    RegistryErrors {
+        codes: Vec::new(),
+        message: (!text.is_empty()).then(|| truncate(&text)),
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -67,9 +79,17 @@ pub fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .iter()
         .filter(|(name, _)| {
             let n = name.as_str();
-            n.starts_with("ratelimit-") || n.starts_with("x-ratelimit-") || n == "retry-after" || n == "docker-ratelimit-source"
+            n.starts_with("ratelimit-")
+                || n.starts_with("x-ratelimit-")
+                || n == "retry-after"
+                || n == "docker-ratelimit-source"
         })
-        .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -88,10 +108,17 @@ pub fn failure_for_status(
         .iter()
         .find_map(|c| Reason::from_registry_code(c))
         .unwrap_or_else(|| reason_for_status(status, not_found));
-    let expected = expected.iter().map(|s| s.as_u16().to_string()).collect::<Vec<_>>().join(" or ");
+    let expected = expected
+        .iter()
+        .map(|s| s.as_u16().to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
     let mut message = format!("{method} {url}: got {status}, expected {expected}");
     match (errors.codes.is_empty(), &errors.message) {
-        (false, Some(msg)) => message.push_str(&format!(", registry error {}: {msg}", errors.codes.join(","))),
+        (false, Some(msg)) => message.push_str(&format!(
+            ", registry error {}: {msg}",
+            errors.codes.join(",")
+        )),
         (false, None) => message.push_str(&format!(", registry error {}", errors.codes.join(","))),
         (true, Some(msg)) => message.push_str(&format!(", body: {msg}")),
         (true, None) => {}
@@ -132,13 +159,19 @@ mod tests {
     fn joins_several_errors_of_one_envelope() {
         let body = br#"{"errors":[{"code":"DENIED","message":"a"},{"code":"UNAUTHORIZED","message":"b"}]}"#;
         let e = parse_error_body(body);
-        assert_eq!(e.codes, vec!["DENIED".to_string(), "UNAUTHORIZED".to_string()]);
+        assert_eq!(
+            e.codes,
+            vec!["DENIED".to_string(), "UNAUTHORIZED".to_string()]
+        );
         assert_eq!(e.message.as_deref(), Some("a; b"));
     }
 
     #[test]
     fn keeps_a_non_json_body_as_short_text() {
-        let body = format!("<html>\n<h1>502   Bad Gateway</h1>{}</html>", "x".repeat(1000));
+        let body = format!(
+            "<html>\n<h1>502   Bad Gateway</h1>{}</html>",
+            "x".repeat(1000)
+        );
         let e = parse_error_body(body.as_bytes());
         assert!(e.codes.is_empty());
         let msg = e.message.expect("text kept");
@@ -176,8 +209,15 @@ mod tests {
     fn a_bare_status_maps_to_its_class() {
         let none = RegistryErrors::default();
         let f = |s: u16| {
-            failure_for_status(&Method::GET, "u", StatusCode::from_u16(s).expect("valid"), &[StatusCode::OK], &none, Reason::BlobUnknown)
-                .reason
+            failure_for_status(
+                &Method::GET,
+                "u",
+                StatusCode::from_u16(s).expect("valid"),
+                &[StatusCode::OK],
+                &none,
+                Reason::BlobUnknown,
+            )
+            .reason
         };
         assert_eq!(f(401), Reason::Auth);
         assert_eq!(f(404), Reason::BlobUnknown);
@@ -198,7 +238,10 @@ mod tests {
         kept.sort();
         assert_eq!(
             kept,
-            vec![("ratelimit-limit".into(), "100;w=21600".into()), ("retry-after".into(), "7".into())]
+            vec![
+                ("ratelimit-limit".into(), "100;w=21600".into()),
+                ("retry-after".into(), "7".into())
+            ]
         );
     }
 }

@@ -120,6 +120,7 @@ pub trait Resolve: Send + Sync + 'static {
 }
 
 /// Resolves through the operating system (getaddrinfo on a blocking thread).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {

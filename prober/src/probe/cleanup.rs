@@ -17,7 +17,14 @@ impl Run<'_> {
         if let Some(digest) = self.manifest_pushed.clone() {
             // The manifest goes first: distribution refuses nothing here, but a registry that
             // garbage-collects would otherwise still see the blobs referenced.
-            let _ = self.delete(Step::DeleteManifest, "manifest", &format!("manifests/{digest}"), Reason::ManifestUnknown).await;
+            let _ = self
+                .delete(
+                    Step::DeleteManifest,
+                    "manifest",
+                    &format!("manifests/{digest}"),
+                    Reason::ManifestUnknown,
+                )
+                .await;
         }
         if self.target().cleanup.delete_blobs {
             let uploaded: Vec<Digest> = self.uploaded.clone();
@@ -28,47 +35,82 @@ impl Run<'_> {
                     .find(|b| b.digest == digest)
                     .map(|b| b.kind.to_string())
                     .unwrap_or_else(|| digest.to_string());
-                let _ = self.delete(Step::DeleteBlob, &label, &format!("blobs/{digest}"), Reason::BlobUnknown).await;
+                let _ = self
+                    .delete(
+                        Step::DeleteBlob,
+                        &label,
+                        &format!("blobs/{digest}"),
+                        Reason::BlobUnknown,
+                    )
+                    .await;
             }
         }
     }
 
     /// Cancels upload sessions that never completed (a failed or cut-off upload).
     pub(super) async fn cancel_open_sessions(&mut self) {
-        let open: Vec<usize> = (0..self.sessions.len()).filter(|&i| !self.sessions[i].completed).collect();
+        let open: Vec<usize> = (0..self.sessions.len())
+            .filter(|&i| !self.sessions[i].completed)
+            .collect();
         for i in open {
             let url = self.sessions[i].url.clone();
             let p = self.prober;
             let deadline = cleanup_deadline(p.target.cleanup_timeout);
             let subject = crate::client::redact_url(&url);
             let result = self
-                .step_until(Step::CancelUpload, subject, deadline, |deadline, mut tr| async move {
-                    let r = async {
-                        let resp = p.client.send(&Request::new(Method::DELETE, url.clone()), deadline, &mut tr).await?;
-                        if matches!(resp.status, StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED) {
-                            return p.client.discard(resp, deadline, &mut tr).await;
+                .step_until(
+                    Step::CancelUpload,
+                    subject,
+                    deadline,
+                    |deadline, mut tr| async move {
+                        let r = async {
+                            let resp = p
+                                .client
+                                .send(
+                                    &Request::new(Method::DELETE, url.clone()),
+                                    deadline,
+                                    &mut tr,
+                                )
+                                .await?;
+                            if matches!(
+                                resp.status,
+                                StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED
+                            ) {
+                                return p.client.discard(resp, deadline, &mut tr).await;
+                            }
+                            let failure = p
+                                .client
+                                .expect(
+                                    resp,
+                                    &[StatusCode::NO_CONTENT],
+                                    Reason::BlobUploadUnknown,
+                                    deadline,
+                                    &mut tr,
+                                )
+                                .await
+                                .err()
+                                .unwrap_or_else(|| {
+                                    Failure::new(Reason::Protocol, "unexpected answer")
+                                });
+                            // Distribution answers a DELETE whose _state is stale (the upload broke
+                            // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway.
+                            // Ask the session itself: 404 means it is gone, which is all we want.
+                            let status = p
+                                .client
+                                .send(&Request::new(Method::GET, url), deadline, &mut tr)
+                                .await?;
+                            let gone = status.status == StatusCode::NOT_FOUND;
+                            p.client.discard(status, deadline, &mut tr).await?;
+                            if gone {
+                                Ok(())
+                            } else {
+                                Err(failure)
+                            }
                         }
-                        let failure = p
-                            .client
-                            .expect(resp, &[StatusCode::NO_CONTENT], Reason::BlobUploadUnknown, deadline, &mut tr)
-                            .await
-                            .err()
-                            .unwrap_or_else(|| Failure::new(Reason::Protocol, "unexpected answer"));
-                        // Distribution answers a DELETE whose _state is stale (the upload broke
-                        // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway.
-                        // Ask the session itself: 404 means it is gone, which is all we want.
-                        let status = p.client.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
-                        let gone = status.status == StatusCode::NOT_FOUND;
-                        p.client.discard(status, deadline, &mut tr).await?;
-                        if gone {
-                            Ok(())
-                        } else {
-                            Err(failure)
-                        }
-                    }
-                    .await;
-                    (r, tr)
-                })
+                        .await;
+                        (r, tr)
+                    },
+                )
                 .await;
             if result.is_ok() {
                 self.sessions[i].completed = true;
@@ -78,7 +120,13 @@ impl Run<'_> {
 
     /// DELETE one manifest or blob by digest: 202 Accepted. 404 counts as done only for a
     /// manifest whose PUT may not have reached the registry.
-    async fn delete(&mut self, step: Step, subject: &str, rest: &str, not_found: Reason) -> Result<(), Failure> {
+    async fn delete(
+        &mut self,
+        step: Step,
+        subject: &str,
+        rest: &str,
+        not_found: Reason,
+    ) -> Result<(), Failure> {
         let p = self.prober;
         let url = p.client.url(rest)?;
         let deadline = cleanup_deadline(p.target.cleanup_timeout);
@@ -108,6 +156,8 @@ impl Run<'_> {
 
     /// Whether the manifest PUT was answered 201.
     fn manifest_stored(&self) -> bool {
-        self.steps.iter().any(|s| s.step == Step::PushManifest && s.success)
+        self.steps
+            .iter()
+            .any(|s| s.step == Step::PushManifest && s.success)
     }
 }

@@ -54,10 +54,18 @@ impl Prober {
     }
 
     /// A prober whose DNS lookups go through `resolver` (tests add delay or failures here).
-    pub fn with_resolver(target: Target, resolver: Arc<dyn Resolve>) -> Result<Prober, tls::TlsConfigError> {
+    pub fn with_resolver(
+        target: Target,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Prober, tls::TlsConfigError> {
         let tls = tls::client_config(&target.tls)?;
         let transport = Arc::new(Transport::new(tls, resolver));
-        let client = Client::new(transport, target.registry.clone(), &target.repository, target.credentials.clone());
+        let client = Client::new(
+            transport,
+            target.registry.clone(),
+            &target.repository,
+            target.credentials.clone(),
+        );
         Ok(Prober { target, client })
     }
 
@@ -86,9 +94,10 @@ impl Prober {
         let sizes = self.target.layer_sizes.clone();
         let manifest_type = self.target.manifest_type;
         // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
-        let image = tokio::task::spawn_blocking(move || Image::generate(seed, &sizes, manifest_type))
-            .await
-            .expect("image generation does not panic");
+        let image =
+            tokio::task::spawn_blocking(move || Image::generate(seed, &sizes, manifest_type))
+                .await
+                .expect("image generation does not panic");
 
         let pushed = run.push_image(&image, &tag).await.is_ok();
         if pushed {
@@ -131,7 +140,12 @@ impl Run<'_> {
 
     /// Runs one step under its deadline (the step timeout, cut at the run deadline) and records
     /// it with its transcript. Token fetches made on its behalf are recorded before it.
-    async fn step<T, F, Fut>(&mut self, step: Step, subject: impl Into<String>, f: F) -> Result<T, Failure>
+    async fn step<T, F, Fut>(
+        &mut self,
+        step: Step,
+        subject: impl Into<String>,
+        f: F,
+    ) -> Result<T, Failure>
     where
         F: FnOnce(Instant, Transcript) -> Fut,
         Fut: Future<Output = (Result<T, Failure>, Transcript)>,
@@ -154,21 +168,30 @@ impl Run<'_> {
     {
         let subject = subject.into();
         let started = Instant::now();
-        let (result, transcript) = match tokio::time::timeout_at(deadline, f(deadline, Transcript::default())).await {
-            Ok(done) => done,
-            // The client checks the deadline at every phase; this outer bound only fires if
-            // something awaited without one, so nothing can hang a run.
-            Err(_) => (
-                Err(Failure::new(
-                    Reason::Timeout,
-                    format!("{step} ({subject}): deadline of {:?} passed", deadline.saturating_duration_since(started)),
-                )),
-                Transcript::default(),
-            ),
-        };
-        let Transcript { requests, token_steps } = transcript;
+        let (result, transcript) =
+            match tokio::time::timeout_at(deadline, f(deadline, Transcript::default())).await {
+                Ok(done) => done,
+                // The client checks the deadline at every phase; this outer bound only fires if
+                // something awaited without one, so nothing can hang a run.
+                Err(_) => (
+                    Err(Failure::new(
+                        Reason::Timeout,
+                        format!(
+                            "{step} ({subject}): deadline of {:?} passed",
+                            deadline.saturating_duration_since(started)
+                        ),
+                    )),
+                    Transcript::default(),
+                ),
+            };
+        let Transcript {
+            requests,
+            token_steps,
+        } = transcript;
         self.steps.extend(token_steps);
-        let (sent, received) = requests.iter().fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
+        let (sent, received) = requests
+            .iter()
+            .fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
         let failure = result.as_ref().err();
         if let Some(f) = failure {
             tracing::warn!(
@@ -201,7 +224,10 @@ impl Run<'_> {
 
 /// `registry-prober-<unix seconds>-<8 hex of the seed>`: unique per run, sortable by age.
 fn unique_tag(seed: u64) -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     format!("{TAG_PREFIX}{secs}-{:08x}", seed as u32)
 }
 

@@ -67,7 +67,10 @@ impl Step {
 
     /// Cleanup steps: their failures are reported as cleanup failures (something was left behind).
     pub fn is_cleanup(self) -> bool {
-        matches!(self, Step::DeleteManifest | Step::DeleteBlob | Step::CancelUpload)
+        matches!(
+            self,
+            Step::DeleteManifest | Step::DeleteBlob | Step::CancelUpload
+        )
     }
 }
 
@@ -113,8 +116,10 @@ pub enum Reason {
     /// Bytes we pulled are fewer or more than pushed, or Content-Length disagrees with the descriptor.
     SizeMismatch,
     /// Another 4xx answer without a known registry error code.
+    #[serde(rename = "http_4xx")]
     Http4xx,
     /// A 5xx answer.
+    #[serde(rename = "http_5xx")]
     Http5xx,
     /// The registry answered something a Distribution API client cannot use: a missing Location,
     /// a manifest that is not JSON, an unexpected status.
@@ -257,7 +262,12 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(reason: Reason, message: impl Into<String>) -> Failure {
-        Failure { reason, message: message.into(), status: None, registry_code: None }
+        Failure {
+            reason,
+            message: message.into(),
+            status: None,
+            registry_code: None,
+        }
     }
 }
 
@@ -286,7 +296,9 @@ pub struct StepReport {
 impl StepReport {
     /// The one-line error as an on-call engineer reads it: step, subject, then the failure.
     pub fn error_line(&self) -> Option<String> {
-        self.error.as_ref().map(|e| format!("{} ({}): {}", self.step, self.subject, e))
+        self.error
+            .as_ref()
+            .map(|e| format!("{} ({}): {}", self.step, self.subject, e))
     }
 }
 
@@ -327,7 +339,10 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
 }
 
 fn ser_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     s.serialize_f64(secs)
 }
 
@@ -338,7 +353,9 @@ mod tests {
     #[test]
     fn every_reason_has_a_distinct_snake_case_label() {
         let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
+        assert!(labels.iter().all(|l| l
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), Reason::ALL.len());
@@ -347,18 +364,30 @@ mod tests {
     #[test]
     fn serde_names_match_the_label_values() {
         for r in Reason::ALL {
-            assert_eq!(serde_json::to_value(r).expect("serializes"), serde_json::json!(r.as_str()));
+            assert_eq!(
+                serde_json::to_value(r).expect("serializes"),
+                serde_json::json!(r.as_str())
+            );
         }
         for s in Step::ALL {
-            assert_eq!(serde_json::to_value(s).expect("serializes"), serde_json::json!(s.as_str()));
+            assert_eq!(
+                serde_json::to_value(s).expect("serializes"),
+                serde_json::json!(s.as_str())
+            );
         }
     }
 
     #[test]
     fn maps_registry_error_codes_to_reasons() {
-        assert_eq!(Reason::from_registry_code("BLOB_UNKNOWN"), Some(Reason::BlobUnknown));
+        assert_eq!(
+            Reason::from_registry_code("BLOB_UNKNOWN"),
+            Some(Reason::BlobUnknown)
+        );
         assert_eq!(Reason::from_registry_code("DENIED"), Some(Reason::Auth));
-        assert_eq!(Reason::from_registry_code("TOOMANYREQUESTS"), Some(Reason::RateLimited));
+        assert_eq!(
+            Reason::from_registry_code("TOOMANYREQUESTS"),
+            Some(Reason::RateLimited)
+        );
         assert_eq!(Reason::from_registry_code("SOMETHING_NEW"), None);
     }
 }

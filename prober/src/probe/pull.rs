@@ -55,9 +55,22 @@ impl Run<'_> {
     pub(super) async fn pull_image(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
         let repo = self.target().repository.clone();
         let expected = Some((&image.manifest_digest, image.manifest.len() as u64));
-        self.pull_manifest(Step::PullManifestByTag, tag.to_string(), &repo, tag, expected).await?;
+        self.pull_manifest(
+            Step::PullManifestByTag,
+            tag.to_string(),
+            &repo,
+            tag,
+            expected,
+        )
+        .await?;
         let (body, _) = self
-            .pull_manifest(Step::PullManifestByDigest, image.manifest_digest.to_string(), &repo, image.manifest_digest.as_str(), expected)
+            .pull_manifest(
+                Step::PullManifestByDigest,
+                image.manifest_digest.to_string(),
+                &repo,
+                image.manifest_digest.as_str(),
+                expected,
+            )
             .await?;
         let blobs = blobs_of(&body, "").map_err(|f| self.note_failure(f))?;
         for blob in blobs {
@@ -68,20 +81,43 @@ impl Run<'_> {
 
     /// Pulls and verifies a golden image: read-only content the prober never pushed.
     pub(super) async fn pull_golden(&mut self, golden: &Reference) -> Result<(), Failure> {
-        let pinned = golden.reference.starts_with("sha256:").then(|| Digest::parse(&golden.reference).ok()).flatten();
-        let step = if pinned.is_some() { Step::PullManifestByDigest } else { Step::PullManifestByTag };
+        let pinned = golden
+            .reference
+            .starts_with("sha256:")
+            .then(|| Digest::parse(&golden.reference).ok())
+            .flatten();
+        let step = if pinned.is_some() {
+            Step::PullManifestByDigest
+        } else {
+            Step::PullManifestByTag
+        };
         let (body, media_type) = self
-            .pull_manifest(step, golden.to_string(), &golden.repository, &golden.reference, pinned.as_ref().map(|d| (d, 0)))
+            .pull_manifest(
+                step,
+                golden.to_string(),
+                &golden.repository,
+                &golden.reference,
+                pinned.as_ref().map(|d| (d, 0)),
+            )
             .await?;
         let doc = parse_manifest(&body).map_err(|f| self.note_failure(f))?;
         if is_index(&media_type, &doc) {
             for child in doc.manifests.iter().take(MAX_INDEX_CHILDREN) {
                 let digest = Digest::parse(&child.digest).map_err(|e| {
-                    self.note_failure(Failure::new(Reason::Protocol, format!("index of {golden} names an invalid digest: {e}")))
+                    self.note_failure(Failure::new(
+                        Reason::Protocol,
+                        format!("index of {golden} names an invalid digest: {e}"),
+                    ))
                 })?;
                 let subject = format!("{golden} > {digest}");
                 let (child_body, _) = self
-                    .pull_manifest(Step::PullManifestByDigest, subject.clone(), &golden.repository, digest.as_str(), Some((&digest, 0)))
+                    .pull_manifest(
+                        Step::PullManifestByDigest,
+                        subject.clone(),
+                        &golden.repository,
+                        digest.as_str(),
+                        Some((&digest, 0)),
+                    )
                     .await?;
                 for blob in blobs_of(&child_body, &subject).map_err(|f| self.note_failure(f))? {
                     self.pull_blob(&golden.repository, blob).await?;
@@ -107,7 +143,9 @@ impl Run<'_> {
         expected: Option<(&Digest, u64)>,
     ) -> Result<(Bytes, String), Failure> {
         let p = self.prober;
-        let url = p.client.repo_url(repository, &format!("manifests/{reference}"))?;
+        let url = p
+            .client
+            .repo_url(repository, &format!("manifests/{reference}"))?;
         let expected = expected.map(|(d, n)| (d.clone(), n));
         self.step(step, subject, |deadline, mut tr| async move {
             let r = async {
@@ -158,7 +196,9 @@ impl Run<'_> {
     /// GET one blob, streaming it through sha256; compares digest AND length.
     async fn pull_blob(&mut self, repository: &str, blob: BlobToPull) -> Result<u64, Failure> {
         let p = self.prober;
-        let url = p.client.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+        let url = p
+            .client
+            .repo_url(repository, &format!("blobs/{}", blob.digest))?;
         self.step(Step::PullBlob, blob.label, |deadline, mut tr| async move {
             let r = async {
                 let resp = p.client.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
@@ -196,13 +236,19 @@ impl Run<'_> {
 }
 
 fn parse_manifest(body: &[u8]) -> Result<ManifestDoc, Failure> {
-    serde_json::from_slice(body)
-        .map_err(|e| Failure::new(Reason::Protocol, format!("manifest is not an image manifest or index: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            Reason::Protocol,
+            format!("manifest is not an image manifest or index: {e}"),
+        )
+    })
 }
 
 fn is_index(content_type: &str, doc: &ManifestDoc) -> bool {
     let t = doc.media_type.as_deref().unwrap_or(content_type);
-    t.contains("index") || t.contains("manifest.list") || (doc.config.is_none() && !doc.manifests.is_empty())
+    t.contains("index")
+        || t.contains("manifest.list")
+        || (doc.config.is_none() && !doc.manifests.is_empty())
 }
 
 /// The blobs an image manifest names: config first, then layers.
@@ -212,17 +258,40 @@ fn blobs_of(body: &[u8], prefix: &str) -> Result<Vec<BlobToPull>, Failure> {
         .config
         .as_ref()
         .ok_or_else(|| Failure::new(Reason::Protocol, "manifest has no config descriptor"))?;
-    let label = |what: String| if prefix.is_empty() { what } else { format!("{prefix}: {what}") };
+    let label = |what: String| {
+        if prefix.is_empty() {
+            what
+        } else {
+            format!("{prefix}: {what}")
+        }
+    };
     let mut out = Vec::with_capacity(doc.layers.len() + 1);
-    for (what, d) in std::iter::once((label("config".into()), config))
-        .chain(doc.layers.iter().enumerate().map(|(i, d)| (label(format!("layer {}", i + 1)), d)))
-    {
-        let digest = Digest::parse(&d.digest)
-            .map_err(|e| Failure::new(Reason::Protocol, format!("manifest descriptor of {what}: {e}")))?;
-        let size = u64::try_from(d.size).map_err(|_| {
-            Failure::new(Reason::Protocol, format!("manifest descriptor of {what} ({}) has negative size {}", d.media_type, d.size))
+    for (what, d) in std::iter::once((label("config".into()), config)).chain(
+        doc.layers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (label(format!("layer {}", i + 1)), d)),
+    ) {
+        let digest = Digest::parse(&d.digest).map_err(|e| {
+            Failure::new(
+                Reason::Protocol,
+                format!("manifest descriptor of {what}: {e}"),
+            )
         })?;
-        out.push(BlobToPull { label: what, digest, size });
+        let size = u64::try_from(d.size).map_err(|_| {
+            Failure::new(
+                Reason::Protocol,
+                format!(
+                    "manifest descriptor of {what} ({}) has negative size {}",
+                    d.media_type, d.size
+                ),
+            )
+        })?;
+        out.push(BlobToPull {
+            label: what,
+            digest,
+            size,
+        });
     }
     Ok(out)
 }
@@ -241,10 +310,17 @@ mod tests {
         })
         .to_string();
         let blobs = blobs_of(body.as_bytes(), "").expect("valid");
-        let got: Vec<(String, String, u64)> = blobs.iter().map(|b| (b.label.clone(), b.digest.to_string(), b.size)).collect();
+        let got: Vec<(String, String, u64)> = blobs
+            .iter()
+            .map(|b| (b.label.clone(), b.digest.to_string(), b.size))
+            .collect();
         assert_eq!(
             got,
-            vec![("config".into(), d('a'), 10), ("layer 1".into(), d('b'), 20), ("layer 2".into(), d('c'), 0)]
+            vec![
+                ("config".into(), d('a'), 10),
+                ("layer 1".into(), d('b'), 20),
+                ("layer 2".into(), d('c'), 0)
+            ]
         );
     }
 
@@ -252,20 +328,36 @@ mod tests {
     fn a_manifest_that_is_not_json_is_a_protocol_failure() {
         let f = blobs_of(b"<html>oops</html>", "").err().expect("fails");
         assert_eq!(f.reason, Reason::Protocol);
-        assert!(f.message.starts_with("manifest is not an image manifest or index"), "{}", f.message);
+        assert!(
+            f.message
+                .starts_with("manifest is not an image manifest or index"),
+            "{}",
+            f.message
+        );
     }
 
     #[test]
     fn a_negative_or_invalid_descriptor_is_a_protocol_failure() {
-        let body = format!(r#"{{"config":{{"mediaType":"c","digest":"sha256:{}","size":-1}}}}"#, "a".repeat(64));
-        assert_eq!(blobs_of(body.as_bytes(), "").err().expect("fails").reason, Reason::Protocol);
+        let body = format!(
+            r#"{{"config":{{"mediaType":"c","digest":"sha256:{}","size":-1}}}}"#,
+            "a".repeat(64)
+        );
+        assert_eq!(
+            blobs_of(body.as_bytes(), "").err().expect("fails").reason,
+            Reason::Protocol
+        );
         let body = r#"{"config":{"mediaType":"c","digest":"md5:abc","size":1}}"#;
-        assert_eq!(blobs_of(body.as_bytes(), "").err().expect("fails").reason, Reason::Protocol);
+        assert_eq!(
+            blobs_of(body.as_bytes(), "").err().expect("fails").reason,
+            Reason::Protocol
+        );
     }
 
     #[test]
     fn recognises_an_index() {
-        let doc: ManifestDoc = serde_json::from_str(r#"{"manifests":[{"mediaType":"m","digest":"d","size":1}]}"#).expect("valid");
+        let doc: ManifestDoc =
+            serde_json::from_str(r#"{"manifests":[{"mediaType":"m","digest":"d","size":1}]}"#)
+                .expect("valid");
         assert!(is_index("application/vnd.oci.image.index.v1+json", &doc));
         assert!(is_index("", &doc));
     }

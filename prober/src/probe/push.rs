@@ -34,20 +34,33 @@ impl Run<'_> {
     async fn check_blob(&mut self, blob: &BlobRef) -> Result<bool, Failure> {
         let p = self.prober;
         let url = p.client.url(&format!("blobs/{}", blob.digest))?;
-        self.step(Step::CheckBlob, blob.kind.to_string(), |deadline, mut tr| async move {
-            let r = async {
-                let resp = p.client.send(&Request::new(Method::HEAD, url), deadline, &mut tr).await?;
-                let resp = p
-                    .client
-                    .expect(resp, &[StatusCode::OK, StatusCode::NOT_FOUND], Reason::BlobUnknown, deadline, &mut tr)
-                    .await?;
-                let exists = resp.status == StatusCode::OK;
-                p.client.discard(resp, deadline, &mut tr).await?;
-                Ok(exists)
-            }
-            .await;
-            (r, tr)
-        })
+        self.step(
+            Step::CheckBlob,
+            blob.kind.to_string(),
+            |deadline, mut tr| async move {
+                let r = async {
+                    let resp = p
+                        .client
+                        .send(&Request::new(Method::HEAD, url), deadline, &mut tr)
+                        .await?;
+                    let resp = p
+                        .client
+                        .expect(
+                            resp,
+                            &[StatusCode::OK, StatusCode::NOT_FOUND],
+                            Reason::BlobUnknown,
+                            deadline,
+                            &mut tr,
+                        )
+                        .await?;
+                    let exists = resp.status == StatusCode::OK;
+                    p.client.discard(resp, deadline, &mut tr).await?;
+                    Ok(exists)
+                }
+                .await;
+                (r, tr)
+            },
+        )
         .await
     }
 
@@ -56,25 +69,49 @@ impl Run<'_> {
         let p = self.prober;
         let url = p.client.url("blobs/uploads/")?;
         let result = self
-            .step(Step::StartUpload, blob.kind.to_string(), |deadline, mut tr| async move {
-                let r = async {
-                    let resp = p.client.send(&Request::new(Method::POST, url), deadline, &mut tr).await?;
-                    let resp = p.client.expect(resp, &[StatusCode::ACCEPTED], Reason::NameUnknown, deadline, &mut tr).await?;
-                    let location = p.client.resolve_location(&resp)?;
-                    let min_chunk = chunk_min_length(resp.headers.get(CHUNK_MIN_LENGTH));
-                    p.client.discard(resp, deadline, &mut tr).await?;
-                    Ok((location, min_chunk))
-                }
-                .await;
-                (r, tr)
-            })
+            .step(
+                Step::StartUpload,
+                blob.kind.to_string(),
+                |deadline, mut tr| async move {
+                    let r = async {
+                        let resp = p
+                            .client
+                            .send(&Request::new(Method::POST, url), deadline, &mut tr)
+                            .await?;
+                        let resp = p
+                            .client
+                            .expect(
+                                resp,
+                                &[StatusCode::ACCEPTED],
+                                Reason::NameUnknown,
+                                deadline,
+                                &mut tr,
+                            )
+                            .await?;
+                        let location = p.client.resolve_location(&resp)?;
+                        let min_chunk = chunk_min_length(resp.headers.get(CHUNK_MIN_LENGTH));
+                        p.client.discard(resp, deadline, &mut tr).await?;
+                        Ok((location, min_chunk))
+                    }
+                    .await;
+                    (r, tr)
+                },
+            )
             .await?;
-        self.sessions.push(Session { url: result.0.clone(), completed: false });
+        self.sessions.push(Session {
+            url: result.0.clone(),
+            completed: false,
+        });
         Ok(result)
     }
 
     /// Uploads one blob into an open session and checks the registry stored what we sent.
-    async fn upload_blob(&mut self, image: &Image, blob: &BlobRef, session: (Url, u64)) -> Result<(), Failure> {
+    async fn upload_blob(
+        &mut self,
+        image: &Image,
+        blob: &BlobRef,
+        session: (Url, u64),
+    ) -> Result<(), Failure> {
         let p = self.prober;
         let (location, min_chunk) = session;
         let body = blob_body(image, blob);
@@ -93,7 +130,11 @@ impl Run<'_> {
                         UploadMode::Monolithic => location,
                         UploadMode::Chunked { chunk_size } => {
                             let chunk = chunk_size.max(min_chunk);
-                            upload_chunks(&p.client, location, &body, size, chunk, latest_ref, deadline, &mut tr).await?
+                            upload_chunks(
+                                &p.client, location, &body, size, chunk, latest_ref, deadline,
+                                &mut tr,
+                            )
+                            .await?
                         }
                     };
                     let mut url = put_url;
@@ -108,7 +149,13 @@ impl Run<'_> {
                     let resp = p.client.send(&req, deadline, &mut tr).await?;
                     let resp = p
                         .client
-                        .expect(resp, &[StatusCode::CREATED], Reason::BlobUploadUnknown, deadline, &mut tr)
+                        .expect(
+                            resp,
+                            &[StatusCode::CREATED],
+                            Reason::BlobUploadUnknown,
+                            deadline,
+                            &mut tr,
+                        )
                         .await?;
                     check_digest_header(&resp, &digest)?;
                     p.client.discard(resp, deadline, &mut tr).await?;
@@ -119,7 +166,9 @@ impl Run<'_> {
             })
             .await;
         let session = &mut self.sessions[session_index];
-        session.url = latest.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        session.url = latest
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if result.is_ok() {
             session.completed = true;
             self.uploaded.push(blob.digest.clone());
@@ -133,23 +182,36 @@ impl Run<'_> {
         let url = p.client.url(&format!("manifests/{tag}"))?;
         self.manifest_pushed = Some(image.manifest_digest.clone());
         let req = Request::new(Method::PUT, url)
-            .header(header::CONTENT_TYPE, image.manifest_type.manifest_media_type())
+            .header(
+                header::CONTENT_TYPE,
+                image.manifest_type.manifest_media_type(),
+            )
             .body(BodySource::Bytes(image.manifest.clone()));
         let digest = image.manifest_digest.clone();
-        self.step(Step::PushManifest, tag.to_string(), |deadline, mut tr| async move {
-            let r = async {
-                let resp = p.client.send(&req, deadline, &mut tr).await?;
-                let resp = p
-                    .client
-                    .expect(resp, &[StatusCode::CREATED], Reason::ManifestBlobUnknown, deadline, &mut tr)
-                    .await?;
-                check_digest_header(&resp, &digest)?;
-                p.client.discard(resp, deadline, &mut tr).await?;
-                Ok(())
-            }
-            .await;
-            (r, tr)
-        })
+        self.step(
+            Step::PushManifest,
+            tag.to_string(),
+            |deadline, mut tr| async move {
+                let r = async {
+                    let resp = p.client.send(&req, deadline, &mut tr).await?;
+                    let resp = p
+                        .client
+                        .expect(
+                            resp,
+                            &[StatusCode::CREATED],
+                            Reason::ManifestBlobUnknown,
+                            deadline,
+                            &mut tr,
+                        )
+                        .await?;
+                    check_digest_header(&resp, &digest)?;
+                    p.client.discard(resp, deadline, &mut tr).await?;
+                    Ok(())
+                }
+                .await;
+                (r, tr)
+            },
+        )
         .await
     }
 }
@@ -161,7 +223,10 @@ fn blob_body(image: &Image, blob: &BlobRef) -> BodySource {
         super::image::BlobKind::Layer(i) => {
             let layer = image.layers[i].clone();
             let size = layer.size;
-            BodySource::Layer { layer, range: 0..size }
+            BodySource::Layer {
+                layer,
+                range: 0..size,
+            }
         }
     }
 }
@@ -182,7 +247,10 @@ async fn upload_chunks(
     while offset < size {
         let end = (offset + chunk).min(size);
         let part = match body {
-            BodySource::Layer { layer, .. } => BodySource::Layer { layer: layer.clone(), range: offset..end },
+            BodySource::Layer { layer, .. } => BodySource::Layer {
+                layer: layer.clone(),
+                range: offset..end,
+            },
             BodySource::Bytes(b) => BodySource::Bytes(b.slice(offset as usize..end as usize)),
             BodySource::Empty => BodySource::Empty,
         };
@@ -191,13 +259,28 @@ async fn upload_chunks(
             .header(header::CONTENT_RANGE, &format!("{}-{}", offset, end - 1))
             .body(part);
         let resp = client.send(&req, deadline, tr).await?;
-        let resp = client.expect(resp, &[StatusCode::ACCEPTED], Reason::BlobUploadUnknown, deadline, tr).await?;
-        if let Some(range) = resp.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        let resp = client
+            .expect(
+                resp,
+                &[StatusCode::ACCEPTED],
+                Reason::BlobUploadUnknown,
+                deadline,
+                tr,
+            )
+            .await?;
+        if let Some(range) = resp
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+        {
             let want = format!("0-{}", end - 1);
             if range != want {
                 return Err(Failure::new(
                     Reason::Protocol,
-                    format!("{} {}: registry holds Range {range} after this chunk, expected {want}", resp.method, resp.url),
+                    format!(
+                        "{} {}: registry holds Range {range} after this chunk, expected {want}",
+                        resp.method, resp.url
+                    ),
                 ));
             }
         }
@@ -212,22 +295,32 @@ async fn upload_chunks(
 }
 
 fn chunk_min_length(value: Option<&HeaderValue>) -> u64 {
-    value.and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Docker-Content-Digest, when sent, must name what we pushed.
-pub(super) fn check_digest_header(resp: &crate::client::Response, expected: &Digest) -> Result<(), Failure> {
-    let Some(value) = resp.headers.get("docker-content-digest") else { return Ok(()) };
+pub(super) fn check_digest_header(
+    resp: &crate::client::Response,
+    expected: &Digest,
+) -> Result<(), Failure> {
+    let Some(value) = resp.headers.get("docker-content-digest") else {
+        return Ok(());
+    };
     let got = value.to_str().unwrap_or("<not text>");
     if got != expected.as_str() {
         return Err(Failure::new(
             Reason::DigestMismatch,
-            format!("{} {}: Docker-Content-Digest is {got}, expected {expected}", resp.method, resp.url),
+            format!(
+                "{} {}: Docker-Content-Digest is {got}, expected {expected}",
+                resp.method, resp.url
+            ),
         ));
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -235,7 +328,10 @@ mod tests {
 
     #[test]
     fn reads_the_chunk_minimum_and_ignores_garbage() {
-        assert_eq!(chunk_min_length(Some(&HeaderValue::from_static("5242880"))), 5_242_880);
+        assert_eq!(
+            chunk_min_length(Some(&HeaderValue::from_static("5242880"))),
+            5_242_880
+        );
         assert_eq!(chunk_min_length(Some(&HeaderValue::from_static("lots"))), 0);
         assert_eq!(chunk_min_length(None), 0);
     }

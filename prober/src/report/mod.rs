@@ -7,5 +7,6 @@ use crate::probe::outcome::RunReport;
 
 /// One JSON object: target, success, steps [{step, success, duration_seconds, reason, error, ...}].
 pub fn json(report: &RunReport) -> String {
-    serde_json::to_string_pretty(report).expect("a RunReport always serializes: plain data, string keys")
+    serde_json::to_string_pretty(report)
+        .expect("a RunReport always serializes: plain data, string keys")
 }

@@ -8,15 +8,32 @@ use crate::probe::outcome::{HttpRecord, RunReport, StepReport};
 
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "target {:?}: {} repository {}", report.target, report.registry, report.repository);
+    let _ = writeln!(
+        out,
+        "target {:?}: {} repository {}",
+        report.target, report.registry, report.repository
+    );
     if let Some(tag) = &report.tag {
-        let _ = writeln!(out, "tag {tag}  manifest {}", report.manifest_digest.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            out,
+            "tag {tag}  manifest {}",
+            report.manifest_digest.as_deref().unwrap_or("-")
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{:<24} {:<28} {:<6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
-        "STEP", "SUBJECT", "RESULT", "DURATION", "DNS", "CONNECT", "TLS", "TTFB", "TRANSFER", "BYTES"
+        "STEP",
+        "SUBJECT",
+        "RESULT",
+        "DURATION",
+        "DNS",
+        "CONNECT",
+        "TLS",
+        "TTFB",
+        "TRANSFER",
+        "BYTES"
     );
     for step in &report.steps {
         render_step(&mut out, step);
@@ -24,10 +41,28 @@ pub fn render(report: &RunReport) -> String {
     let failed: Vec<&StepReport> = report.steps.iter().filter(|s| !s.success).collect();
     let _ = writeln!(out);
     if report.success {
-        let _ = writeln!(out, "result: OK, {} steps in {}", report.steps.len(), secs(report.duration_seconds));
+        let _ = writeln!(
+            out,
+            "result: OK, {} steps in {}",
+            report.steps.len(),
+            secs(report.duration_seconds)
+        );
     } else {
-        let first = failed.first().map(|s| format!("; first: {} reason {}", s.step, s.reason.map(|r| r.as_str()).unwrap_or("-"))).unwrap_or_default();
-        let cleanup = if report.cleanup_failed { " (cleanup left something behind)" } else { "" };
+        let first = failed
+            .first()
+            .map(|s| {
+                format!(
+                    "; first: {} reason {}",
+                    s.step,
+                    s.reason.map(|r| r.as_str()).unwrap_or("-")
+                )
+            })
+            .unwrap_or_default();
+        let cleanup = if report.cleanup_failed {
+            " (cleanup left something behind)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "result: FAILED, {} of {} steps failed{first}{cleanup}, in {}",
@@ -62,7 +97,10 @@ fn render_step(out: &mut String, step: &StepReport) {
         let reason = step.reason.map(|r| r.as_str()).unwrap_or("-");
         let _ = writeln!(out, "    reason {reason}: {err}");
         for r in &step.requests {
-            let status = r.status.map(|s| s.to_string()).unwrap_or_else(|| "---".into());
+            let status = r
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "---".into());
             let _ = write!(out, "    > {} {} -> {status}", r.method, r.url);
             if !r.error_codes.is_empty() {
                 let _ = write!(out, " {}", r.error_codes.join(","));
