@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod certs;
+pub mod fault_proxy;
 pub mod http;
 pub mod oci;
 pub mod ports;
