@@ -317,14 +317,15 @@ impl RawTarget {
         validate_name(&self.name)?;
         let registry = parse_registry_url(&self.registry, self.allow_plain_http)?;
         validate_repository("repository", &self.repository)?;
-        let manifest_type =
-            match self.manifest_type.as_deref() {
-                None | Some("oci") => ManifestType::Oci,
-                Some("docker") => ManifestType::Docker,
-                Some(other) => return Err(invalid(format!(
+        let manifest_type = match self.manifest_type.as_deref() {
+            None | Some("oci") => ManifestType::Oci,
+            Some("docker") => ManifestType::Docker,
+            Some(other) => {
+                return Err(invalid(format!(
                     "manifest_type: unknown media type {other:?} (expected \"oci\" or \"docker\")"
-                ))),
-            };
+                )))
+            }
+        };
         let interval = duration(
             "interval",
             self.interval.as_ref().or(defaults.interval.as_ref()),

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one probe cycle and print a step-by-step report (exit 0 all passed, 1 a step failed).
-    Once(OnceArgs),
+    Once(Box<OnceArgs>),
     /// Validate a config file (exit 0 valid, 64 invalid, naming the field and value).
     CheckConfig {
         /// The YAML config file.
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         },
         Command::Once(args) => {
             init_logs(LogFormat::Text, "error");
-            once(args)
+            once(*args)
         }
         Command::Run { config, log_format } => {
             init_logs(log_format, "info");

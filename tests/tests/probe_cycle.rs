@@ -566,3 +566,89 @@ fn check_config_exits_64_on_a_typo_and_0_on_a_valid_file() {
     let inv = prober(&["check-config", &good.display().to_string()]).expect("runs");
     assert_eq!(inv.code, 0, "{}", inv.stderr);
 }
+
+#[test]
+fn credentials_from_a_docker_config_json_are_used() {
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::htpasswd("prober", "cfg-pw"),
+        ..Default::default()
+    })
+    .expect("registry starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "prober:cfg-pw");
+    std::fs::write(
+        &config,
+        serde_json::json!({"auths": {reg.host_port(): {"auth": auth}}}).to_string(),
+    )
+    .expect("write config.json");
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--docker-config",
+        &config.display().to_string(),
+    ])
+    .expect("runs");
+    assert_eq!(code, 0, "{report:#}");
+    all_steps_passed(&report);
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new().expect("ca");
+    let server = ca.issue_server_cert(dir.path()).expect("server cert");
+    let client = ca
+        .issue_client_cert(dir.path(), "prober")
+        .expect("client cert");
+    let reg = Registry::start(RegistryOptions {
+        tls: Some(server.clone()),
+        client_ca: Some(client.ca.clone()),
+        ..Default::default()
+    })
+    .expect("registry starts");
+    let (ca_file, cert, key) = (
+        server.ca.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--ca-file",
+        &ca_file,
+        "--client-cert-file",
+        &cert,
+        "--client-key-file",
+        &key,
+    ])
+    .expect("runs");
+    assert_eq!(code, 0, "{report:#}");
+    all_steps_passed(&report);
+    // Without the client certificate the registry refuses the connection.
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--ca-file",
+        &ca_file,
+    ])
+    .expect("runs");
+    assert_eq!(code, 1);
+    let failed = first_failure(&report).expect("failed step");
+    // TLS 1.3: the client's handshake completes before the server checks the certificate; the
+    // server then closes the connection, which the client sees on its first request.
+    assert_eq!(failed["reason"], "io", "{failed:#}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error")
+            .contains("connection closed"),
+        "{failed:#}"
+    );
+}

@@ -44,7 +44,12 @@ pub enum BodySource {
 }
 
 impl BodySource {
-    fn len(&self) -> u64 {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of bytes the body sends.
+    pub fn len(&self) -> u64 {
         match self {
             BodySource::Empty => 0,
             BodySource::Bytes(b) => b.len() as u64,

@@ -130,10 +130,6 @@ impl Prober {
 }
 
 impl Run<'_> {
-    fn client(&self) -> &Client {
-        &self.prober.client
-    }
-
     fn target(&self) -> &Target {
         &self.prober.target
     }

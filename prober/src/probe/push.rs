@@ -131,8 +131,7 @@ impl Run<'_> {
                         UploadMode::Chunked { chunk_size } => {
                             let chunk = chunk_size.max(min_chunk);
                             upload_chunks(
-                                &p.client, location, &body, size, chunk, latest_ref, deadline,
-                                &mut tr,
+                                &p.client, location, &body, chunk, latest_ref, deadline, &mut tr,
                             )
                             .await?
                         }
@@ -237,12 +236,12 @@ async fn upload_chunks(
     client: &Client,
     mut location: Url,
     body: &BodySource,
-    size: u64,
     chunk: u64,
     latest: &std::sync::Mutex<Url>,
     deadline: Instant,
     tr: &mut Transcript,
 ) -> Result<Url, Failure> {
+    let size = body.len();
     let mut offset = 0;
     while offset < size {
         let end = (offset + chunk).min(size);
