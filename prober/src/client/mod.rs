@@ -745,10 +745,32 @@ fn transport_failure(method: &Method, url: &str, err: &TransportError) -> Failur
         TransportError::Connect { .. } => Reason::Connect,
         TransportError::Tls { .. } => Reason::Tls,
         TransportError::Timeout { .. } => Reason::Timeout,
+        // A TLS alert after the handshake (TLS 1.3 client-certificate rejection) arrives as
+        // the request's I/O error; it is still a TLS failure.
+        TransportError::Http(e) if caused_by_tls(e) => Reason::Tls,
         TransportError::Http(_) => Reason::Io,
         TransportError::Url(_) => Reason::Protocol,
     };
     Failure::new(reason, format!("{method} {url}: {}", error_chain(err)))
+}
+
+fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn body_failure(method: &Method, url: &str, got: u64, err: &hyper::Error) -> Failure {
