@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// Values every target inherits unless it sets its own.
     #[serde(default)]
     pub defaults: RawDefaults,
+    /// Runs in flight at once across all targets (default 16); more wait for a slot.
+    pub max_concurrent_runs: Option<i64>,
+    /// On SIGTERM, how long running cycles may take to finish and clean up (default 30s).
+    pub shutdown_grace: Option<String>,
     /// The registries to probe; each target pushes to and pulls from one repository.
     #[serde(default)]
     pub targets: Vec<RawTarget>,
@@ -196,6 +200,8 @@ impl fmt::Display for RawSize {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub max_concurrent_runs: usize,
+    pub shutdown_grace: Duration,
     pub targets: Vec<Target>,
 }
 
@@ -255,6 +261,8 @@ pub const DEFAULT_LAYER_SIZES: [u64; 3] = [4 * 1024, 64 * 1024, 1024 * 1024];
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 16;
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
 /// Layers beyond this are a typo, not a probe (and would take hours to push).
 const MAX_LAYER_SIZE: u64 = 64 * 1024 * 1024 * 1024;
@@ -308,7 +316,26 @@ impl RawConfig {
             }
             targets.push(target);
         }
-        Ok(Config { listen, targets })
+        let max_concurrent_runs = match self.max_concurrent_runs {
+            None => DEFAULT_MAX_CONCURRENT_RUNS,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(invalid(format!(
+                    "max_concurrent_runs: {n} is out of range (1 to 10000)"
+                )))
+            }
+        };
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            self.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
+        Ok(Config {
+            listen,
+            max_concurrent_runs,
+            shutdown_grace,
+            targets,
+        })
     }
 }
 

@@ -13,6 +13,11 @@ use registry_prober::config::{
 use registry_prober::probe::outcome::RunReport;
 use registry_prober::probe::Prober;
 use registry_prober::report;
+use registry_prober::report::health::Health;
+use registry_prober::report::metrics::Metrics;
+use registry_prober::report::status::History;
+use registry_prober::schedule::{self, Sinks};
+use registry_prober::server::{self, AppState};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -301,18 +306,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    let rt = runtime();
-    let result: anyhow::Result<()> = rt.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("Shutdown requested, letting running cycles finish");
-            let _ = tx.send(true);
-        });
-        let sink: Arc<dyn Fn(&RunReport) + Send + Sync> = Arc::new(log_run);
-        registry_prober::schedule::run_all(&config, sink, rx).await?;
-        Ok(())
-    });
+    let result: anyhow::Result<()> = runtime().block_on(serve(path.to_path_buf(), config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -322,22 +316,47 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn log_run(report: &RunReport) {
-    match report.first_failure() {
-        None => tracing::info!(
-            target_name = %report.target,
-            duration_seconds = report.duration_seconds.as_secs_f64(),
-            steps = report.steps.len(),
-            "Run succeeded"
-        ),
-        Some(step) => tracing::warn!(
-            target_name = %report.target,
-            step = step.step.as_str(),
-            reason = step.reason.map(|r| r.as_str()),
-            error = step.error_line().unwrap_or_default(),
-            "Run failed"
-        ),
-    }
+/// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C.
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let sinks = Sinks {
+        metrics,
+        history: Arc::new(History::new(50, 20)),
+        health: Arc::new(Health::default()),
+    };
+    let state = AppState {
+        registry: Arc::new(registry),
+        history: sinks.history.clone(),
+        health: sinks.health.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, targets = config.targets.len(), "Serving /metrics, /healthz, /readyz and the status page");
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Shutdown requested");
+        let _ = tx.send(true);
+    });
+    let mut server_stop = rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, server::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    schedule::serve(path, config, sinks, rx).await?;
+    server
+        .await
+        .context("the HTTP server task")?
+        .context("the HTTP server")?;
+    tracing::info!("Stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,51 +1,308 @@
-//! The schedule: every target runs on its own interval, its first run spread across the
-//! interval so targets never fire together, and never two runs of one target at once.
+//! The schedule: every target on its own interval, first runs spread across the interval with
+//! jitter, never two runs of one target at once (an overrun is a counted skip, not queued), a
+//! global bound on concurrent runs, config reloads, and a graceful drain on shutdown.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::Config;
-use crate::probe::outcome::RunReport;
+use crate::config::{Config, ConfigError};
+use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport};
 use crate::probe::Prober;
+use crate::report::health::Health;
+use crate::report::metrics::Metrics;
+use crate::report::status::History;
 
-/// Runs every target until `shutdown` turns true, handing each finished run to `sink`.
-pub async fn run_all(
-    config: &Config,
-    sink: Arc<dyn Fn(&RunReport) + Send + Sync>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), crate::client::tls::TlsConfigError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let count = config.targets.len() as u32;
-    for (i, target) in config.targets.iter().enumerate() {
-        let prober = Prober::new(target.clone())?;
-        // Spread first runs evenly across the interval, plus a little jitter.
-        let spread = target.interval.mul_f64(i as f64 / count.max(1) as f64);
-        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-        let sink = sink.clone();
-        let mut shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let mut ticker = tokio::time::interval_at(
-                Instant::now() + spread + jitter,
-                prober.target().interval,
+/// Where finished runs go: metrics, the status page's history, the health watchdog, logs.
+#[derive(Clone)]
+pub struct Sinks {
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+    pub health: Arc<Health>,
+}
+
+impl Sinks {
+    fn record(&self, report: &RunReport) {
+        self.metrics.observe_run(report);
+        self.history.record(report);
+        log_run(report);
+    }
+}
+
+/// One set of target loops started from one config; stopped on reload or shutdown.
+struct Generation {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Generation {
+    fn start(config: &Config, sinks: &Sinks) -> Result<Generation, ConfigError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(config.max_concurrent_runs));
+        let mut probers = Vec::with_capacity(config.targets.len());
+        for target in &config.targets {
+            let name = target.name.clone();
+            let prober = Prober::new(target.clone()).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "target {name:?}: tls: {}",
+                    crate::client::error_chain(&e)
+                ))
+            })?;
+            probers.push(Arc::new(prober));
+        }
+        let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+        sinks.history.set_targets(&names);
+        sinks.metrics.set_targets(names.len());
+        for name in &names {
+            sinks.metrics.init_target(name);
+        }
+        let max_interval = config
+            .targets
+            .iter()
+            .map(|t| t.interval)
+            .max()
+            .unwrap_or_default();
+        let max_timeout = config
+            .targets
+            .iter()
+            .map(|t| t.timeout + t.cleanup_timeout)
+            .max()
+            .unwrap_or_default();
+        sinks
+            .health
+            .schedule_started(names.len(), max_interval, max_timeout);
+
+        let mut tasks = JoinSet::new();
+        let count = probers.len().max(1) as f64;
+        for (i, prober) in probers.into_iter().enumerate() {
+            let interval = prober.target().interval;
+            // Spread first runs evenly across the interval, plus jitter of up to 10% of a slot,
+            // so many targets never fire together.
+            let slot = interval.div_f64(count);
+            let jitter = slot.mul_f64(rand::random::<f64>() * 0.1);
+            let first = Instant::now() + interval.mul_f64(i as f64 / count) + jitter;
+            tasks.spawn(target_loop(
+                prober,
+                first,
+                sinks.clone(),
+                limit.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        Ok(Generation { stop, tasks })
+    }
+
+    /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`.
+    async fn drain(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "Runs still going after the grace period, abandoning them"
             );
-            // A run longer than the interval delays the next one; runs are never queued.
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                let report = prober.run().await;
-                sink(&report);
-                if *shutdown.borrow() {
-                    return;
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// One target: tick, start a run unless the previous one is still going.
+async fn target_loop(
+    prober: Arc<Prober>,
+    first: Instant,
+    sinks: Sinks,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = prober.target().name.clone();
+    let mut ticker = tokio::time::interval_at(first, prober.target().interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut current: Option<JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if current.as_ref().is_some_and(|h| !h.is_finished()) {
+            sinks.metrics.run_skipped(&name);
+            tracing::warn!(target_name = %name, "Previous run still going, skipping this one");
+            continue;
+        }
+        current = Some(tokio::spawn(run_one(
+            prober.clone(),
+            sinks.clone(),
+            limit.clone(),
+        )));
+    }
+    // Stopping: a run in flight finishes (cleanup included) before the loop ends.
+    if let Some(run) = current {
+        let _ = run.await;
+    }
+}
+
+/// One run under the global concurrency bound, reported to every sink.
+async fn run_one(prober: Arc<Prober>, sinks: Sinks, limit: Arc<Semaphore>) {
+    let target = prober.target();
+    // Back-pressure: wait for a slot rather than queueing without bound; the wait is part of
+    // the schedule lag, not of the run.
+    let Ok(_permit) = limit.acquire_owned().await else {
+        return;
+    };
+    sinks.metrics.run_started(&target.name);
+    sinks.health.progress();
+    // Each step honours its own deadline and cleanup has its own; this outer bound only
+    // fires if something awaited without one, so a run can never wedge its target.
+    let hard_limit = target.timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
+    let started_at = SystemTime::now();
+    let report = match tokio::time::timeout(hard_limit, prober.run()).await {
+        Ok(report) => report,
+        Err(_) => wedged_report(&prober, started_at, hard_limit),
+    };
+    sinks.record(&report);
+    sinks.metrics.run_finished(&target.name);
+    sinks.health.progress();
+}
+
+fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> RunReport {
+    let t = prober.target();
+    let f = Failure::new(
+        Reason::Timeout,
+        format!(
+            "run exceeded its hard limit of {}s and was cancelled",
+            limit.as_secs()
+        ),
+    );
+    RunReport {
+        target: t.name.clone(),
+        registry: t.registry.to_string(),
+        repository: t.repository.clone(),
+        tag: None,
+        manifest_digest: None,
+        success: false,
+        cleanup_failed: false,
+        started_at,
+        duration_seconds: limit,
+        steps: vec![StepReport {
+            step: Step::CheckBlob,
+            subject: "run".into(),
+            success: false,
+            duration_seconds: limit,
+            reason: Some(f.reason),
+            error: Some(f.message),
+            status: None,
+            registry_code: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            requests: Vec::new(),
+        }],
+    }
+}
+
+/// What made the service reload or stop.
+enum Event {
+    Reload(&'static str),
+    Shutdown,
+}
+
+/// Runs the schedule until `shutdown`: reloads the config on SIGHUP and when the file changes
+/// (a Kubernetes ConfigMap update swaps a symlink), keeping the old config when the new one is
+/// bad; on shutdown drains running cycles within the grace period.
+pub async fn serve(
+    path: PathBuf,
+    config: Config,
+    sinks: Sinks,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConfigError> {
+    let mut generation = Generation::start(&config, &sinks)?;
+    let mut current = config;
+    let mut seen = fingerprint(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    poll.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => Event::Shutdown,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Reload("SIGHUP"),
+            _ = poll.tick() => {
+                let now = fingerprint(&path);
+                if now != seen {
+                    seen = now;
+                    Event::Reload("file change")
+                } else {
+                    continue;
                 }
             }
-        });
+        };
+        match event {
+            Event::Shutdown => break,
+            Event::Reload(why) => match Config::load(&path) {
+                Ok(new) => {
+                    generation.drain(current.shutdown_grace).await;
+                    match Generation::start(&new, &sinks) {
+                        Ok(g) => {
+                            generation = g;
+                            sinks.metrics.config_reload(true);
+                            tracing::info!(
+                                trigger = why,
+                                targets = new.targets.len(),
+                                "Config reloaded"
+                            );
+                            current = new;
+                        }
+                        Err(e) => {
+                            // Validation accepted it but a target could not be built: go back.
+                            sinks.metrics.config_reload(false);
+                            tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
+                            generation = Generation::start(&current, &sinks)?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    sinks.metrics.config_reload(false);
+                    tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
+                }
+            },
+        }
     }
-    while tasks.join_next().await.is_some() {}
+    let grace = current.shutdown_grace;
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        "Shutting down, letting running cycles finish"
+    );
+    generation.drain(grace).await;
     Ok(())
+}
+
+/// The config file's content as seen through any symlinks; changes when a ConfigMap swaps it.
+fn fingerprint(path: &Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+fn log_run(report: &RunReport) {
+    match report.first_failure() {
+        None => tracing::info!(
+            target_name = %report.target,
+            duration_seconds = report.duration_seconds.as_secs_f64(),
+            steps = report.steps.len(),
+            "Run succeeded"
+        ),
+        Some(step) => tracing::warn!(
+            target_name = %report.target,
+            step = step.step.as_str(),
+            reason = step.reason.map(|r| r.as_str()),
+            status = step.status,
+            registry_code = step.registry_code.as_deref(),
+            error = step.error_line().unwrap_or_default(),
+            cleanup_failed = report.cleanup_failed,
+            "Run failed"
+        ),
+    }
 }

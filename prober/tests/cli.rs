@@ -5,7 +5,10 @@
 use std::process::Command;
 
 fn prober(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_registry-prober")).args(args).output().expect("the binary runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_registry-prober"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -26,7 +29,10 @@ fn help_exits_zero_and_lists_the_commands() {
 fn an_unknown_command_is_bad_usage() {
     let (code, _, stderr) = prober(&["probe-everything"]);
     assert_eq!(code, 64);
-    assert!(stderr.contains("unrecognized subcommand 'probe-everything'"), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'probe-everything'"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -43,12 +49,26 @@ fn run_with_a_bad_config_exits_64_before_serving() {
     std::fs::write(&path, "targets: []\n").expect("write");
     let (code, _, stderr) = prober(&["run", "--config", path.to_str().expect("utf-8 path")]);
     assert_eq!(code, 64);
-    assert!(stderr.contains("targets: at least one target is required"), "{stderr}");
+    assert!(
+        stderr.contains("targets: at least one target is required"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_password_is_never_taken_from_the_command_line() {
-    let (code, _, stderr) = prober(&["once", "--registry", "http://127.0.0.1:1", "--repository", "p", "--password", "x"]);
+    let (code, _, stderr) = prober(&[
+        "once",
+        "--registry",
+        "http://127.0.0.1:1",
+        "--repository",
+        "p",
+        "--password",
+        "x",
+    ]);
     assert_eq!(code, 64);
-    assert!(stderr.contains("unexpected argument '--password'"), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--password'"),
+        "{stderr}"
+    );
 }

@@ -11,6 +11,7 @@ pub mod ports;
 pub mod prober;
 pub mod process;
 pub mod registry;
+pub mod service;
 pub mod skopeo;
 pub mod storage;
 pub mod token_server;

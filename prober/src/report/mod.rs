@@ -1,6 +1,9 @@
 //! Reporting what runs produced. For `once`: a readable step-by-step text report or one JSON
 //! object. (The service's sinks, metrics and the status page, build on the same RunReport.)
 
+pub mod health;
+pub mod metrics;
+pub mod status;
 pub mod text;
 
 use crate::probe::outcome::RunReport;

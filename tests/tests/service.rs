@@ -1,0 +1,375 @@
+//! `registry-prober run` as a service against the real docker-registry: metrics scraped over
+//! HTTP (and linted by promtool), failing and hanging targets isolated, overruns skipped,
+//! reloads, graceful shutdown with cleanup, and the status page.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use http::Method;
+use registry_prober_e2e::fault_proxy::{Fault, FaultProxy, Rule};
+use registry_prober_e2e::service::{metric_value, Service};
+use registry_prober_e2e::{free_port, Registry, RegistryAuth, RegistryOptions};
+
+fn target(name: &str, registry: &str, repo: &str, extra: &str) -> String {
+    format!("  - name: {name}\n    registry: {registry}\n    repository: {repo}\n    image: {{layers: 1, layer_size: 4KiB}}\n{extra}")
+}
+
+fn successes(svc: &Service, name: &str) -> f64 {
+    svc.metric(&format!(
+        "registry_prober_runs_total{{target=\"{name}\",result=\"success\"}}"
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+fn failures(svc: &Service, name: &str, reason: &str) -> f64 {
+    svc.metric(&format!(
+        "registry_prober_failures_total{{target=\"{name}\",reason=\"{reason}\"}}"
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn two_targets_are_scraped_with_sane_values_and_a_clean_exposition() {
+    let reg = Registry::start_default().expect("registry");
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}{}",
+        target("alpha", &reg.url(), "probe/alpha", ""),
+        target(
+            "beta",
+            &reg.url(),
+            "probe/beta",
+            "    manifest_type: docker\n"
+        )
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("two successes per target", Duration::from_secs(20), |s| {
+        Ok(successes(s, "alpha") >= 2.0 && successes(s, "beta") >= 2.0)
+    })
+    .expect("targets succeed");
+    let text = svc.metrics().expect("metrics");
+    for family in [
+        "registry_prober_runs_total",
+        "registry_prober_steps_total",
+        "registry_prober_failures_total",
+        "registry_prober_step_duration_seconds_bucket",
+        "registry_prober_http_phase_duration_seconds_bucket",
+        "registry_prober_bytes_total",
+        "registry_prober_last_success_timestamp_seconds",
+        "registry_prober_skipped_runs_total",
+        "registry_prober_runs_in_flight",
+        "registry_prober_cleanup_failures_total",
+        "registry_prober_upload_sessions_total",
+        "registry_prober_build_info",
+        "registry_prober_config_reloads_total",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+    // Pre-created at zero, so rate() and absent() work from the first scrape.
+    assert_eq!(
+        metric_value(
+            &text,
+            "registry_prober_failures_total{target=\"alpha\",reason=\"dns\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "registry_prober_runs_total{target=\"alpha\",result=\"failure\"}"
+        ),
+        Some(0.0)
+    );
+    let pushed = metric_value(
+        &text,
+        "registry_prober_bytes_total{target=\"alpha\",direction=\"push\"}",
+    )
+    .expect("push bytes");
+    assert!(pushed >= 2.0 * 4096.0, "{pushed}");
+    let last = metric_value(
+        &text,
+        "registry_prober_last_success_timestamp_seconds{target=\"alpha\"}",
+    )
+    .expect("last success");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        (now - last).abs() < 30.0,
+        "last success {last} vs now {now}"
+    );
+    let opened = metric_value(
+        &text,
+        "registry_prober_upload_sessions_total{target=\"alpha\",outcome=\"opened\"}",
+    )
+    .expect("opened");
+    let completed = metric_value(
+        &text,
+        "registry_prober_upload_sessions_total{target=\"alpha\",outcome=\"completed\"}",
+    )
+    .expect("completed");
+    assert!(
+        opened >= 4.0 && (opened - completed).abs() < 1.0 + 2.0,
+        "opened {opened} completed {completed}"
+    );
+    // No digest, tag or URL as a label value.
+    assert!(
+        !text.contains("sha256:")
+            && !text.contains("http://")
+            && !text.contains("registry-prober-1"),
+        "unbounded label values"
+    );
+    let lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("promtool runs");
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    assert!(
+        lint.status.success() && problems.trim().is_empty(),
+        "promtool check metrics: {problems}"
+    );
+}
+
+#[test]
+fn a_target_on_a_closed_port_fails_with_connect_while_the_other_keeps_succeeding() {
+    let reg = Registry::start_default().expect("registry");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}{}",
+        target("up", &reg.url(), "probe/up", ""),
+        target("down", &closed, "probe/down", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for(
+        "down fails with connect and up succeeds",
+        Duration::from_secs(20),
+        |s| Ok(failures(s, "down", "connect") >= 2.0 && successes(s, "up") >= 2.0),
+    )
+    .expect("isolation");
+    assert_eq!(successes(&svc, "down"), 0.0);
+    assert_eq!(
+        svc.get("/healthz").expect("healthz").status,
+        200,
+        "a registry being down never makes the prober unhealthy"
+    );
+}
+
+#[test]
+fn a_hanging_target_is_cut_at_its_deadline_and_counted() {
+    let reg = Registry::start_default().expect("registry");
+    // Accepts connections and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_url = format!("http://{}", hang.local_addr().expect("addr"));
+    let config = format!(
+        "defaults: {{interval: 2s, timeout: 1s}}\ntargets:\n{}{}",
+        target("ok", &reg.url(), "probe/ok", ""),
+        target("hang", &hang_url, "probe/hang", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("hang times out twice", Duration::from_secs(20), |s| {
+        Ok(failures(s, "hang", "timeout") >= 2.0 && successes(s, "ok") >= 2.0)
+    })
+    .expect("deadline");
+    let text = svc.metrics().expect("metrics");
+    assert_eq!(
+        metric_value(&text, "registry_prober_runs_in_flight{target=\"hang\"}").map(|v| v <= 1.0),
+        Some(true)
+    );
+    drop(hang);
+}
+
+#[test]
+fn an_overrunning_target_skips_runs_and_counts_them() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // Manifest pulls hang until the run deadline; cleanup then still runs, so each run lasts
+    // longer than the interval and the next tick finds it still going.
+    proxy.add_rule(Rule::new("hang", "/manifests/", Fault::Hang).method(Method::GET));
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}",
+        target("slow", &proxy.url(), "probe/slow", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("a skipped run", Duration::from_secs(20), |s| {
+        Ok(
+            s.metric("registry_prober_skipped_runs_total{target=\"slow\"}")?
+                .unwrap_or(0.0)
+                >= 1.0,
+        )
+    })
+    .expect("skip counted");
+    assert!(failures(&svc, "slow", "timeout") >= 1.0);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_and_counts_the_failure() {
+    let reg = Registry::start_default().expect("registry");
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}",
+        target("kept", &reg.url(), "probe/kept", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("a success", Duration::from_secs(15), |s| {
+        Ok(successes(s, "kept") >= 1.0)
+    })
+    .expect("success");
+    std::fs::write(
+        svc.config_path(),
+        "targets:\n  - name: kept\n    registy: nope\n",
+    )
+    .expect("break config");
+    svc.signal("HUP").expect("sighup");
+    svc.wait_for("reload failure counted", Duration::from_secs(10), |s| {
+        Ok(
+            s.metric("registry_prober_config_reloads_total{result=\"failure\"}")?
+                .unwrap_or(0.0)
+                >= 1.0,
+        )
+    })
+    .expect("reload failure");
+    let before = successes(&svc, "kept");
+    svc.wait_for(
+        "the old config keeps running",
+        Duration::from_secs(15),
+        |s| Ok(successes(s, "kept") >= before + 2.0),
+    )
+    .expect("old config runs");
+    assert_eq!(
+        svc.metric("registry_prober_config_last_reload_successful")
+            .expect("metrics"),
+        Some(0.0)
+    );
+    assert!(svc
+        .log()
+        .contains("Config reload failed, keeping the old config"));
+    assert!(svc.log().contains("unknown field `registy`"));
+}
+
+#[test]
+fn sigterm_during_an_upload_still_cancels_the_upload_session_and_exits_zero() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // The upload's PUT never gets an answer: the upload is in flight when SIGTERM arrives.
+    proxy.add_rule(Rule::new("stuck-put", "/blobs/uploads/", Fault::Hang).method(Method::PUT));
+    let config = format!(
+        "defaults: {{interval: 5s, timeout: 3s}}\ntargets:\n{}",
+        target("upload", &proxy.url(), "probe/upload", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for(
+        "the upload PUT is in flight",
+        Duration::from_secs(15),
+        |_| Ok(proxy.hits("stuck-put") >= 1),
+    )
+    .expect("upload started");
+    assert_eq!(
+        reg.storage()
+            .uploads("probe/upload")
+            .expect("uploads")
+            .len(),
+        1,
+        "the session is open"
+    );
+    svc.signal("TERM").expect("sigterm");
+    let code = svc.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(code, 0);
+    assert_eq!(
+        reg.storage().uploads("probe/upload").expect("uploads"),
+        Vec::<String>::new(),
+        "session left open"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|(m, p)| m == "DELETE" && p.contains("/blobs/uploads/")),
+        "no DELETE of the session"
+    );
+}
+
+#[test]
+fn the_status_page_escapes_registry_markup_and_no_credentials_leak() {
+    let reg = Registry::start(RegistryOptions {
+        auth: RegistryAuth::htpasswd("prober", "hunter2-secret"),
+        ..Default::default()
+    })
+    .expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    proxy.add_rule(Rule::new(
+        "markup",
+        "/manifests/",
+        Fault::Status {
+            status: 500,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: r#"{"errors":[{"code":"UNKNOWN","message":"<script>alert('pwned')</script> & more"}]}"#.into(),
+        },
+    ).method(Method::PUT));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "hunter2-secret\n").expect("pw");
+    let extra = format!(
+        "    auth: {{username: prober, password_file: {}}}\n",
+        pw.display()
+    );
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}",
+        target("marked", &proxy.url(), "probe/marked", &extra)
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("a failed run", Duration::from_secs(15), |s| {
+        Ok(failures(s, "marked", "http_5xx") >= 1.0)
+    })
+    .expect("failure");
+    let page = svc.get("/").expect("page");
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(
+        !html.contains("<script>alert"),
+        "registry markup rendered raw"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert("),
+        "escaped message missing"
+    );
+    let json = svc
+        .get("/?format=json")
+        .expect("json")
+        .json()
+        .expect("json body");
+    assert!(
+        json.to_string().contains("<script>alert('pwned')</script>"),
+        "the JSON keeps the raw text"
+    );
+    for (what, text) in [
+        ("page", html),
+        ("json", json.to_string()),
+        ("metrics", svc.metrics().expect("metrics")),
+        ("logs", svc.log()),
+    ] {
+        assert!(!text.contains("hunter2-secret"), "password in {what}");
+        assert!(
+            !text.contains("cHJvYmVyOmh1bnRlcjItc2VjcmV0"),
+            "basic auth header in {what}"
+        );
+    }
+}
