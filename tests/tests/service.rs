@@ -373,3 +373,59 @@ fn the_status_page_escapes_registry_markup_and_no_credentials_leak() {
         );
     }
 }
+
+#[test]
+fn the_status_page_renders_in_headless_chromium() {
+    let reg = Registry::start_default().expect("registry");
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}",
+        target("shown", &reg.url(), "probe/shown", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("two successes", Duration::from_secs(15), |s| {
+        Ok(successes(s, "shown") >= 2.0)
+    })
+    .expect("runs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("status.png");
+    let out = registry_prober_e2e::run_with_timeout(
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+            ])
+            .args([
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
+            .args(["--window-size=1200,900"])
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!("{}/", svc.url())),
+        Duration::from_secs(60),
+    )
+    .expect("chromium runs (installed by scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height of the rendered page.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let height = u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    assert_eq!((width, height), (1200, 900));
+    assert!(
+        bytes.len() > 20_000,
+        "a {}-byte screenshot is a blank page",
+        bytes.len()
+    );
+}
