@@ -559,46 +559,20 @@ impl Client {
         deadline: Instant,
         tr: &mut Transcript,
     ) -> Result<Bytes, Failure> {
-        let Response {
-            method,
-            url,
-            mut body,
-            record,
-            ..
-        } = resp;
-        let started = Instant::now();
+        let (method, url) = (resp.method.clone(), resp.url.clone());
         let mut buf = Vec::new();
-        let result = loop {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => {
-                    break Err(Failure::new(
-                        Reason::Timeout,
-                        format!(
-                            "{method} {url}: timed out reading the response body after {} bytes",
-                            buf.len()
-                        ),
-                    ))
-                }
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => break Err(body_failure(&method, &url, buf.len() as u64, &e)),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        if buf.len() + data.len() > limit {
-                            break Err(Failure::new(
-                                Reason::Protocol,
-                                format!("{method} {url}: response body larger than {limit} bytes"),
-                            ));
-                        }
-                        buf.extend_from_slice(&data);
-                    }
-                }
+        self.stream_body(resp, deadline, tr, |data| {
+            if buf.len() + data.len() > limit {
+                return Err(Failure::new(
+                    Reason::Protocol,
+                    format!("{method} {url}: response body larger than {limit} bytes"),
+                ));
             }
-        };
-        if let Some(r) = tr.requests.get_mut(record) {
-            r.transfer_seconds = Some(started.elapsed());
-            r.bytes_received = buf.len() as u64;
-        }
-        result.map(|()| Bytes::from(buf))
+            buf.extend_from_slice(data);
+            Ok(())
+        })
+        .await?;
+        Ok(Bytes::from(buf))
     }
 
     /// Streams a body through a verifier (sha256 + length) without buffering it. Stops reading
@@ -610,6 +584,28 @@ impl Client {
         deadline: Instant,
         tr: &mut Transcript,
     ) -> Result<u64, Failure> {
+        let (method, url) = (resp.method.clone(), resp.url.clone());
+        self.stream_body(resp, deadline, tr, |data| {
+            verifier
+                .update(data)
+                .map_err(|m| mismatch_failure(&method, &url, m))
+        })
+        .await?;
+        verifier
+            .finish()
+            .map_err(|m| mismatch_failure(&method, &url, m))
+    }
+
+    /// Hands every data frame of a body to `on_data` until the body ends, `on_data` fails, the
+    /// connection breaks or the deadline passes; records transfer time and the bytes received
+    /// (also on failure, so a transcript shows how far a broken transfer got).
+    async fn stream_body(
+        &self,
+        resp: Response,
+        deadline: Instant,
+        tr: &mut Transcript,
+        mut on_data: impl FnMut(&[u8]) -> Result<(), Failure>,
+    ) -> Result<u64, Failure> {
         let Response {
             method,
             url,
@@ -618,29 +614,22 @@ impl Client {
             ..
         } = resp;
         let started = Instant::now();
+        let mut received: u64 = 0;
         let result = loop {
             match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => {
                     break Err(Failure::new(
                         Reason::Timeout,
-                        format!(
-                            "{method} {url}: timed out reading the blob after {} bytes",
-                            verifier.bytes_seen()
-                        ),
+                        format!("{method} {url}: timed out reading the response body after {received} bytes"),
                     ))
                 }
-                Ok(None) => {
-                    break verifier
-                        .finish()
-                        .map_err(|m| mismatch_failure(&method, &url, m))
-                }
-                Ok(Some(Err(e))) => {
-                    break Err(body_failure(&method, &url, verifier.bytes_seen(), &e))
-                }
+                Ok(None) => break Ok(received),
+                Ok(Some(Err(e))) => break Err(body_failure(&method, &url, received, &e)),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        if let Err(m) = verifier.update(&data) {
-                            break Err(mismatch_failure(&method, &url, m));
+                        received += data.len() as u64;
+                        if let Err(f) = on_data(&data) {
+                            break Err(f);
                         }
                     }
                 }
@@ -648,10 +637,7 @@ impl Client {
         };
         if let Some(r) = tr.requests.get_mut(record) {
             r.transfer_seconds = Some(started.elapsed());
-            r.bytes_received = match &result {
-                Ok(n) => *n,
-                Err(_) => r.bytes_received,
-            };
+            r.bytes_received = received;
         }
         result
     }
