@@ -108,6 +108,9 @@ pub struct Registry {
     pid: u32,
     port: u16,
     debug_port: Option<u16>,
+    /// Sent by this registry in an `X-Test-Registry-Instance` header, so the readiness check
+    /// cannot be answered by another test's server that took the port.
+    instance: String,
     opts: RegistryOptions,
     root: PathBuf,
     config_path: PathBuf,
@@ -129,30 +132,52 @@ impl Registry {
         };
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating storage root {}", root.display()))?;
-        let port = try_free_port()?;
-        let debug_port = if opts.debug_metrics {
-            Some(try_free_port()?)
-        } else {
-            None
-        };
-        let config = render_config(&opts, dir.path(), &root, port, debug_port)?;
         let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config)
-            .with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = dir.path().join("registry.log");
         let mut reg = Registry {
             child: None,
             pid: 0,
-            port,
-            debug_port,
+            port: 0,
+            debug_port: None,
+            instance: String::new(),
             opts,
             root,
             config_path,
             log_path,
             dir,
         };
-        reg.spawn_and_wait()?;
-        Ok(reg)
+        // free_port() lets go of the port before the registry binds it, so another listener of
+        // a parallel test can take it first: then the registry dies with "address already in
+        // use". Such a start is retried on fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            reg.port = try_free_port()?;
+            reg.debug_port = if reg.opts.debug_metrics {
+                Some(try_free_port()?)
+            } else {
+                None
+            };
+            reg.instance = hex::encode(rand::random::<[u8; 8]>());
+            let config = render_config(
+                &reg.opts,
+                reg.dir.path(),
+                &reg.root,
+                reg.port,
+                reg.debug_port,
+                &reg.instance,
+            )?;
+            std::fs::write(&reg.config_path, config)
+                .with_context(|| format!("writing {}", reg.config_path.display()))?;
+            match reg.spawn_and_wait() {
+                Ok(()) => return Ok(reg),
+                Err(e) if attempt < 5 && reg.log().contains("address already in use") => {
+                    let _ = std::fs::remove_file(&reg.log_path);
+                    eprintln!("registry start: port taken by another listener, retrying ({e:#})");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A plain-HTTP registry with default options.
@@ -224,7 +249,19 @@ impl Registry {
                 }
             } else {
                 match client.get(&url) {
-                    Ok(r) if r.status == 200 || r.status == 401 => return Ok(()),
+                    Ok(r)
+                        if (r.status == 200 || r.status == 401)
+                            && r.header(INSTANCE_HEADER) == Some(self.instance.as_str()) =>
+                    {
+                        return Ok(())
+                    }
+                    Ok(r) if r.status == 200 || r.status == 401 => {
+                        last_err = format!(
+                        "GET /v2/ was answered by another server (instance header {:?}, ours {:?})",
+                        r.header(INSTANCE_HEADER),
+                        self.instance
+                    )
+                    }
                     Ok(r) => last_err = format!("GET /v2/ answered {}: {}", r.status, r.text()),
                     Err(e) => last_err = format!("{e:#}"),
                 }
@@ -334,12 +371,16 @@ fn qp(p: &Path) -> String {
     q(&p.to_string_lossy())
 }
 
+/// The response header carrying a registry's instance id.
+const INSTANCE_HEADER: &str = "x-test-registry-instance";
+
 fn render_config(
     opts: &RegistryOptions,
     dir: &Path,
     root: &Path,
     port: u16,
     debug_port: Option<u16>,
+    instance: &str,
 ) -> anyhow::Result<String> {
     let mut y = String::new();
     let secret = hex::encode(rand::random::<[u8; 16]>());
@@ -361,7 +402,11 @@ fn render_config(
         "http:\n  addr: 127.0.0.1:{port}\n  secret: {}",
         q(&secret)
     )?;
-    writeln!(y, "  headers:\n    X-Content-Type-Options: [nosniff]")?;
+    writeln!(
+        y,
+        "  headers:\n    X-Content-Type-Options: [nosniff]\n    X-Test-Registry-Instance: [{}]",
+        q(instance)
+    )?;
     if let Some(tls) = &opts.tls {
         writeln!(
             y,

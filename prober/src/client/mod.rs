@@ -754,6 +754,11 @@ fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
                 return true;
             }
         }
+        // On HTTP/1.1 the connection task hands a TLS alert to the waiting request as an I/O
+        // error that keeps only rustls's text, not its type.
+        if e.to_string().contains("received fatal alert") {
+            return true;
+        }
         source = e.source();
     }
     false
