@@ -339,13 +339,10 @@ fn tls_with_an_untrusted_certificate_fails_with_reason_tls() {
     );
 }
 
-#[test]
-fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
-    let tokens = TokenServer::start(
-        &[("alice", "tok-pw")],
-        &[Grant::repository(REPO, &["pull", "push", "delete"])],
-    )
-    .expect("token server");
+/// A registry behind the test token server, user "alice" with password "tok-pw" (written to
+/// a password file in the returned temp dir) granted `grant`.
+fn token_registry(grant: Grant) -> (TokenServer, Registry, tempfile::TempDir, String) {
+    let tokens = TokenServer::start(&[("alice", "tok-pw")], &[grant]).expect("token server");
     let reg = Registry::start(RegistryOptions {
         auth: RegistryAuth::token(&tokens),
         ..Default::default()
@@ -353,6 +350,13 @@ fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
     .expect("registry starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = write_password(dir.path(), "tok-pw");
+    (tokens, reg, dir, pw)
+}
+
+#[test]
+fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
+    let (tokens, reg, _dir, pw) =
+        token_registry(Grant::repository(REPO, &["pull", "push", "delete"]));
     let (code, report) = once_json(&[
         "--registry",
         &reg.url(),
@@ -389,18 +393,8 @@ fn token_auth_fetches_one_token_per_scope_and_reuses_it() {
 
 #[test]
 fn token_auth_without_a_grant_for_the_repository_fails_with_reason_auth() {
-    let tokens = TokenServer::start(
-        &[("alice", "tok-pw")],
-        &[Grant::repository("someone/else", &["pull", "push"])],
-    )
-    .expect("token server");
-    let reg = Registry::start(RegistryOptions {
-        auth: RegistryAuth::token(&tokens),
-        ..Default::default()
-    })
-    .expect("registry starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pw = write_password(dir.path(), "tok-pw");
+    let (_tokens, reg, _dir, pw) =
+        token_registry(Grant::repository("someone/else", &["pull", "push"]));
     let (code, report) = once_json(&[
         "--registry",
         &reg.url(),

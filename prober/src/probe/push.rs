@@ -145,20 +145,15 @@ impl Run<'_> {
                     let req = Request::new(Method::PUT, url)
                         .header(header::CONTENT_TYPE, "application/octet-stream")
                         .body(put_body);
-                    let resp = p.client.send(&req, deadline, &mut tr).await?;
-                    let resp = p
-                        .client
-                        .expect(
-                            resp,
-                            &[StatusCode::CREATED],
-                            Reason::BlobUploadUnknown,
-                            deadline,
-                            &mut tr,
-                        )
-                        .await?;
-                    check_digest_header(&resp, &digest)?;
-                    p.client.discard(resp, deadline, &mut tr).await?;
-                    Ok(())
+                    put_created(
+                        &p.client,
+                        &req,
+                        Reason::BlobUploadUnknown,
+                        &digest,
+                        deadline,
+                        &mut tr,
+                    )
+                    .await
                 }
                 .await;
                 (r, tr)
@@ -192,20 +187,15 @@ impl Run<'_> {
             tag.to_string(),
             |deadline, mut tr| async move {
                 let r = async {
-                    let resp = p.client.send(&req, deadline, &mut tr).await?;
-                    let resp = p
-                        .client
-                        .expect(
-                            resp,
-                            &[StatusCode::CREATED],
-                            Reason::ManifestBlobUnknown,
-                            deadline,
-                            &mut tr,
-                        )
-                        .await?;
-                    check_digest_header(&resp, &digest)?;
-                    p.client.discard(resp, deadline, &mut tr).await?;
-                    Ok(())
+                    put_created(
+                        &p.client,
+                        &req,
+                        Reason::ManifestBlobUnknown,
+                        &digest,
+                        deadline,
+                        &mut tr,
+                    )
+                    .await
                 }
                 .await;
                 (r, tr)
@@ -291,6 +281,24 @@ async fn upload_chunks(
         offset = end;
     }
     Ok(location)
+}
+
+/// The closing PUT of a blob or the manifest PUT: 201 Created, and the registry's
+/// Docker-Content-Digest (when sent) must name what we pushed.
+async fn put_created(
+    client: &Client,
+    req: &Request,
+    not_found: Reason,
+    digest: &Digest,
+    deadline: Instant,
+    tr: &mut Transcript,
+) -> Result<(), Failure> {
+    let resp = client.send(req, deadline, tr).await?;
+    let resp = client
+        .expect(resp, &[StatusCode::CREATED], not_found, deadline, tr)
+        .await?;
+    check_digest_header(&resp, digest)?;
+    client.discard(resp, deadline, tr).await
 }
 
 fn chunk_min_length(value: Option<&HeaderValue>) -> u64 {
