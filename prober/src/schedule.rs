@@ -190,6 +190,7 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
             step: Step::CheckBlob,
             subject: "run".into(),
             success: false,
+            started_at,
             duration_seconds: limit,
             reason: Some(f.reason),
             error: Some(f.message),

@@ -311,6 +311,7 @@ impl Client {
             )
         })?;
         let mut record = HttpRecord {
+            started_at: Some(SystemTime::now()),
             method: method.to_string(),
             url: redacted.clone(),
             ..HttpRecord::default()
@@ -404,6 +405,7 @@ impl Client {
         tr: &mut Transcript,
     ) -> Result<String, Failure> {
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let mut sub = Transcript::default();
         let result = self.fetch_token_inner(&key, deadline, &mut sub).await;
         let (sent, received) = sub
@@ -414,6 +416,7 @@ impl Client {
             step: Step::Token,
             subject: key.scope.clone(),
             success: result.is_ok(),
+            started_at,
             duration_seconds: started.elapsed(),
             reason: result.as_ref().err().map(|f| f.reason),
             error: result.as_ref().err().map(|f| f.message.clone()),

@@ -164,6 +164,7 @@ impl Run<'_> {
     {
         let subject = subject.into();
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let (result, transcript) =
             match tokio::time::timeout_at(deadline, f(deadline, Transcript::default())).await {
                 Ok(done) => done,
@@ -205,6 +206,7 @@ impl Run<'_> {
             step,
             subject,
             success: failure.is_none(),
+            started_at,
             duration_seconds: started.elapsed(),
             reason: failure.map(|f| f.reason),
             error: failure.map(|f| f.message.clone()),

@@ -214,6 +214,12 @@ impl fmt::Display for Reason {
 /// One HTTP exchange (one hop of a request), as recorded in a step's transcript.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HttpRecord {
+    /// When the request was sent (wall clock; traces place their spans with it).
+    #[serde(
+        serialize_with = "ser_opt_unix",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub started_at: Option<SystemTime>,
     pub method: String,
     /// The URL with any query-string credentials (object-store signatures) redacted.
     pub url: String,
@@ -278,6 +284,9 @@ pub struct StepReport {
     /// What the step acted on: "config", "layer 2", a tag, an upload session.
     pub subject: String,
     pub success: bool,
+    /// When the step started (wall clock).
+    #[serde(serialize_with = "ser_unix")]
+    pub started_at: SystemTime,
     #[serde(serialize_with = "ser_secs")]
     pub duration_seconds: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +343,13 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_opt_unix<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_unix(t, s),
         None => s.serialize_none(),
     }
 }

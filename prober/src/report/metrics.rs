@@ -746,6 +746,7 @@ mod tests {
             step,
             subject: subject.to_string(),
             success: true,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
             duration_seconds: secs(0.2),
             reason: None,
             error: None,

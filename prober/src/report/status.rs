@@ -867,6 +867,7 @@ mod tests {
             step,
             subject: subject.to_string(),
             success: true,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
             duration_seconds: Duration::from_millis(millis),
             reason: None,
             error: None,
@@ -889,6 +890,7 @@ mod tests {
             step,
             subject: subject.to_string(),
             success: false,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
             duration_seconds: Duration::from_millis(40),
             reason: Some(Reason::ManifestInvalid),
             error: Some(format!(
