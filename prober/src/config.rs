@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub max_concurrent_runs: Option<i64>,
     /// On SIGTERM, how long running cycles may take to finish and clean up (default 30s).
     pub shutdown_grace: Option<String>,
+    /// Names this prober in every tag it pushes ([a-z0-9]{1,16}, default "default"), so two
+    /// probers sharing a repository never sweep each other's images.
+    pub instance: Option<String>,
     /// The registries to probe; each target pushes to and pulls from one repository.
     #[serde(default)]
     pub targets: Vec<RawTarget>,
@@ -106,6 +109,87 @@ pub struct RawTarget {
     /// in this registry, "repo@sha256:..." (pinned, preferred) or "repo:tag".
     #[serde(default)]
     pub golden_images: Vec<String>,
+    /// Size tiers, each on its own interval (instead of `image`): big uploads probed rarely.
+    pub sizes: Option<Vec<RawSizeClass>>,
+    /// Pull paths besides the target's own endpoint (replicas, mirrors, caches, CDNs).
+    #[serde(default)]
+    pub paths: Vec<RawPath>,
+    /// Aged canaries: pushed once, kept and verified every run, rotated.
+    #[serde(default)]
+    pub canaries: RawCanaries,
+    /// Cross-repository blob mount, probed as its own step.
+    #[serde(default)]
+    pub mount: RawMount,
+    /// Sweeps of the prober's own leftovers.
+    #[serde(default)]
+    pub hygiene: RawHygiene,
+}
+
+/// One size tier of a target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSizeClass {
+    /// Name, the `size_class` label: [a-z0-9_]{1,32}.
+    pub class: String,
+    /// Size of each layer, e.g. [4KiB, 4KiB] or [512MiB].
+    pub layer_sizes: Vec<RawSize>,
+    /// Time between runs of this class (default: the target's interval).
+    pub interval: Option<String>,
+    /// Hard deadline of a run of this class (default: the target's timeout).
+    pub timeout: Option<String>,
+    /// Chunk size of chunked uploads of this class (default: upload.chunk_size).
+    pub chunk_size: Option<RawSize>,
+}
+
+/// A pull path: another endpoint serving the target's content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPath {
+    /// Name, the `path` label: [a-z0-9_]{1,32}, not "origin".
+    pub name: String,
+    /// Base URL of the endpoint.
+    pub registry: String,
+    /// The repository as this path names it (default: the target's repository).
+    pub repository: Option<String>,
+    /// For replicated paths: poll until the pushed image appears, at most this long.
+    pub propagation_timeout: Option<String>,
+    /// Time between polls while waiting for propagation (default 500ms).
+    pub poll_interval: Option<String>,
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// TLS settings (default: the target's).
+    pub tls: Option<RawTls>,
+    /// Credentials (default: the target's when the host is the same, else none).
+    pub auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanaries {
+    #[serde(default)]
+    pub enabled: bool,
+    /// A new canary per period (default 24h).
+    pub every: Option<String>,
+    /// Canaries kept; older ones are deleted (default 7).
+    pub keep: Option<i64>,
+    /// Layer sizes of a canary (default [4KiB, 64KiB]).
+    pub layer_sizes: Option<Vec<RawSize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMount {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The repository mounted into (default: "<repository>-mount").
+    pub repository: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHygiene {
+    /// Sweep at start and then every interval (default 1h).
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +286,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_concurrent_runs: usize,
     pub shutdown_grace: Duration,
+    pub instance: String,
     pub targets: Vec<Target>,
 }
 
@@ -231,10 +316,60 @@ pub struct Target {
     pub cleanup_timeout: Duration,
     pub tls: TlsOptions,
     pub credentials: Option<Credentials>,
-    pub layer_sizes: Vec<u64>,
     pub upload: UploadMode,
     pub cleanup: Cleanup,
     pub golden_images: Vec<Reference>,
+    /// At least one; the first one also pulls golden images and canaries.
+    pub sizes: Vec<SizeClass>,
+    pub paths: Vec<PullPath>,
+    pub canaries: Option<Canaries>,
+    /// The repository blobs are mounted into, when mount probing is on.
+    pub mount: Option<String>,
+    pub hygiene_interval: Duration,
+    /// The prober instance named in every tag (from the top-level `instance`).
+    pub instance: String,
+}
+
+/// A size tier: its layers, interval, deadline and upload mode.
+#[derive(Clone, Debug)]
+pub struct SizeClass {
+    pub name: String,
+    pub layer_sizes: Vec<u64>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub upload: UploadMode,
+}
+
+/// A pull path besides the origin.
+#[derive(Clone, Debug)]
+pub struct PullPath {
+    pub name: String,
+    pub registry: Url,
+    pub repository: String,
+    pub tls: TlsOptions,
+    pub credentials: Option<Credentials>,
+    pub propagation: Option<Propagation>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Propagation {
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Canaries {
+    pub every: Duration,
+    pub keep: u32,
+    pub layer_sizes: Vec<u64>,
+}
+
+impl Target {
+    /// The longest a run of any class may take, cleanup included.
+    pub fn max_run_time(&self) -> Duration {
+        let timeout = self.sizes.iter().map(|c| c.timeout).max().unwrap_or(self.timeout);
+        timeout + self.cleanup_timeout
+    }
 }
 
 /// A reference to an image in a target's registry.
@@ -264,6 +399,15 @@ const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONCURRENT_RUNS: usize = 16;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+pub const DEFAULT_SIZE_CLASS: &str = "default";
+/// The `path` label of the target's own endpoint, where pushes go.
+pub const ORIGIN: &str = "origin";
+const DEFAULT_INSTANCE: &str = "default";
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_CANARY_EVERY: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_CANARY_KEEP: i64 = 7;
+const DEFAULT_CANARY_LAYERS: [u64; 2] = [4 * 1024, 64 * 1024];
+const DEFAULT_HYGIENE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Layers beyond this are a typo, not a probe (and would take hours to push).
 const MAX_LAYER_SIZE: u64 = 64 * 1024 * 1024 * 1024;
 const MAX_LAYERS: i64 = 128;
@@ -297,6 +441,15 @@ impl RawConfig {
         if self.targets.is_empty() {
             return Err(invalid("targets: at least one target is required"));
         }
+        let instance = self.instance.clone().unwrap_or_else(|| DEFAULT_INSTANCE.into());
+        if instance.is_empty()
+            || instance.len() > 16
+            || !instance.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(invalid(format!(
+                "instance: {instance:?} must be 1 to 16 lowercase letters or digits (it is part of every tag the prober pushes)"
+            )));
+        }
         let mut names = HashSet::new();
         let mut targets = Vec::with_capacity(self.targets.len());
         for (i, raw) in self.targets.into_iter().enumerate() {
@@ -305,7 +458,7 @@ impl RawConfig {
             } else {
                 format!("target {:?}", raw.name)
             };
-            let target = raw.validate(&self.defaults).map_err(|e| match e {
+            let target = raw.validate(&self.defaults, &instance).map_err(|e| match e {
                 ConfigError::Invalid(msg) => invalid(format!("{label}: {msg}")),
                 other => other,
             })?;
@@ -334,13 +487,14 @@ impl RawConfig {
             listen,
             max_concurrent_runs,
             shutdown_grace,
+            instance,
             targets,
         })
     }
 }
 
 impl RawTarget {
-    pub fn validate(self, defaults: &RawDefaults) -> Result<Target, ConfigError> {
+    pub fn validate(self, defaults: &RawDefaults, instance: &str) -> Result<Target, ConfigError> {
         validate_name(&self.name)?;
         let registry = parse_registry_url(&self.registry, self.allow_plain_http)?;
         validate_repository("repository", &self.repository)?;
@@ -394,8 +548,80 @@ impl RawTarget {
         }
         let tls = self.tls.validate()?;
         let credentials = self.auth.validate(&registry)?;
+        let image_given = self.image.layers.is_some()
+            || self.image.layer_size.is_some()
+            || self.image.layer_sizes.is_some();
         let layer_sizes = self.image.validate()?;
         let upload = self.upload.validate()?;
+        let sizes = match self.sizes {
+            None => vec![SizeClass {
+                name: DEFAULT_SIZE_CLASS.into(),
+                layer_sizes,
+                interval,
+                timeout,
+                upload,
+            }],
+            Some(_) if image_given => {
+                return Err(invalid("sizes: set sizes or image, not both"))
+            }
+            Some(list) if list.is_empty() => {
+                return Err(invalid("sizes: at least one size class is required"))
+            }
+            Some(list) => {
+                let mut seen = HashSet::new();
+                let mut out = Vec::with_capacity(list.len());
+                for (i, raw) in list.into_iter().enumerate() {
+                    let class = raw.validate(i, interval, timeout, step_timeout, upload)?;
+                    if !seen.insert(class.name.clone()) {
+                        return Err(invalid(format!(
+                            "sizes[{i}].class: {:?} is used by another size class too",
+                            class.name
+                        )));
+                    }
+                    out.push(class);
+                }
+                out
+            }
+        };
+        let mut paths = Vec::with_capacity(self.paths.len());
+        let mut path_names = HashSet::new();
+        for (i, raw) in self.paths.into_iter().enumerate() {
+            let path = raw
+                .validate(&self.repository, &registry, &tls, credentials.as_ref())
+                .map_err(|e| match e {
+                    ConfigError::Invalid(msg) => invalid(format!("paths[{i}]: {msg}")),
+                    other => other,
+                })?;
+            if !path_names.insert(path.name.clone()) {
+                return Err(invalid(format!(
+                    "paths[{i}].name: {:?} is used by another path too",
+                    path.name
+                )));
+            }
+            paths.push(path);
+        }
+        let canaries = self.canaries.validate()?;
+        let mount = match (self.mount.enabled, self.mount.repository) {
+            (false, Some(_)) => {
+                return Err(invalid("mount.repository is set but mount.enabled is not true"))
+            }
+            (false, None) => None,
+            (true, Some(repo)) => {
+                validate_repository("mount.repository", &repo)?;
+                if repo == self.repository {
+                    return Err(invalid(
+                        "mount.repository must differ from repository (a mount crosses repositories)",
+                    ));
+                }
+                Some(repo)
+            }
+            (true, None) => Some(format!("{}-mount", self.repository)),
+        };
+        let hygiene_interval = duration(
+            "hygiene.interval",
+            self.hygiene.interval.as_ref(),
+            DEFAULT_HYGIENE_INTERVAL,
+        )?;
         let golden_images = self
             .golden_images
             .iter()
@@ -415,14 +641,194 @@ impl RawTarget {
             cleanup_timeout,
             tls,
             credentials,
-            layer_sizes,
             upload,
             cleanup: Cleanup {
                 enabled: self.cleanup.enabled,
                 delete_blobs: self.cleanup.delete_blobs,
             },
             golden_images,
+            sizes,
+            paths,
+            canaries,
+            mount,
+            hygiene_interval,
+            instance: instance.to_string(),
         })
+    }
+}
+
+/// A label value taken from config (`size_class`, `path`): short, lowercase, closed.
+fn validate_label(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty()
+        || value.len() > 32
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid(format!(
+            "{field}: {value:?} must be 1 to 32 lowercase letters, digits or '_' (it becomes a metric label)"
+        )));
+    }
+    Ok(())
+}
+
+fn size_list(field: &str, sizes: &[RawSize]) -> Result<Vec<u64>, ConfigError> {
+    if sizes.is_empty() {
+        return Err(invalid(format!("{field}: at least one layer is required")));
+    }
+    if sizes.len() > MAX_LAYERS as usize {
+        return Err(invalid(format!(
+            "{field}: {} layers is too many (at most {MAX_LAYERS})",
+            sizes.len()
+        )));
+    }
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_size(&format!("{field}[{i}]"), s))
+        .collect()
+}
+
+impl RawSizeClass {
+    fn validate(
+        self,
+        i: usize,
+        interval: Duration,
+        timeout: Duration,
+        step_timeout: Duration,
+        upload: UploadMode,
+    ) -> Result<SizeClass, ConfigError> {
+        let at = |f: &str| format!("sizes[{i}].{f}");
+        validate_label(&at("class"), &self.class)?;
+        let layer_sizes = size_list(&at("layer_sizes"), &self.layer_sizes)?;
+        let interval = duration(&at("interval"), self.interval.as_ref(), interval)?;
+        let timeout = duration(&at("timeout"), self.timeout.as_ref(), timeout.min(interval))?;
+        if timeout > interval {
+            return Err(invalid(format!(
+                "{}: timeout ({}) must not be longer than the interval ({})",
+                at("timeout"),
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            )));
+        }
+        if step_timeout > timeout {
+            return Err(invalid(format!(
+                "{}: timeout ({}) must not be shorter than step_timeout ({})",
+                at("timeout"),
+                humantime::format_duration(timeout),
+                humantime::format_duration(step_timeout)
+            )));
+        }
+        let upload = match (upload, &self.chunk_size) {
+            (_, None) => upload,
+            (UploadMode::Chunked { .. }, Some(raw)) => {
+                let chunk_size = parse_size(&at("chunk_size"), raw)?;
+                if chunk_size == 0 {
+                    return Err(invalid(format!("{}: must be at least 1 byte", at("chunk_size"))));
+                }
+                UploadMode::Chunked { chunk_size }
+            }
+            (UploadMode::Monolithic, Some(_)) => {
+                return Err(invalid(format!(
+                    "{} is set but upload.mode is not \"chunked\"",
+                    at("chunk_size")
+                )))
+            }
+        };
+        Ok(SizeClass {
+            name: self.class,
+            layer_sizes,
+            interval,
+            timeout,
+            upload,
+        })
+    }
+}
+
+impl RawPath {
+    fn validate(
+        self,
+        repository: &str,
+        origin: &Url,
+        tls: &TlsOptions,
+        credentials: Option<&Credentials>,
+    ) -> Result<PullPath, ConfigError> {
+        validate_label("name", &self.name)?;
+        if self.name == ORIGIN {
+            return Err(invalid(
+                "name: \"origin\" is the target's own endpoint; give the path another name",
+            ));
+        }
+        let registry = parse_registry_url(&self.registry, self.allow_plain_http)?;
+        let repository = match self.repository {
+            Some(r) => {
+                validate_repository("repository", &r)?;
+                r
+            }
+            None => repository.to_string(),
+        };
+        let propagation = match (&self.propagation_timeout, &self.poll_interval) {
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "poll_interval is set but propagation_timeout is not",
+                ))
+            }
+            (None, None) => None,
+            (Some(_), _) => Some(Propagation {
+                timeout: duration("propagation_timeout", self.propagation_timeout.as_ref(), Duration::ZERO)?,
+                poll_interval: duration("poll_interval", self.poll_interval.as_ref(), DEFAULT_POLL_INTERVAL)?,
+            }),
+        };
+        let tls = match self.tls {
+            Some(raw) => raw.validate()?,
+            None => tls.clone(),
+        };
+        let credentials = match self.auth {
+            Some(raw) => raw.validate(&registry)?,
+            // A credential goes only where it was configured for: the same host.
+            None if registry.host_str() == origin.host_str() => credentials.cloned(),
+            None => None,
+        };
+        Ok(PullPath {
+            name: self.name,
+            registry,
+            repository,
+            tls,
+            credentials,
+            propagation,
+        })
+    }
+}
+
+impl RawCanaries {
+    fn validate(self) -> Result<Option<Canaries>, ConfigError> {
+        if !self.enabled {
+            if self.every.is_some() || self.keep.is_some() || self.layer_sizes.is_some() {
+                return Err(invalid(
+                    "canaries: settings are given but canaries.enabled is not true",
+                ));
+            }
+            return Ok(None);
+        }
+        let every = duration("canaries.every", self.every.as_ref(), DEFAULT_CANARY_EVERY)?;
+        if every < Duration::from_secs(1) {
+            return Err(invalid("canaries.every: must be at least 1s"));
+        }
+        let keep = self.keep.unwrap_or(DEFAULT_CANARY_KEEP);
+        if !(1..=1000).contains(&keep) {
+            return Err(invalid(format!(
+                "canaries.keep: {keep} is out of range (1 to 1000)"
+            )));
+        }
+        let layer_sizes = match &self.layer_sizes {
+            Some(sizes) => size_list("canaries.layer_sizes", sizes)?,
+            None => DEFAULT_CANARY_LAYERS.to_vec(),
+        };
+        Ok(Some(Canaries {
+            every,
+            keep: keep as u32,
+            layer_sizes,
+        }))
     }
 }
 
@@ -828,7 +1234,7 @@ mod tests {
         assert_eq!(t.interval, Duration::from_secs(30));
         assert_eq!(t.timeout, Duration::from_secs(25));
         assert_eq!(t.step_timeout, Duration::from_secs(25));
-        assert_eq!(t.layer_sizes, vec![4096, 65536, 1048576]);
+        assert_eq!(t.sizes[0].layer_sizes, vec![4096, 65536, 1048576]);
         assert_eq!(t.upload, UploadMode::Monolithic);
         assert_eq!(t.manifest_type, ManifestType::Oci);
         assert!(t.cleanup.enabled && t.cleanup.delete_blobs);

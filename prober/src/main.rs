@@ -290,12 +290,17 @@ fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, Confi
             delete_blobs: true,
         },
         golden_images: args.golden.clone(),
+        sizes: None,
+        paths: Vec::new(),
+        canaries: Default::default(),
+        mount: Default::default(),
+        hygiene: Default::default(),
     };
     let defaults = RawDefaults {
         interval: Some("1h".into()),
         ..RawDefaults::default()
     };
-    raw.validate(&defaults).map_err(|e| match e {
+    raw.validate(&defaults, "default").map_err(|e| match e {
         ConfigError::Invalid(m) => ConfigError::Invalid(format!("invalid arguments: {m}")),
         other => other,
     })

@@ -178,6 +178,7 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
     );
     RunReport {
         target: t.name.clone(),
+        size_class: "default".into(),
         registry: t.registry.to_string(),
         repository: t.repository.clone(),
         tag: None,
@@ -188,6 +189,7 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
         duration_seconds: limit,
         steps: vec![StepReport {
             step: Step::CheckBlob,
+            path: "origin".into(),
             subject: "run".into(),
             success: false,
             started_at,
@@ -200,6 +202,10 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
             bytes_received: 0,
             requests: Vec::new(),
         }],
+        retry_after: None,
+        propagation: Vec::new(),
+        mount: None,
+        canaries: None,
     }
 }
 

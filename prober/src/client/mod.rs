@@ -414,6 +414,7 @@ impl Client {
             .fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
         tr.token_steps.push(StepReport {
             step: Step::Token,
+            path: String::new(),
             subject: key.scope.clone(),
             success: result.is_ok(),
             started_at,

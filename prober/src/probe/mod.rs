@@ -91,7 +91,7 @@ impl Prober {
             manifest_pushed: None,
         };
         let tag = unique_tag(seed);
-        let sizes = self.target.layer_sizes.clone();
+        let sizes = self.target.sizes[0].layer_sizes.clone();
         let manifest_type = self.target.manifest_type;
         // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
         let image =
@@ -116,6 +116,7 @@ impl Prober {
         let success = run.steps.iter().all(|s| s.success);
         RunReport {
             target: self.target.name.clone(),
+            size_class: "default".into(),
             registry: self.target.registry.to_string(),
             repository: self.target.repository.clone(),
             tag: pushed.then_some(tag),
@@ -125,6 +126,10 @@ impl Prober {
             started_at,
             duration_seconds: started.elapsed(),
             steps: run.steps,
+            retry_after: None,
+            propagation: Vec::new(),
+            mount: None,
+            canaries: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl Run<'_> {
         }
         self.steps.push(StepReport {
             step,
+            path: "origin".into(),
             subject,
             success: failure.is_none(),
             started_at,

@@ -18,14 +18,30 @@ pub enum Step {
     StartUpload,
     /// PUT (monolithic) or PATCH... + PUT (chunked) of one blob.
     UploadBlob,
+    /// POST /v2/<other repo>/blobs/uploads/?mount=<digest>&from=<repo>: cross-repository mount.
+    MountBlob,
     /// PUT /v2/<repo>/manifests/<tag>.
     PushManifest,
+    /// Polls a replicated path for the pushed manifest until it appears.
+    WaitPropagation,
     /// GET /v2/<repo>/manifests/<tag>.
     PullManifestByTag,
     /// GET /v2/<repo>/manifests/<digest>.
     PullManifestByDigest,
     /// GET /v2/<repo>/blobs/<digest>, streamed through sha256.
     PullBlob,
+    /// HEAD of a blob of old content, compared with what its GET serves.
+    HeadBlob,
+    /// GET of a golden image's manifest (pinned content the prober never pushed).
+    PullGoldenManifest,
+    /// GET of a golden image's blob, streamed through sha256.
+    PullGoldenBlob,
+    /// GET /v2/<repo>/tags/list: finds canaries and leftovers.
+    ListTags,
+    /// GET of an aged canary's manifest (pushed by the prober earlier and kept).
+    PullCanaryManifest,
+    /// GET of an aged canary's blob, streamed through sha256.
+    PullCanaryBlob,
     /// DELETE /v2/<repo>/manifests/<digest>.
     DeleteManifest,
     /// DELETE /v2/<repo>/blobs/<digest>.
@@ -35,15 +51,23 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 19] = [
         Step::Token,
         Step::CheckBlob,
         Step::StartUpload,
         Step::UploadBlob,
+        Step::MountBlob,
         Step::PushManifest,
+        Step::WaitPropagation,
         Step::PullManifestByTag,
         Step::PullManifestByDigest,
         Step::PullBlob,
+        Step::HeadBlob,
+        Step::PullGoldenManifest,
+        Step::PullGoldenBlob,
+        Step::ListTags,
+        Step::PullCanaryManifest,
+        Step::PullCanaryBlob,
         Step::DeleteManifest,
         Step::DeleteBlob,
         Step::CancelUpload,
@@ -55,14 +79,49 @@ impl Step {
             Step::CheckBlob => "check_blob",
             Step::StartUpload => "start_upload",
             Step::UploadBlob => "upload_blob",
+            Step::MountBlob => "mount_blob",
             Step::PushManifest => "push_manifest",
+            Step::WaitPropagation => "wait_propagation",
             Step::PullManifestByTag => "pull_manifest_by_tag",
             Step::PullManifestByDigest => "pull_manifest_by_digest",
             Step::PullBlob => "pull_blob",
+            Step::HeadBlob => "head_blob",
+            Step::PullGoldenManifest => "pull_golden_manifest",
+            Step::PullGoldenBlob => "pull_golden_blob",
+            Step::ListTags => "list_tags",
+            Step::PullCanaryManifest => "pull_canary_manifest",
+            Step::PullCanaryBlob => "pull_canary_blob",
             Step::DeleteManifest => "delete_manifest",
             Step::DeleteBlob => "delete_blob",
             Step::CancelUpload => "cancel_upload",
         }
+    }
+
+    /// Steps that only push (they run on the origin path alone).
+    pub fn is_push(self) -> bool {
+        matches!(
+            self,
+            Step::CheckBlob
+                | Step::StartUpload
+                | Step::UploadBlob
+                | Step::MountBlob
+                | Step::PushManifest
+        )
+    }
+
+    /// Steps that run against every path (origin and pull paths).
+    pub fn is_pull(self) -> bool {
+        matches!(
+            self,
+            Step::PullManifestByTag
+                | Step::PullManifestByDigest
+                | Step::PullBlob
+                | Step::HeadBlob
+                | Step::PullGoldenManifest
+                | Step::PullGoldenBlob
+                | Step::PullCanaryManifest
+                | Step::PullCanaryBlob
+        )
     }
 
     /// Cleanup steps: their failures are reported as cleanup failures (something was left behind).
@@ -115,6 +174,10 @@ pub enum Reason {
     DigestMismatch,
     /// Bytes we pulled are fewer or more than pushed, or Content-Length disagrees with the descriptor.
     SizeMismatch,
+    /// A pull path did not serve the pushed image before its propagation deadline.
+    PropagationTimeout,
+    /// An aged canary's manifest is not the one the prober pushed (content replaced).
+    ContentChanged,
     /// Another 4xx answer without a known registry error code.
     #[serde(rename = "http_4xx")]
     Http4xx,
@@ -127,7 +190,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Dns,
         Reason::Connect,
         Reason::Tls,
@@ -149,6 +212,8 @@ impl Reason {
         Reason::Unsupported,
         Reason::DigestMismatch,
         Reason::SizeMismatch,
+        Reason::PropagationTimeout,
+        Reason::ContentChanged,
         Reason::Http4xx,
         Reason::Http5xx,
         Reason::Protocol,
@@ -177,6 +242,8 @@ impl Reason {
             Reason::Unsupported => "unsupported",
             Reason::DigestMismatch => "digest_mismatch",
             Reason::SizeMismatch => "size_mismatch",
+            Reason::PropagationTimeout => "propagation_timeout",
+            Reason::ContentChanged => "content_changed",
             Reason::Http4xx => "http_4xx",
             Reason::Http5xx => "http_5xx",
             Reason::Protocol => "protocol",
@@ -281,6 +348,8 @@ impl Failure {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepReport {
     pub step: Step,
+    /// The endpoint the step talked to: "origin" (the target's own) or a pull path's name.
+    pub path: String,
     /// What the step acted on: "config", "layer 2", a tag, an upload session.
     pub subject: String,
     pub success: bool,
@@ -315,6 +384,8 @@ impl StepReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub target: String,
+    /// The size class the run pushed ("default" when the target has no size classes).
+    pub size_class: String,
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,
@@ -326,6 +397,71 @@ pub struct RunReport {
     pub started_at: SystemTime,
     #[serde(serialize_with = "ser_secs")]
     pub duration_seconds: Duration,
+    pub steps: Vec<StepReport>,
+    /// Set when the registry rate-limited the run: how long the schedule waits before the next
+    /// run (the longest Retry-After, or one interval when the registry named none).
+    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Duration>,
+    /// How each replicated pull path's propagation wait ended (paths with a
+    /// propagation_timeout only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub propagation: Vec<PropagationReport>,
+    /// The cross-repository mount, when enabled and attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<MountOutcome>,
+    /// The canaries kept, when canaries are enabled (runs of the first size class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canaries: Option<CanarySummary>,
+}
+
+/// How long a replicated path took to serve a pushed image.
+#[derive(Clone, Debug, Serialize)]
+pub struct PropagationReport {
+    pub path: String,
+    /// Time from the manifest PUT until the path served the manifest; None: the deadline passed.
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub delay_seconds: Option<Duration>,
+}
+
+/// What the registry did with a cross-repository mount request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountOutcome {
+    /// 201 Created: the blob was linked without an upload.
+    Mounted,
+    /// 202 Accepted: the registry opened an upload session instead; the prober uploaded.
+    Fallback,
+}
+
+impl MountOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountOutcome::Mounted => "mounted",
+            MountOutcome::Fallback => "fallback",
+        }
+    }
+}
+
+/// The aged canaries a target keeps.
+#[derive(Clone, Debug, Serialize)]
+pub struct CanarySummary {
+    /// Canaries known to exist (pushed, or found in the tag list), vanished ones included.
+    pub count: u32,
+    /// Push time of the oldest one.
+    #[serde(serialize_with = "ser_opt_unix", skip_serializing_if = "Option::is_none")]
+    pub oldest_pushed_at: Option<SystemTime>,
+}
+
+/// One hygiene sweep of a target: the prober's own leftovers it found and removed.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepReport {
+    pub target: String,
+    /// Tags of earlier runs (a crash, a failed cleanup) deleted, with their manifests.
+    pub tags_deleted: u32,
+    /// Upload sessions whose cancel had failed, cancelled now.
+    pub sessions_cancelled: u32,
+    /// What could not be swept (the steps that failed), for the log.
+    pub errors: Vec<String>,
     pub steps: Vec<StepReport>,
 }
 

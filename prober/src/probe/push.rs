@@ -115,7 +115,7 @@ impl Run<'_> {
         let p = self.prober;
         let (location, min_chunk) = session;
         let body = blob_body(image, blob);
-        let mode = p.target.upload;
+        let mode = p.target.sizes[0].upload;
         let digest = blob.digest.clone();
         let size = blob.size;
         let session_index = self.sessions.len() - 1;

@@ -625,13 +625,9 @@ impl Direction {
     /// Which payload a step's bytes are: what push steps send, what pull steps receive.
     fn of(step: Step) -> Option<Direction> {
         match step {
-            Step::CheckBlob | Step::StartUpload | Step::UploadBlob | Step::PushManifest => {
-                Some(Direction::Push)
-            }
-            Step::PullManifestByTag | Step::PullManifestByDigest | Step::PullBlob => {
-                Some(Direction::Pull)
-            }
-            Step::Token | Step::DeleteManifest | Step::DeleteBlob | Step::CancelUpload => None,
+            s if s.is_push() => Some(Direction::Push),
+            s if s.is_pull() => Some(Direction::Pull),
+            _ => None,
         }
     }
 }
@@ -744,6 +740,7 @@ mod tests {
     fn step(step: Step, subject: &str, sent: u64, received: u64) -> StepReport {
         StepReport {
             step,
+            path: "origin".into(),
             subject: subject.to_string(),
             success: true,
             started_at: std::time::SystemTime::UNIX_EPOCH,
@@ -774,6 +771,7 @@ mod tests {
     fn run(success: bool, started_unix: u64, steps: Vec<StepReport>) -> RunReport {
         RunReport {
             target: TARGET.to_string(),
+            size_class: "default".into(),
             registry: "https://registry.example".to_string(),
             repository: "probe/prober".to_string(),
             tag: Some("probe-0123".to_string()),
@@ -783,6 +781,10 @@ mod tests {
             started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(started_unix),
             duration_seconds: secs(2.5),
             steps,
+            retry_after: None,
+            propagation: Vec::new(),
+            mount: None,
+            canaries: None,
         }
     }
 

@@ -402,10 +402,18 @@ fn step_colour(step: Step) -> &'static str {
         Step::CheckBlob => "#8ecae6",
         Step::StartUpload => "#219ebc",
         Step::UploadBlob => "#1f5fa8",
+        Step::MountBlob => "#4361ee",
         Step::PushManifest => "#7b5ea7",
+        Step::WaitPropagation => "#b5a9d6",
         Step::PullManifestByTag => "#57b894",
         Step::PullManifestByDigest => "#2a9d8f",
         Step::PullBlob => "#1a7f37",
+        Step::HeadBlob => "#8ab17d",
+        Step::PullGoldenManifest => "#bc8a5f",
+        Step::PullGoldenBlob => "#8b5e34",
+        Step::ListTags => "#adb5bd",
+        Step::PullCanaryManifest => "#f4978e",
+        Step::PullCanaryBlob => "#e5989b",
         Step::DeleteManifest => "#e9c46a",
         Step::DeleteBlob => "#f4a261",
         Step::CancelUpload => "#c9a227",
@@ -865,6 +873,7 @@ mod tests {
     fn ok_step(step: Step, subject: &str, millis: u64) -> StepReport {
         StepReport {
             step,
+            path: "origin".into(),
             subject: subject.to_string(),
             success: true,
             started_at: std::time::SystemTime::UNIX_EPOCH,
@@ -888,6 +897,7 @@ mod tests {
         let url = "https://registry.example/v2/probe/manifests/t1";
         StepReport {
             step,
+            path: "origin".into(),
             subject: subject.to_string(),
             success: false,
             started_at: std::time::SystemTime::UNIX_EPOCH,
@@ -938,6 +948,7 @@ mod tests {
         });
         RunReport {
             target: target.to_string(),
+            size_class: "default".into(),
             registry: "registry.example".into(),
             repository: "probe/e2e".into(),
             tag: Some("t1".into()),
@@ -947,6 +958,10 @@ mod tests {
             started_at: at(started),
             duration_seconds: Duration::from_millis(200 + started % 7 * 10),
             steps,
+            retry_after: None,
+            propagation: Vec::new(),
+            mount: None,
+            canaries: None,
         }
     }
 
