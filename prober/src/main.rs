@@ -61,6 +61,9 @@ struct OnceArgs {
     /// With --config: the target to probe (default: the only one).
     #[arg(long, requires = "config")]
     target: Option<String>,
+    /// With --config: the size class to run (default: the target's first).
+    #[arg(long, requires = "config")]
+    size_class: Option<String>,
     /// Registry base URL, e.g. http://127.0.0.1:5000.
     #[arg(long, required_unless_present = "config", requires = "repository")]
     registry: Option<String>,
@@ -198,11 +201,24 @@ fn once(args: OnceArgs) -> ExitCode {
             ))
         }
     };
+    let class = match &args.size_class {
+        None => 0,
+        Some(name) => match prober.target().sizes.iter().position(|c| &c.name == name) {
+            Some(i) => i,
+            None => {
+                let names: Vec<&str> = prober.target().sizes.iter().map(|c| c.name.as_str()).collect();
+                return usage_error(&format!(
+                    "--size-class: target {:?} has no size class {name:?} (it has: {})",
+                    prober.target().name,
+                    names.join(", ")
+                ));
+            }
+        },
+    };
     let report: RunReport = runtime().block_on(async {
-        match args.seed {
-            Some(seed) => prober.run_with_seed(seed).await,
-            None => prober.run().await,
-        }
+        prober
+            .run_class(class, args.seed.unwrap_or_else(rand::random))
+            .await
     });
     match args.output {
         Output::Text => print!("{}", report::text::render(&report)),

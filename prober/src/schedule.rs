@@ -11,10 +11,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ConfigError};
-use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport};
+use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport, SweepReport};
 use crate::probe::Prober;
 use crate::report::health::Health;
-use crate::report::metrics::Metrics;
+use crate::report::metrics::{Metrics, SkipCause};
 use crate::report::status::History;
 
 /// Where finished runs go: metrics, the status page's history, the health watchdog, logs.
@@ -57,19 +57,20 @@ impl Generation {
         let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
         sinks.history.set_targets(&names);
         sinks.metrics.set_targets(names.len());
-        for name in &names {
-            sinks.metrics.init_target(name);
+        sinks.metrics.retain_targets(&config.targets);
+        for target in &config.targets {
+            sinks.metrics.init_target(target);
         }
         let max_interval = config
             .targets
             .iter()
-            .map(|t| t.interval)
+            .flat_map(|t| t.sizes.iter().map(|c| c.interval))
             .max()
             .unwrap_or_default();
         let max_timeout = config
             .targets
             .iter()
-            .map(|t| t.timeout + t.cleanup_timeout)
+            .map(|t| t.max_run_time())
             .max()
             .unwrap_or_default();
         sinks
@@ -77,21 +78,29 @@ impl Generation {
             .schedule_started(names.len(), max_interval, max_timeout);
 
         let mut tasks = JoinSet::new();
-        let count = probers.len().max(1) as f64;
-        for (i, prober) in probers.into_iter().enumerate() {
-            let interval = prober.target().interval;
+        let loops: Vec<(Arc<Prober>, usize)> = probers
+            .iter()
+            .flat_map(|p| (0..p.target().sizes.len()).map(move |c| (p.clone(), c)))
+            .collect();
+        let count = loops.len().max(1) as f64;
+        for (i, (prober, class)) in loops.into_iter().enumerate() {
+            let interval = prober.target().sizes[class].interval;
             // Spread first runs evenly across the interval, plus jitter of up to 10% of a slot,
             // so many targets never fire together.
             let slot = interval.div_f64(count);
             let jitter = slot.mul_f64(rand::random::<f64>() * 0.1);
             let first = Instant::now() + interval.mul_f64(i as f64 / count) + jitter;
-            tasks.spawn(target_loop(
+            tasks.spawn(class_loop(
                 prober,
+                class,
                 first,
                 sinks.clone(),
                 limit.clone(),
                 stop_rx.clone(),
             ));
+        }
+        for prober in probers {
+            tasks.spawn(hygiene_loop(prober, sinks.clone(), limit.clone(), stop_rx.clone()));
         }
         Ok(Generation { stop, tasks })
     }
@@ -110,30 +119,46 @@ impl Generation {
     }
 }
 
-/// One target: tick, start a run unless the previous one is still going.
-async fn target_loop(
+/// One size class of one target: tick, start a run unless the previous one is still going
+/// (an overrun) or the registry asked us to wait (rate limited).
+async fn class_loop(
     prober: Arc<Prober>,
+    class: usize,
     first: Instant,
     sinks: Sinks,
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = prober.target().name.clone();
-    let mut ticker = tokio::time::interval_at(first, prober.target().interval);
+    let class_name = prober.target().sizes[class].name.clone();
+    let mut ticker = tokio::time::interval_at(first, prober.target().sizes[class].interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut current: Option<JoinHandle<()>> = None;
+    let mut current: Option<JoinHandle<Option<Duration>>> = None;
+    let mut not_before: Option<Instant> = None;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
+        let due = tokio::select! {
+            due = ticker.tick() => due,
             _ = stop.wait_for(|s| *s) => break,
-        }
+        };
         if current.as_ref().is_some_and(|h| !h.is_finished()) {
-            sinks.metrics.run_skipped(&name);
-            tracing::warn!(target_name = %name, "Previous run still going, skipping this one");
+            sinks.metrics.run_skipped(&name, &class_name, SkipCause::Overrun);
+            tracing::warn!(target_name = %name, size_class = %class_name, "Previous run still going, skipping this one");
+            continue;
+        }
+        if let Some(done) = current.take() {
+            if let Ok(Some(wait)) = done.await {
+                not_before = Some(Instant::now() + wait);
+            }
+        }
+        if not_before.is_some_and(|t| Instant::now() < t) {
+            sinks.metrics.run_skipped(&name, &class_name, SkipCause::RateLimited);
+            tracing::warn!(target_name = %name, size_class = %class_name, "Rate limited by the registry, waiting before the next run");
             continue;
         }
         current = Some(tokio::spawn(run_one(
             prober.clone(),
+            class,
+            due,
             sinks.clone(),
             limit.clone(),
         )));
@@ -144,30 +169,85 @@ async fn target_loop(
     }
 }
 
-/// One run under the global concurrency bound, reported to every sink.
-async fn run_one(prober: Arc<Prober>, sinks: Sinks, limit: Arc<Semaphore>) {
+/// One run under the global concurrency bound, reported to every sink. Returns how long the
+/// registry asked the schedule to wait, when it rate-limited the run.
+async fn run_one(
+    prober: Arc<Prober>,
+    class: usize,
+    due: Instant,
+    sinks: Sinks,
+    limit: Arc<Semaphore>,
+) -> Option<Duration> {
     let target = prober.target();
+    let class_name = &target.sizes[class].name;
     // Back-pressure: wait for a slot rather than queueing without bound; the wait is part of
     // the schedule lag, not of the run.
     let Ok(_permit) = limit.acquire_owned().await else {
-        return;
+        return None;
     };
-    sinks.metrics.run_started(&target.name);
+    sinks.metrics.schedule_lag(due.elapsed());
+    sinks.metrics.run_started(&target.name, class_name);
     sinks.health.progress();
     // Each step honours its own deadline and cleanup has its own; this outer bound only
     // fires if something awaited without one, so a run can never wedge its target.
-    let hard_limit = target.timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
+    let hard_limit =
+        target.sizes[class].timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
     let started_at = SystemTime::now();
-    let report = match tokio::time::timeout(hard_limit, prober.run()).await {
+    let report = match tokio::time::timeout(hard_limit, prober.run_class(class, rand::random()))
+        .await
+    {
         Ok(report) => report,
-        Err(_) => wedged_report(&prober, started_at, hard_limit),
+        Err(_) => wedged_report(&prober, class, started_at, hard_limit),
     };
     sinks.record(&report);
-    sinks.metrics.run_finished(&target.name);
+    sinks.metrics.run_finished(&target.name, class_name);
     sinks.health.progress();
+    report.retry_after
 }
 
-fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> RunReport {
+/// Sweeps the target's leftovers at start and then every hygiene interval.
+async fn hygiene_loop(
+    prober: Arc<Prober>,
+    sinks: Sinks,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(prober.target().hygiene_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let Ok(_permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let sweep = prober.sweep().await;
+        sinks.metrics.observe_sweep(&sweep);
+        log_sweep(&sweep);
+    }
+}
+
+fn log_sweep(sweep: &SweepReport) {
+    if sweep.errors.is_empty() {
+        tracing::info!(
+            target_name = %sweep.target,
+            tags_deleted = sweep.tags_deleted,
+            sessions_cancelled = sweep.sessions_cancelled,
+            "Swept leftovers"
+        );
+    } else {
+        tracing::warn!(
+            target_name = %sweep.target,
+            tags_deleted = sweep.tags_deleted,
+            sessions_cancelled = sweep.sessions_cancelled,
+            errors = %sweep.errors.join("; "),
+            "Sweep of leftovers failed in part"
+        );
+    }
+}
+
+fn wedged_report(prober: &Prober, class: usize, started_at: SystemTime, limit: Duration) -> RunReport {
     let t = prober.target();
     let f = Failure::new(
         Reason::Timeout,
@@ -178,7 +258,7 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
     );
     RunReport {
         target: t.name.clone(),
-        size_class: "default".into(),
+        size_class: t.sizes[class].name.clone(),
         registry: t.registry.to_string(),
         repository: t.repository.clone(),
         tag: None,
@@ -297,12 +377,15 @@ fn log_run(report: &RunReport) {
     match report.first_failure() {
         None => tracing::info!(
             target_name = %report.target,
+            size_class = %report.size_class,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             steps = report.steps.len(),
             "Run succeeded"
         ),
         Some(step) => tracing::warn!(
             target_name = %report.target,
+            size_class = %report.size_class,
+            path = %step.path,
             step = step.step.as_str(),
             reason = step.reason.map(|r| r.as_str()),
             status = step.status,

@@ -14,6 +14,19 @@ impl Run<'_> {
     /// Undoes everything the run created.
     pub(super) async fn cleanup(&mut self, image: &Image) {
         self.cancel_open_sessions().await;
+        if let (Some(digest), Some(repo)) = (self.mounted.clone(), self.target().mount.clone()) {
+            if self.target().cleanup.delete_blobs {
+                let _ = self
+                    .delete_in(
+                        Step::DeleteBlob,
+                        &format!("mounted blob in {repo}"),
+                        Some(&repo),
+                        &format!("blobs/{digest}"),
+                        false,
+                    )
+                    .await;
+            }
+        }
         if let Some(digest) = self.manifest_pushed.clone() {
             // The manifest goes first: distribution refuses nothing here, but a registry that
             // garbage-collects would otherwise still see the blobs referenced.
@@ -55,6 +68,7 @@ impl Run<'_> {
         for i in open {
             let url = self.sessions[i].url.clone();
             let p = self.prober;
+        let c = self.client();
             let deadline = cleanup_deadline(p.target.cleanup_timeout);
             let subject = crate::client::redact_url(&url);
             let result = self
@@ -64,9 +78,7 @@ impl Run<'_> {
                     deadline,
                     |deadline, mut tr| async move {
                         let r = async {
-                            let resp = p
-                                .client
-                                .send(
+                            let resp = c.send(
                                     &Request::new(Method::DELETE, url.clone()),
                                     deadline,
                                     &mut tr,
@@ -76,11 +88,9 @@ impl Run<'_> {
                                 resp.status,
                                 StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED
                             ) {
-                                return p.client.discard(resp, deadline, &mut tr).await;
+                                return c.discard(resp, deadline, &mut tr).await;
                             }
-                            let failure = p
-                                .client
-                                .expect(
+                            let failure = c.expect(
                                     resp,
                                     &[StatusCode::NO_CONTENT],
                                     Reason::BlobUploadUnknown,
@@ -95,12 +105,10 @@ impl Run<'_> {
                             // Distribution answers a DELETE whose _state is stale (the upload broke
                             // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway.
                             // Ask the session itself: 404 means it is gone, which is all we want.
-                            let status = p
-                                .client
-                                .send(&Request::new(Method::GET, url), deadline, &mut tr)
+                            let status = c.send(&Request::new(Method::GET, url), deadline, &mut tr)
                                 .await?;
                             let gone = status.status == StatusCode::NOT_FOUND;
-                            p.client.discard(status, deadline, &mut tr).await?;
+                            c.discard(status, deadline, &mut tr).await?;
                             if gone {
                                 Ok(())
                             } else {
@@ -125,20 +133,44 @@ impl Run<'_> {
         step: Step,
         subject: &str,
         rest: &str,
-        not_found: Reason,
+        _not_found: Reason,
+    ) -> Result<(), Failure> {
+        let manifest_uncertain = step == Step::DeleteManifest && !self.manifest_stored();
+        self.delete_in(step, subject, None, rest, manifest_uncertain)
+            .await
+    }
+
+    /// DELETE `<repository or the endpoint's>/<rest>` under a cleanup deadline; `gone_ok`: a
+    /// 404 means it is already gone, which is all we want.
+    pub(super) async fn delete_in(
+        &mut self,
+        step: Step,
+        subject: &str,
+        repository: Option<&str>,
+        rest: &str,
+        gone_ok: bool,
     ) -> Result<(), Failure> {
         let p = self.prober;
-        let url = p.client.url(rest)?;
+        let c = self.client();
+        let url = match repository {
+            Some(repo) => c.repo_url(repo, rest)?,
+            None => c.url(rest)?,
+        };
+        let not_found = if rest.starts_with("manifests/") {
+            Reason::ManifestUnknown
+        } else {
+            Reason::BlobUnknown
+        };
         let deadline = cleanup_deadline(p.target.cleanup_timeout);
-        let manifest_uncertain = step == Step::DeleteManifest && !self.manifest_stored();
+        let manifest_uncertain = gone_ok;
         self.step_until(step, subject.to_string(), deadline, |deadline, mut tr| async move {
             let r = async {
-                let resp = p.client.send(&Request::new(Method::DELETE, url), deadline, &mut tr).await?;
+                let resp = c.send(&Request::new(Method::DELETE, url), deadline, &mut tr).await?;
                 let mut ok = vec![StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT];
                 if manifest_uncertain {
                     ok.push(StatusCode::NOT_FOUND);
                 }
-                let resp = p.client.expect(resp, &ok, not_found, deadline, &mut tr).await.map_err(|mut f| {
+                let resp = c.expect(resp, &ok, not_found, deadline, &mut tr).await.map_err(|mut f| {
                     if f.reason == Reason::Unsupported {
                         f.message.push_str(
                             " (the registry does not allow deletes: enable them, e.g. storage.delete.enabled, or set cleanup.delete_blobs: false)",
@@ -146,7 +178,7 @@ impl Run<'_> {
                     }
                     f
                 })?;
-                p.client.discard(resp, deadline, &mut tr).await
+                c.discard(resp, deadline, &mut tr).await
             }
             .await;
             (r, tr)

@@ -300,8 +300,9 @@ impl Image {
         Image::generate_at(seed, layer_sizes, manifest_type, SystemTime::now())
     }
 
-    /// `generate` with the config's creation time given, so tests get exact bytes.
-    fn generate_at(
+    /// `generate` with the config's creation time given: the same arguments give the same
+    /// bytes (tests, and canaries, which are regenerated to know what they must still be).
+    pub fn generate_at(
         seed: u64,
         layer_sizes: &[u64],
         manifest_type: ManifestType,

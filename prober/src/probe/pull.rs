@@ -44,16 +44,16 @@ struct ManifestDoc {
 }
 
 /// A blob to pull, from a manifest.
-struct BlobToPull {
-    label: String,
-    digest: Digest,
-    size: u64,
+pub(super) struct BlobToPull {
+    pub(super) label: String,
+    pub(super) digest: Digest,
+    pub(super) size: u64,
 }
 
 impl Run<'_> {
     /// Pulls back what was pushed: manifest by tag, by digest, then every blob.
     pub(super) async fn pull_image(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
-        let repo = self.target().repository.clone();
+        let repo = self.client().repository().to_string();
         let expected = Some((&image.manifest_digest, image.manifest.len() as u64));
         self.pull_manifest(
             Step::PullManifestByTag,
@@ -74,9 +74,56 @@ impl Run<'_> {
             .await?;
         let blobs = blobs_of(&body, "").map_err(|f| self.note_failure(f))?;
         for blob in blobs {
-            self.pull_blob(&repo, blob).await?;
+            self.pull_blob(Step::PullBlob, &repo, blob).await?;
         }
         Ok(())
+    }
+
+    /// Old content (a golden image or a canary): HEAD each blob, then GET it. Registries that
+    /// lost the data often still answer HEAD from their metadata, so both must agree.
+    pub(super) async fn pull_old_blobs(
+        &mut self,
+        step: Step,
+        repository: &str,
+        blobs: Vec<BlobToPull>,
+    ) -> Result<(), Failure> {
+        let mut first = Ok(());
+        for blob in blobs {
+            // Every blob is checked, so one lost layer does not hide another.
+            let head = self.head_blob(repository, &blob).await;
+            let get = self.pull_blob(step, repository, blob).await.map(|_| ());
+            if first.is_ok() {
+                first = head.and(get);
+            }
+        }
+        first
+    }
+
+    /// HEAD one blob: 200, and Content-Length and Docker-Content-Digest (when sent) name it.
+    async fn head_blob(&mut self, repository: &str, blob: &BlobToPull) -> Result<(), Failure> {
+        let c = self.client();
+        let url = c.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+        let (digest, size) = (blob.digest.clone(), blob.size);
+        self.step(Step::HeadBlob, blob.label.clone(), |deadline, mut tr| async move {
+            let r = async {
+                let resp = c.send(&Request::new(Method::HEAD, url), deadline, &mut tr).await?;
+                let resp = c.expect(resp, &[StatusCode::OK], Reason::BlobUnknown, deadline, &mut tr).await?;
+                let len = resp.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::to_string);
+                if let Some(len) = len {
+                    if len.parse::<u64>().ok() != Some(size) {
+                        return Err(Failure::new(
+                            Reason::SizeMismatch,
+                            format!("{} {}: HEAD says Content-Length {len} but {digest} has {size} bytes", resp.method, resp.url),
+                        ));
+                    }
+                }
+                digest_header_matches(&resp, &digest)?;
+                c.discard(resp, deadline, &mut tr).await
+            }
+            .await;
+            (r, tr)
+        })
+        .await
     }
 
     /// Pulls and verifies a golden image: read-only content the prober never pushed.
@@ -86,14 +133,9 @@ impl Run<'_> {
             .starts_with("sha256:")
             .then(|| Digest::parse(&golden.reference).ok())
             .flatten();
-        let step = if pinned.is_some() {
-            Step::PullManifestByDigest
-        } else {
-            Step::PullManifestByTag
-        };
         let (body, media_type) = self
             .pull_manifest(
-                step,
+                Step::PullGoldenManifest,
                 golden.to_string(),
                 &golden.repository,
                 &golden.reference,
@@ -112,29 +154,28 @@ impl Run<'_> {
                 let subject = format!("{golden} > {digest}");
                 let (child_body, _) = self
                     .pull_manifest(
-                        Step::PullManifestByDigest,
+                        Step::PullGoldenManifest,
                         subject.clone(),
                         &golden.repository,
                         digest.as_str(),
                         Some((&digest, 0)),
                     )
                     .await?;
-                for blob in blobs_of(&child_body, &subject).map_err(|f| self.note_failure(f))? {
-                    self.pull_blob(&golden.repository, blob).await?;
-                }
+                let blobs = blobs_of(&child_body, &subject).map_err(|f| self.note_failure(f))?;
+                self.pull_old_blobs(Step::PullGoldenBlob, &golden.repository, blobs)
+                    .await?;
             }
             return Ok(());
         }
-        for blob in blobs_of(&body, &golden.to_string()).map_err(|f| self.note_failure(f))? {
-            self.pull_blob(&golden.repository, blob).await?;
-        }
-        Ok(())
+        let blobs = blobs_of(&body, &golden.to_string()).map_err(|f| self.note_failure(f))?;
+        self.pull_old_blobs(Step::PullGoldenBlob, &golden.repository, blobs)
+            .await
     }
 
     /// GET a manifest. Checks: 200, at most 4 MiB, the body's sha256 equals the
     /// Docker-Content-Digest header and (when known) the digest we expect, and it is JSON.
     /// `expected` is (digest, length); a length of 0 means unknown.
-    async fn pull_manifest(
+    pub(super) async fn pull_manifest(
         &mut self,
         step: Step,
         subject: String,
@@ -142,16 +183,14 @@ impl Run<'_> {
         reference: &str,
         expected: Option<(&Digest, u64)>,
     ) -> Result<(Bytes, String), Failure> {
-        let p = self.prober;
-        let url = p
-            .client
-            .repo_url(repository, &format!("manifests/{reference}"))?;
+        let c = self.client();
+        let url = c.repo_url(repository, &format!("manifests/{reference}"))?;
         let expected = expected.map(|(d, n)| (d.clone(), n));
         self.step(step, subject, |deadline, mut tr| async move {
             let r = async {
                 let req = Request::new(Method::GET, url).header(header::ACCEPT, ACCEPT);
-                let resp = p.client.send(&req, deadline, &mut tr).await?;
-                let resp = p.client.expect(resp, &[StatusCode::OK], Reason::ManifestUnknown, deadline, &mut tr).await?;
+                let resp = c.send(&req, deadline, &mut tr).await?;
+                let resp = c.expect(resp, &[StatusCode::OK], Reason::ManifestUnknown, deadline, &mut tr).await?;
                 let (method, url) = (resp.method.clone(), resp.url.clone());
                 let media_type = resp
                     .headers
@@ -160,7 +199,7 @@ impl Run<'_> {
                     .unwrap_or_default()
                     .to_string();
                 let header_digest = resp.headers.get("docker-content-digest").cloned();
-                let body = p.client.read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr).await?;
+                let body = c.read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr).await?;
                 // Not JSON is a protocol failure even when the digest would also differ: it
                 // says the answer came from something that is not a registry (a proxy's page).
                 serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
@@ -194,15 +233,18 @@ impl Run<'_> {
     }
 
     /// GET one blob, streaming it through sha256; compares digest AND length.
-    async fn pull_blob(&mut self, repository: &str, blob: BlobToPull) -> Result<u64, Failure> {
-        let p = self.prober;
-        let url = p
-            .client
-            .repo_url(repository, &format!("blobs/{}", blob.digest))?;
-        self.step(Step::PullBlob, blob.label, |deadline, mut tr| async move {
+    async fn pull_blob(
+        &mut self,
+        step: Step,
+        repository: &str,
+        blob: BlobToPull,
+    ) -> Result<u64, Failure> {
+        let c = self.client();
+        let url = c.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+        self.step(step, blob.label, |deadline, mut tr| async move {
             let r = async {
-                let resp = p.client.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
-                let resp = p.client.expect(resp, &[StatusCode::OK], Reason::BlobUnknown, deadline, &mut tr).await?;
+                let resp = c.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
+                let resp = c.expect(resp, &[StatusCode::OK], Reason::BlobUnknown, deadline, &mut tr).await?;
                 if let Some(len) = resp.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
                     if len.parse::<u64>().ok() != Some(blob.size) {
                         return Err(Failure::new(
@@ -215,7 +257,7 @@ impl Run<'_> {
                     }
                 }
                 digest_header_matches(&resp, &blob.digest)?;
-                p.client.verify_body(resp, Verifier::new(blob.digest.clone(), blob.size), deadline, &mut tr).await
+                c.verify_body(resp, Verifier::new(blob.digest.clone(), blob.size), deadline, &mut tr).await
             }
             .await;
             (r, tr)
@@ -225,7 +267,7 @@ impl Run<'_> {
 
     /// A failure found between steps (a manifest that names an invalid digest): it belongs
     /// to the step that produced the manifest, which is the last one recorded.
-    fn note_failure(&mut self, f: Failure) -> Failure {
+    pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
         if let Some(last) = self.steps.last_mut() {
             last.success = false;
             last.reason = Some(f.reason);
@@ -252,7 +294,7 @@ fn is_index(content_type: &str, doc: &ManifestDoc) -> bool {
 }
 
 /// The blobs an image manifest names: config first, then layers.
-fn blobs_of(body: &[u8], prefix: &str) -> Result<Vec<BlobToPull>, Failure> {
+pub(super) fn blobs_of(body: &[u8], prefix: &str) -> Result<Vec<BlobToPull>, Failure> {
     let doc = parse_manifest(body)?;
     let config = doc
         .config

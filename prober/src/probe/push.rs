@@ -32,20 +32,16 @@ impl Run<'_> {
 
     /// HEAD the blob: a fresh random blob must be unknown (404); an existing one is not re-sent.
     async fn check_blob(&mut self, blob: &BlobRef) -> Result<bool, Failure> {
-        let p = self.prober;
-        let url = p.client.url(&format!("blobs/{}", blob.digest))?;
+        let c = self.client();
+        let url = c.url(&format!("blobs/{}", blob.digest))?;
         self.step(
             Step::CheckBlob,
             blob.kind.to_string(),
             |deadline, mut tr| async move {
                 let r = async {
-                    let resp = p
-                        .client
-                        .send(&Request::new(Method::HEAD, url), deadline, &mut tr)
+                    let resp = c.send(&Request::new(Method::HEAD, url), deadline, &mut tr)
                         .await?;
-                    let resp = p
-                        .client
-                        .expect(
+                    let resp = c.expect(
                             resp,
                             &[StatusCode::OK, StatusCode::NOT_FOUND],
                             Reason::BlobUnknown,
@@ -54,7 +50,7 @@ impl Run<'_> {
                         )
                         .await?;
                     let exists = resp.status == StatusCode::OK;
-                    p.client.discard(resp, deadline, &mut tr).await?;
+                    c.discard(resp, deadline, &mut tr).await?;
                     Ok(exists)
                 }
                 .await;
@@ -66,21 +62,17 @@ impl Run<'_> {
 
     /// POST /blobs/uploads/: 202 with the session's Location.
     async fn start_upload(&mut self, blob: &BlobRef) -> Result<(Url, u64), Failure> {
-        let p = self.prober;
-        let url = p.client.url("blobs/uploads/")?;
+        let c = self.client();
+        let url = c.url("blobs/uploads/")?;
         let result = self
             .step(
                 Step::StartUpload,
                 blob.kind.to_string(),
                 |deadline, mut tr| async move {
                     let r = async {
-                        let resp = p
-                            .client
-                            .send(&Request::new(Method::POST, url), deadline, &mut tr)
+                        let resp = c.send(&Request::new(Method::POST, url), deadline, &mut tr)
                             .await?;
-                        let resp = p
-                            .client
-                            .expect(
+                        let resp = c.expect(
                                 resp,
                                 &[StatusCode::ACCEPTED],
                                 Reason::NameUnknown,
@@ -88,9 +80,9 @@ impl Run<'_> {
                                 &mut tr,
                             )
                             .await?;
-                        let location = p.client.resolve_location(&resp)?;
+                        let location = c.resolve_location(&resp)?;
                         let min_chunk = chunk_min_length(resp.headers.get(CHUNK_MIN_LENGTH));
-                        p.client.discard(resp, deadline, &mut tr).await?;
+                        c.discard(resp, deadline, &mut tr).await?;
                         Ok((location, min_chunk))
                     }
                     .await;
@@ -112,10 +104,10 @@ impl Run<'_> {
         blob: &BlobRef,
         session: (Url, u64),
     ) -> Result<(), Failure> {
-        let p = self.prober;
+        let c = self.client();
         let (location, min_chunk) = session;
         let body = blob_body(image, blob);
-        let mode = p.target.sizes[0].upload;
+        let mode = self.class.upload;
         let digest = blob.digest.clone();
         let size = blob.size;
         let session_index = self.sessions.len() - 1;
@@ -131,7 +123,7 @@ impl Run<'_> {
                         UploadMode::Chunked { chunk_size } => {
                             let chunk = chunk_size.max(min_chunk);
                             upload_chunks(
-                                &p.client, location, &body, chunk, latest_ref, deadline, &mut tr,
+                                c, location, &body, chunk, latest_ref, deadline, &mut tr,
                             )
                             .await?
                         }
@@ -146,7 +138,7 @@ impl Run<'_> {
                         .header(header::CONTENT_TYPE, "application/octet-stream")
                         .body(put_body);
                     put_created(
-                        &p.client,
+                        c,
                         &req,
                         Reason::BlobUploadUnknown,
                         &digest,
@@ -172,8 +164,8 @@ impl Run<'_> {
 
     /// PUT the manifest under the run's tag: 201, and the registry's digest must be ours.
     async fn push_manifest(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
-        let p = self.prober;
-        let url = p.client.url(&format!("manifests/{tag}"))?;
+        let c = self.client();
+        let url = c.url(&format!("manifests/{tag}"))?;
         self.manifest_pushed = Some(image.manifest_digest.clone());
         let req = Request::new(Method::PUT, url)
             .header(
@@ -182,31 +174,36 @@ impl Run<'_> {
             )
             .body(BodySource::Bytes(image.manifest.clone()));
         let digest = image.manifest_digest.clone();
-        self.step(
-            Step::PushManifest,
-            tag.to_string(),
-            |deadline, mut tr| async move {
-                let r = async {
-                    put_created(
-                        &p.client,
-                        &req,
-                        Reason::ManifestBlobUnknown,
-                        &digest,
-                        deadline,
-                        &mut tr,
-                    )
-                    .await
-                }
-                .await;
-                (r, tr)
-            },
-        )
-        .await
+        let result = self
+            .step(
+                Step::PushManifest,
+                tag.to_string(),
+                |deadline, mut tr| async move {
+                    let r = async {
+                        put_created(
+                            c,
+                            &req,
+                            Reason::ManifestBlobUnknown,
+                            &digest,
+                            deadline,
+                            &mut tr,
+                        )
+                        .await
+                    }
+                    .await;
+                    (r, tr)
+                },
+            )
+            .await;
+        if result.is_ok() {
+            self.manifest_stored_at = Some(Instant::now());
+        }
+        result
     }
 }
 
 /// What to send for a blob: the config bytes, or a layer regenerated from its seed.
-fn blob_body(image: &Image, blob: &BlobRef) -> BodySource {
+pub(super) fn blob_body(image: &Image, blob: &BlobRef) -> BodySource {
     match blob.kind {
         super::image::BlobKind::Config => BodySource::Bytes(image.config.clone()),
         super::image::BlobKind::Layer(i) => {
@@ -285,7 +282,7 @@ async fn upload_chunks(
 
 /// The closing PUT of a blob or the manifest PUT: 201 Created, and the registry's
 /// Docker-Content-Digest (when sent) must name what we pushed.
-async fn put_created(
+pub(super) async fn put_created(
     client: &Client,
     req: &Request,
     not_found: Reason,

@@ -199,6 +199,7 @@ pub struct TargetStatus {
 pub struct RunView {
     /// Order of recording, across targets.
     pub seq: u64,
+    pub size_class: String,
     pub started_at_unix: f64,
     pub duration_seconds: f64,
     pub success: bool,
@@ -216,6 +217,7 @@ pub struct RunView {
 #[derive(Clone, Debug, Serialize)]
 pub struct FailureView {
     pub step: Step,
+    pub path: String,
     pub subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
@@ -226,6 +228,7 @@ pub struct FailureView {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepView {
     pub step: Step,
+    pub path: String,
     pub subject: String,
     pub success: bool,
     pub duration_seconds: f64,
@@ -248,6 +251,7 @@ impl RunView {
     fn from_report(seq: u64, report: &RunReport) -> RunView {
         RunView {
             seq,
+            size_class: report.size_class.clone(),
             started_at_unix: unix(report.started_at),
             duration_seconds: report.duration_seconds.as_secs_f64(),
             success: report.success,
@@ -256,6 +260,7 @@ impl RunView {
             manifest_digest: report.manifest_digest.clone(),
             first_failure: report.first_failure().map(|s| FailureView {
                 step: s.step,
+                path: s.path.clone(),
                 subject: s.subject.clone(),
                 reason: s.reason,
                 error_line: truncate(
@@ -273,6 +278,7 @@ impl StepView {
     fn from_report(step: &StepReport) -> StepView {
         StepView {
             step: step.step,
+            path: step.path.clone(),
             subject: step.subject.clone(),
             success: step.success,
             duration_seconds: step.duration_seconds.as_secs_f64(),
@@ -629,13 +635,15 @@ fn runs_table(h: &mut Html, runs: &[RunView], scale_runs: &[RunView]) {
         })
         .fold(0.0_f64, f64::max)
         .max(1e-3);
-    h.raw("<table class=\"runs\">\n<thead><tr><th>started (UTC)</th><th>result</th>");
+    h.raw("<table class=\"runs\">\n<thead><tr><th>started (UTC)</th><th>size</th><th>result</th>");
     h.raw(
         "<th class=\"num\">duration</th><th style=\"width:60%\">steps</th></tr></thead>\n<tbody>\n",
     );
     for run in runs {
         h.raw("<tr><td class=\"mono\">");
         h.text(utc(run.started_at_unix));
+        h.raw("</td><td>");
+        h.text(&run.size_class);
         h.raw("</td><td>");
         result_badge(h, run);
         h.raw("</td><td class=\"num\">");
@@ -644,7 +652,7 @@ fn runs_table(h: &mut Html, runs: &[RunView], scale_runs: &[RunView]) {
         step_bar(h, run, scale);
         h.raw("</td></tr>\n");
         if !run.success {
-            h.raw("<tr class=\"detail\"><td colspan=\"4\">");
+            h.raw("<tr class=\"detail\"><td colspan=\"5\">");
             failure_detail(h, run);
             h.raw("</td></tr>\n");
         }
@@ -673,6 +681,8 @@ fn step_bar(h: &mut Html, run: &RunView, scale: f64) {
         });
         h.raw("\"><title>");
         h.text(step.step);
+        h.raw(" via ");
+        h.text(&step.path);
         h.raw(" (");
         h.text(&step.subject);
         h.raw("): ");
@@ -693,7 +703,9 @@ fn failure_detail(h: &mut Html, run: &RunView) {
         h.text(f.reason.map(Reason::as_str).unwrap_or("failed"));
         h.raw("</span> at <code>");
         h.text(f.step);
-        h.raw("</code> (");
+        h.raw("</code> via ");
+        h.text(&f.path);
+        h.raw(" (");
         h.text(&f.subject);
         h.raw(")</p>\n<p class=\"err\"><code>");
         h.text(&f.error_line);

@@ -1,0 +1,271 @@
+//! Aged canaries: images the prober pushes once per period, keeps, and verifies every run
+//! through every path, so content of several ages is always being read back. A canary that
+//! vanished or changed is a loud failure (content loss) and is never silently re-pushed: it
+//! keeps failing until it ages out of the rotation.
+//!
+//! A canary's tag names its period and seed (`registry-prober-<instance>-canary-<period start
+//! unix>-<seed hex>`), and its content is a pure function of those and its layer sizes, so the
+//! prober knows what every canary must contain without storing anything: after a restart the
+//! tag list tells it which canaries exist.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::image::Image;
+use super::outcome::{CanarySummary, Failure, Reason, Step};
+use super::pull::blobs_of;
+use super::{unix_now, Run, TAG_PREFIX};
+use crate::config::Canaries;
+use crate::verify::Digest;
+
+/// The canaries a prober knows exist, by period start (unix seconds).
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    known: BTreeMap<u64, Canary>,
+}
+
+#[derive(Clone, Debug)]
+struct Canary {
+    tag: String,
+    period: u64,
+    seed: u64,
+    /// The manifest digest it must have (known once pushed or first verified).
+    manifest: Option<Digest>,
+    /// Its blobs, for deleting them when it expires.
+    blobs: Vec<Digest>,
+}
+
+pub fn canary_tag(instance: &str, period: u64, seed: u64) -> String {
+    format!("{TAG_PREFIX}{instance}-canary-{period}-{seed:016x}")
+}
+
+/// (period, seed) of a canary tag of `instance`.
+pub fn parse_canary_tag(instance: &str, tag: &str) -> Option<(u64, u64)> {
+    let rest = tag
+        .strip_prefix(TAG_PREFIX)?
+        .strip_prefix(instance)?
+        .strip_prefix("-canary-")?;
+    let (period, seed) = rest.split_once('-')?;
+    if seed.len() != 16 {
+        return None;
+    }
+    Some((period.parse().ok()?, u64::from_str_radix(seed, 16).ok()?))
+}
+
+fn period_time(period: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(period)
+}
+
+impl Run<'_> {
+    /// Finds the canaries (tag list), pushes this period's if it has none, verifies every
+    /// known canary through every path, and deletes the ones past the rotation.
+    pub(super) async fn check_canaries(&mut self, config: &Canaries) -> CanarySummary {
+        self.endpoint = 0;
+        let instance = self.target().instance.clone();
+        let listed = self.list_tags().await;
+        if let Ok(tags) = &listed {
+            let mut book = self.prober.canaries.lock().unwrap_or_else(|p| p.into_inner());
+            for tag in tags {
+                if let Some((period, seed)) = parse_canary_tag(&instance, tag) {
+                    book.known.entry(period).or_insert_with(|| Canary {
+                        tag: tag.clone(),
+                        period,
+                        seed,
+                        manifest: None,
+                        blobs: Vec::new(),
+                    });
+                }
+            }
+        }
+        let every = config.every.as_secs().max(1);
+        let current = unix_now() / every * every;
+        let have_current = self.book(|b| b.known.contains_key(&current));
+        if listed.is_ok() && !have_current && self.may_continue() {
+            let _ = self.push_canary(config, current).await;
+        }
+        for endpoint in 0..self.prober.endpoints.len() {
+            self.endpoint = endpoint;
+            for canary in self.book(|b| b.known.values().cloned().collect::<Vec<_>>()) {
+                if self.may_continue() {
+                    let _ = self.verify_canary(canary).await;
+                }
+            }
+        }
+        self.endpoint = 0;
+        if self.may_continue() {
+            self.rotate(config.keep as usize).await;
+        }
+        self.book(|b| CanarySummary {
+            count: b.known.len() as u32,
+            oldest_pushed_at: b.known.keys().next().map(|&p| period_time(p)),
+        })
+    }
+
+    fn book<T>(&self, f: impl FnOnce(&mut Book) -> T) -> T {
+        let mut book = self.prober.canaries.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut book)
+    }
+
+    async fn push_canary(&mut self, config: &Canaries, period: u64) -> Result<(), Failure> {
+        let seed: u64 = rand::random();
+        let tag = canary_tag(&self.target().instance, period, seed);
+        let sizes = config.layer_sizes.clone();
+        let manifest_type = self.target().manifest_type;
+        let image = tokio::task::spawn_blocking(move || {
+            Image::generate_at(seed, &sizes, manifest_type, period_time(period))
+        })
+        .await
+        .expect("image generation does not panic");
+        // A canary is kept: what it uploads is not the run's to clean up, once it is complete.
+        let (uploaded, manifest) = (self.uploaded.len(), self.manifest_pushed.take());
+        let result = self.push_image(&image, &tag).await;
+        if result.is_ok() {
+            self.uploaded.truncate(uploaded);
+            self.manifest_pushed = manifest;
+            self.book(|b| {
+                b.known.insert(
+                    period,
+                    Canary {
+                        tag,
+                        period,
+                        seed,
+                        manifest: Some(image.manifest_digest.clone()),
+                        blobs: image.blobs().into_iter().map(|b| b.digest).collect(),
+                    },
+                )
+            });
+        } else if self.manifest_pushed.is_none() {
+            self.manifest_pushed = manifest;
+        }
+        result
+    }
+
+    /// Pulls a canary's manifest by tag and checks it is the one pushed, then HEADs and GETs
+    /// every blob.
+    async fn verify_canary(&mut self, canary: Canary) -> Result<(), Failure> {
+        let repo = self.client().repository().to_string();
+        let pushed = humantime::format_rfc3339_seconds(period_time(canary.period));
+        let subject = format!("canary {} (pushed {pushed})", canary.tag);
+        let (body, _) = self
+            .pull_manifest(Step::PullCanaryManifest, subject.clone(), &repo, &canary.tag, None)
+            .await?;
+        let actual = Digest::of(&body);
+        let expected = match &canary.manifest {
+            Some(d) => d.clone(),
+            None => {
+                // First seen in the tag list: regenerate it from its seed and the layer sizes
+                // its manifest names, which gives the manifest it was pushed with.
+                let sizes = layer_sizes(&body).map_err(|f| self.note_failure(f))?;
+                let (seed, period, manifest_type) =
+                    (canary.seed, canary.period, self.target().manifest_type);
+                let image = tokio::task::spawn_blocking(move || {
+                    Image::generate_at(seed, &sizes, manifest_type, period_time(period))
+                })
+                .await
+                .expect("image generation does not panic");
+                image.manifest_digest
+            }
+        };
+        if actual != expected {
+            return Err(self.note_failure(Failure::new(
+                Reason::ContentChanged,
+                format!(
+                    "canary {} (pushed {pushed}) changed: its manifest is {actual}, it was pushed as {expected}",
+                    canary.tag
+                ),
+            )));
+        }
+        let blobs = blobs_of(&body, "").map_err(|f| self.note_failure(f))?;
+        let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        self.book(|b| {
+            if let Some(c) = b.known.get_mut(&canary.period) {
+                c.manifest = Some(expected.clone());
+                c.blobs = digests;
+            }
+        });
+        let blobs = blobs
+            .into_iter()
+            .map(|mut b| {
+                b.label = format!("canary {}: {}", canary.tag, b.label);
+                b
+            })
+            .collect();
+        self.pull_old_blobs(Step::PullCanaryBlob, &repo, blobs).await
+    }
+
+    /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs).
+    async fn rotate(&mut self, keep: usize) {
+        let expired: Vec<Canary> = self.book(|b| {
+            let n = b.known.len().saturating_sub(keep);
+            b.known.values().take(n).cloned().collect()
+        });
+        for canary in expired {
+            let subject = format!("expired canary {}", canary.tag);
+            let deleted = match &canary.manifest {
+                Some(digest) => self
+                    .delete_in(Step::DeleteManifest, &subject, None, &format!("manifests/{digest}"), true)
+                    .await
+                    .is_ok(),
+                // Never verified (it vanished, or every pull of it failed): nothing to delete
+                // by digest; it leaves the book, its failures already reported.
+                None => true,
+            };
+            if !deleted {
+                continue;
+            }
+            if self.target().cleanup.delete_blobs {
+                for blob in &canary.blobs {
+                    let _ = self
+                        .delete_in(Step::DeleteBlob, &subject, None, &format!("blobs/{blob}"), true)
+                        .await;
+                }
+            }
+            self.book(|b| b.known.remove(&canary.period));
+        }
+    }
+}
+
+/// The layer sizes an image manifest names.
+fn layer_sizes(body: &[u8]) -> Result<Vec<u64>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Layer {
+        size: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    let doc: Doc = serde_json::from_slice(body).map_err(|e| {
+        Failure::new(Reason::Protocol, format!("canary manifest: {e}"))
+    })?;
+    Ok(doc.layers.into_iter().map(|l| l.size).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_tags_round_trip_and_belong_to_one_instance() {
+        let tag = canary_tag("eu1", 1_700_006_400, 0x0123_4567_89ab_cdef);
+        assert_eq!(tag, "registry-prober-eu1-canary-1700006400-0123456789abcdef");
+        assert!(tag.len() <= 128);
+        assert_eq!(
+            parse_canary_tag("eu1", &tag),
+            Some((1_700_006_400, 0x0123_4567_89ab_cdef))
+        );
+        assert_eq!(parse_canary_tag("us1", &tag), None);
+        assert_eq!(parse_canary_tag("eu1", "registry-prober-eu1-1700000000-0a0b0c0d"), None);
+    }
+
+    #[test]
+    fn a_canary_regenerates_to_the_manifest_it_was_pushed_with() {
+        use crate::probe::image::ManifestType;
+        let pushed = Image::generate_at(42, &[4096, 100], ManifestType::Oci, period_time(86_400));
+        let sizes = layer_sizes(&pushed.manifest).expect("parses");
+        assert_eq!(sizes, vec![4096, 100]);
+        let again = Image::generate_at(42, &sizes, ManifestType::Oci, period_time(86_400));
+        assert_eq!(again.manifest_digest, pushed.manifest_digest);
+    }
+}

@@ -1,0 +1,165 @@
+//! Hygiene: the prober's own leftovers are swept at start and periodically. Only what this
+//! prober instance created is ever touched: run tags carrying its instance name and old enough
+//! that no run can still be using them, and upload sessions whose cancel failed earlier.
+
+use std::time::Duration;
+
+use http::header;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::outcome::{Failure, Reason, Step, SweepReport};
+use super::pull::blobs_of;
+use super::{parse_run_tag, unix_now, Prober, Run, Session};
+use crate::client::{Request, MAX_MANIFEST_BYTES};
+use crate::verify::Digest;
+
+/// Pages of the tag list read at most (a repository with more tags is not the prober's).
+const MAX_TAG_PAGES: usize = 20;
+const TAGS_PER_PAGE: usize = 1000;
+/// Leftover sessions remembered at most (the registry purges old ones itself).
+pub(super) const MAX_LEFTOVER_SESSIONS: usize = 1000;
+
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+impl Prober {
+    /// Deletes this instance's run tags older than any run can be (with their manifests and,
+    /// when cleanup deletes blobs, their blobs), and cancels remembered upload sessions.
+    pub async fn sweep(&self) -> SweepReport {
+        let class = &self.target.sizes[0];
+        let mut run = Run::new(self, class, Instant::now() + self.target.timeout);
+        let mut tags_deleted = 0;
+        let oldest_live = unix_now().saturating_sub(
+            (self.target.max_run_time() + Duration::from_secs(60)).as_secs(),
+        );
+        if let Ok(tags) = run.list_tags().await {
+            for tag in tags {
+                let ours = parse_run_tag(&tag)
+                    .is_some_and(|(inst, secs)| inst == self.target.instance && secs < oldest_live);
+                if ours && run.delete_leftover_tag(&tag).await.is_ok() {
+                    tags_deleted += 1;
+                }
+            }
+        }
+        let sessions: Vec<url::Url> = std::mem::take(
+            &mut *self.leftover_sessions.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        run.sessions = sessions
+            .into_iter()
+            .map(|url| Session { url, completed: false })
+            .collect();
+        run.cancel_open_sessions().await;
+        let sessions_cancelled = run.sessions.iter().filter(|s| s.completed).count() as u32;
+        run.remember_open_sessions();
+        let errors = run.steps.iter().filter_map(|s| s.error_line()).collect();
+        SweepReport {
+            target: self.target.name.clone(),
+            tags_deleted,
+            sessions_cancelled,
+            errors,
+            steps: run.steps,
+        }
+    }
+}
+
+impl Run<'_> {
+    /// GET the tag list of the endpoint's repository, following `Link` pages.
+    pub(super) async fn list_tags(&mut self) -> Result<Vec<String>, Failure> {
+        let c = self.client();
+        let mut url = c.url("tags/list")?;
+        url.query_pairs_mut().append_pair("n", &TAGS_PER_PAGE.to_string());
+        let subject = c.repository().to_string();
+        self.step(Step::ListTags, subject, |deadline, mut tr| async move {
+            let r = async {
+                let mut tags = Vec::new();
+                let mut next = Some(url);
+                for _ in 0..MAX_TAG_PAGES {
+                    let Some(url) = next.take() else { break };
+                    let resp = c.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
+                    // A repository nothing was pushed to yet has no tags: that is an empty list.
+                    if resp.status == StatusCode::NOT_FOUND {
+                        let f = c.expect(resp, &[StatusCode::OK], Reason::NameUnknown, deadline, &mut tr).await.err();
+                        match f {
+                            Some(f) if f.reason == Reason::NameUnknown => return Ok(tags),
+                            Some(f) => return Err(f),
+                            None => return Ok(tags),
+                        }
+                    }
+                    let resp = c.expect(resp, &[StatusCode::OK], Reason::NameUnknown, deadline, &mut tr).await?;
+                    next = next_page(&resp);
+                    let (method, shown) = (resp.method.clone(), resp.url.clone());
+                    let body = c.read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr).await?;
+                    let list: TagList = serde_json::from_slice(&body).map_err(|e| {
+                        Failure::new(Reason::Protocol, format!("{method} {shown}: tag list is not JSON: {e}"))
+                    })?;
+                    tags.extend(list.tags.unwrap_or_default());
+                }
+                Ok(tags)
+            }
+            .await;
+            (r, tr)
+        })
+        .await
+    }
+
+    /// A leftover run tag: GET its manifest (for the digest and blobs), DELETE the manifest by
+    /// digest, then its blobs.
+    async fn delete_leftover_tag(&mut self, tag: &str) -> Result<(), Failure> {
+        let repo = self.client().repository().to_string();
+        let (body, _) = self
+            .pull_manifest(Step::DeleteManifest, format!("leftover {tag}"), &repo, tag, None)
+            .await?;
+        let digest = Digest::of(&body);
+        self.delete_in(
+            Step::DeleteManifest,
+            &format!("leftover {tag}"),
+            None,
+            &format!("manifests/{digest}"),
+            true,
+        )
+        .await?;
+        if self.target().cleanup.delete_blobs {
+            for blob in blobs_of(&body, "").unwrap_or_default() {
+                let _ = self
+                    .delete_in(
+                        Step::DeleteBlob,
+                        &format!("leftover {tag}: {}", blob.label),
+                        None,
+                        &format!("blobs/{}", blob.digest),
+                        true,
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sessions still open after cleanup are remembered for the next sweep.
+    pub(super) fn remember_open_sessions(&self) {
+        let open = self.sessions.iter().filter(|s| !s.completed).map(|s| s.url.clone());
+        let mut left = self
+            .prober
+            .leftover_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        left.extend(open);
+        let excess = left.len().saturating_sub(MAX_LEFTOVER_SESSIONS);
+        left.drain(..excess);
+    }
+}
+
+/// The next page of a paginated list: `Link: </v2/...?n=..&last=..>; rel="next"`.
+fn next_page(resp: &crate::client::Response) -> Option<url::Url> {
+    let link = resp.headers.get(header::LINK)?.to_str().ok()?;
+    let (target, params) = link.split_once(';')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    resp.raw_url.join(target).ok()
+}
