@@ -1074,7 +1074,7 @@ mod tests {
         history.record(&run("eu", 1_700_000_000, false));
         let html = render_html(&history.snapshot());
         assert!(html.contains(
-            "<span class=\"fail\">manifest_invalid</span> at <code>push_manifest</code> (tag t1)"
+            "<span class=\"fail\">manifest_invalid</span> at <code>push_manifest</code> via origin (tag t1)"
         ));
         assert!(html
             .contains("<details><summary>HTTP transcript: 1 request in 1 failed step</summary>"));
@@ -1170,7 +1170,7 @@ mod tests {
         let bar = &html[html.find("<svg class=\"bar\"").expect("a bar")..];
         let bar = &bar[..bar.find("</svg>").expect("end of bar")];
         assert_eq!(bar.matches("<rect").count(), 3);
-        assert!(bar.contains(&format!("fill=\"{FAILED_COLOUR}\"><title>push_manifest (tag t1): 40.0 ms, failed: manifest_invalid</title>")), "{bar}");
+        assert!(bar.contains(&format!("fill=\"{FAILED_COLOUR}\"><title>push_manifest via origin (tag t1): 40.0 ms, failed: manifest_invalid</title>")), "{bar}");
     }
 
     #[test]
