@@ -367,7 +367,12 @@ pub struct Canaries {
 impl Target {
     /// The longest a run of any class may take, cleanup included.
     pub fn max_run_time(&self) -> Duration {
-        let timeout = self.sizes.iter().map(|c| c.timeout).max().unwrap_or(self.timeout);
+        let timeout = self
+            .sizes
+            .iter()
+            .map(|c| c.timeout)
+            .max()
+            .unwrap_or(self.timeout);
         timeout + self.cleanup_timeout
     }
 }
@@ -441,10 +446,15 @@ impl RawConfig {
         if self.targets.is_empty() {
             return Err(invalid("targets: at least one target is required"));
         }
-        let instance = self.instance.clone().unwrap_or_else(|| DEFAULT_INSTANCE.into());
+        let instance = self
+            .instance
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INSTANCE.into());
         if instance.is_empty()
             || instance.len() > 16
-            || !instance.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || !instance
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
             return Err(invalid(format!(
                 "instance: {instance:?} must be 1 to 16 lowercase letters or digits (it is part of every tag the prober pushes)"
@@ -458,10 +468,12 @@ impl RawConfig {
             } else {
                 format!("target {:?}", raw.name)
             };
-            let target = raw.validate(&self.defaults, &instance).map_err(|e| match e {
-                ConfigError::Invalid(msg) => invalid(format!("{label}: {msg}")),
-                other => other,
-            })?;
+            let target = raw
+                .validate(&self.defaults, &instance)
+                .map_err(|e| match e {
+                    ConfigError::Invalid(msg) => invalid(format!("{label}: {msg}")),
+                    other => other,
+                })?;
             if !names.insert(target.name.clone()) {
                 return Err(invalid(format!(
                     "{label}: name is used by another target too"
@@ -561,9 +573,7 @@ impl RawTarget {
                 timeout,
                 upload,
             }],
-            Some(_) if image_given => {
-                return Err(invalid("sizes: set sizes or image, not both"))
-            }
+            Some(_) if image_given => return Err(invalid("sizes: set sizes or image, not both")),
             Some(list) if list.is_empty() => {
                 return Err(invalid("sizes: at least one size class is required"))
             }
@@ -571,7 +581,7 @@ impl RawTarget {
                 let mut seen = HashSet::new();
                 let mut out = Vec::with_capacity(list.len());
                 for (i, raw) in list.into_iter().enumerate() {
-                    let class = raw.validate(i, interval, timeout, step_timeout, upload)?;
+                    let class = raw.validate(i, interval, timeout, upload)?;
                     if !seen.insert(class.name.clone()) {
                         return Err(invalid(format!(
                             "sizes[{i}].class: {:?} is used by another size class too",
@@ -603,7 +613,9 @@ impl RawTarget {
         let canaries = self.canaries.validate()?;
         let mount = match (self.mount.enabled, self.mount.repository) {
             (false, Some(_)) => {
-                return Err(invalid("mount.repository is set but mount.enabled is not true"))
+                return Err(invalid(
+                    "mount.repository is set but mount.enabled is not true",
+                ))
             }
             (false, None) => None,
             (true, Some(repo)) => {
@@ -695,9 +707,9 @@ impl RawSizeClass {
         i: usize,
         interval: Duration,
         timeout: Duration,
-        step_timeout: Duration,
         upload: UploadMode,
     ) -> Result<SizeClass, ConfigError> {
+        // A class timeout shorter than step_timeout is fine: a step never outlives its run.
         let at = |f: &str| format!("sizes[{i}].{f}");
         validate_label(&at("class"), &self.class)?;
         let layer_sizes = size_list(&at("layer_sizes"), &self.layer_sizes)?;
@@ -711,20 +723,15 @@ impl RawSizeClass {
                 humantime::format_duration(interval)
             )));
         }
-        if step_timeout > timeout {
-            return Err(invalid(format!(
-                "{}: timeout ({}) must not be shorter than step_timeout ({})",
-                at("timeout"),
-                humantime::format_duration(timeout),
-                humantime::format_duration(step_timeout)
-            )));
-        }
         let upload = match (upload, &self.chunk_size) {
             (_, None) => upload,
             (UploadMode::Chunked { .. }, Some(raw)) => {
                 let chunk_size = parse_size(&at("chunk_size"), raw)?;
                 if chunk_size == 0 {
-                    return Err(invalid(format!("{}: must be at least 1 byte", at("chunk_size"))));
+                    return Err(invalid(format!(
+                        "{}: must be at least 1 byte",
+                        at("chunk_size")
+                    )));
                 }
                 UploadMode::Chunked { chunk_size }
             }
@@ -775,8 +782,16 @@ impl RawPath {
             }
             (None, None) => None,
             (Some(_), _) => Some(Propagation {
-                timeout: duration("propagation_timeout", self.propagation_timeout.as_ref(), Duration::ZERO)?,
-                poll_interval: duration("poll_interval", self.poll_interval.as_ref(), DEFAULT_POLL_INTERVAL)?,
+                timeout: duration(
+                    "propagation_timeout",
+                    self.propagation_timeout.as_ref(),
+                    Duration::ZERO,
+                )?,
+                poll_interval: duration(
+                    "poll_interval",
+                    self.poll_interval.as_ref(),
+                    DEFAULT_POLL_INTERVAL,
+                )?,
             }),
         };
         let tls = match self.tls {

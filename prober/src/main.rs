@@ -206,7 +206,12 @@ fn once(args: OnceArgs) -> ExitCode {
         Some(name) => match prober.target().sizes.iter().position(|c| &c.name == name) {
             Some(i) => i,
             None => {
-                let names: Vec<&str> = prober.target().sizes.iter().map(|c| c.name.as_str()).collect();
+                let names: Vec<&str> = prober
+                    .target()
+                    .sizes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
                 return usage_error(&format!(
                     "--size-class: target {:?} has no size class {name:?} (it has: {})",
                     prober.target().name,

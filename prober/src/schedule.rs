@@ -100,7 +100,12 @@ impl Generation {
             ));
         }
         for prober in probers {
-            tasks.spawn(hygiene_loop(prober, sinks.clone(), limit.clone(), stop_rx.clone()));
+            tasks.spawn(hygiene_loop(
+                prober,
+                sinks.clone(),
+                limit.clone(),
+                stop_rx.clone(),
+            ));
         }
         Ok(Generation { stop, tasks })
     }
@@ -141,7 +146,9 @@ async fn class_loop(
             _ = stop.wait_for(|s| *s) => break,
         };
         if current.as_ref().is_some_and(|h| !h.is_finished()) {
-            sinks.metrics.run_skipped(&name, &class_name, SkipCause::Overrun);
+            sinks
+                .metrics
+                .run_skipped(&name, &class_name, SkipCause::Overrun);
             tracing::warn!(target_name = %name, size_class = %class_name, "Previous run still going, skipping this one");
             continue;
         }
@@ -151,7 +158,9 @@ async fn class_loop(
             }
         }
         if not_before.is_some_and(|t| Instant::now() < t) {
-            sinks.metrics.run_skipped(&name, &class_name, SkipCause::RateLimited);
+            sinks
+                .metrics
+                .run_skipped(&name, &class_name, SkipCause::RateLimited);
             tracing::warn!(target_name = %name, size_class = %class_name, "Rate limited by the registry, waiting before the next run");
             continue;
         }
@@ -193,12 +202,11 @@ async fn run_one(
     let hard_limit =
         target.sizes[class].timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
     let started_at = SystemTime::now();
-    let report = match tokio::time::timeout(hard_limit, prober.run_class(class, rand::random()))
-        .await
-    {
-        Ok(report) => report,
-        Err(_) => wedged_report(&prober, class, started_at, hard_limit),
-    };
+    let report =
+        match tokio::time::timeout(hard_limit, prober.run_class(class, rand::random())).await {
+            Ok(report) => report,
+            Err(_) => wedged_report(&prober, class, started_at, hard_limit),
+        };
     sinks.record(&report);
     sinks.metrics.run_finished(&target.name, class_name);
     sinks.health.progress();
@@ -247,7 +255,12 @@ fn log_sweep(sweep: &SweepReport) {
     }
 }
 
-fn wedged_report(prober: &Prober, class: usize, started_at: SystemTime, limit: Duration) -> RunReport {
+fn wedged_report(
+    prober: &Prober,
+    class: usize,
+    started_at: SystemTime,
+    limit: Duration,
+) -> RunReport {
     let t = prober.target();
     let f = Failure::new(
         Reason::Timeout,

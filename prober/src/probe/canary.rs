@@ -64,7 +64,11 @@ impl Run<'_> {
         let instance = self.target().instance.clone();
         let listed = self.list_tags().await;
         if let Ok(tags) = &listed {
-            let mut book = self.prober.canaries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut book = self
+                .prober
+                .canaries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for tag in tags {
                 if let Some((period, seed)) = parse_canary_tag(&instance, tag) {
                     book.known.entry(period).or_insert_with(|| Canary {
@@ -102,7 +106,11 @@ impl Run<'_> {
     }
 
     fn book<T>(&self, f: impl FnOnce(&mut Book) -> T) -> T {
-        let mut book = self.prober.canaries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut book = self
+            .prober
+            .canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(&mut book)
     }
 
@@ -147,7 +155,13 @@ impl Run<'_> {
         let pushed = humantime::format_rfc3339_seconds(period_time(canary.period));
         let subject = format!("canary {} (pushed {pushed})", canary.tag);
         let (body, _) = self
-            .pull_manifest(Step::PullCanaryManifest, subject.clone(), &repo, &canary.tag, None)
+            .pull_manifest(
+                Step::PullCanaryManifest,
+                subject.clone(),
+                &repo,
+                &canary.tag,
+                None,
+            )
             .await?;
         let actual = Digest::of(&body);
         let expected = match &canary.manifest {
@@ -190,7 +204,8 @@ impl Run<'_> {
                 b
             })
             .collect();
-        self.pull_old_blobs(Step::PullCanaryBlob, &repo, blobs).await
+        self.pull_old_blobs(Step::PullCanaryBlob, &repo, blobs)
+            .await
     }
 
     /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs).
@@ -203,7 +218,13 @@ impl Run<'_> {
             let subject = format!("expired canary {}", canary.tag);
             let deleted = match &canary.manifest {
                 Some(digest) => self
-                    .delete_in(Step::DeleteManifest, &subject, None, &format!("manifests/{digest}"), true)
+                    .delete_in(
+                        Step::DeleteManifest,
+                        &subject,
+                        None,
+                        &format!("manifests/{digest}"),
+                        true,
+                    )
                     .await
                     .is_ok(),
                 // Never verified (it vanished, or every pull of it failed): nothing to delete
@@ -216,7 +237,13 @@ impl Run<'_> {
             if self.target().cleanup.delete_blobs {
                 for blob in &canary.blobs {
                     let _ = self
-                        .delete_in(Step::DeleteBlob, &subject, None, &format!("blobs/{blob}"), true)
+                        .delete_in(
+                            Step::DeleteBlob,
+                            &subject,
+                            None,
+                            &format!("blobs/{blob}"),
+                            true,
+                        )
                         .await;
                 }
             }
@@ -236,9 +263,8 @@ fn layer_sizes(body: &[u8]) -> Result<Vec<u64>, Failure> {
         #[serde(default)]
         layers: Vec<Layer>,
     }
-    let doc: Doc = serde_json::from_slice(body).map_err(|e| {
-        Failure::new(Reason::Protocol, format!("canary manifest: {e}"))
-    })?;
+    let doc: Doc = serde_json::from_slice(body)
+        .map_err(|e| Failure::new(Reason::Protocol, format!("canary manifest: {e}")))?;
     Ok(doc.layers.into_iter().map(|l| l.size).collect())
 }
 
@@ -249,14 +275,20 @@ mod tests {
     #[test]
     fn canary_tags_round_trip_and_belong_to_one_instance() {
         let tag = canary_tag("eu1", 1_700_006_400, 0x0123_4567_89ab_cdef);
-        assert_eq!(tag, "registry-prober-eu1-canary-1700006400-0123456789abcdef");
+        assert_eq!(
+            tag,
+            "registry-prober-eu1-canary-1700006400-0123456789abcdef"
+        );
         assert!(tag.len() <= 128);
         assert_eq!(
             parse_canary_tag("eu1", &tag),
             Some((1_700_006_400, 0x0123_4567_89ab_cdef))
         );
         assert_eq!(parse_canary_tag("us1", &tag), None);
-        assert_eq!(parse_canary_tag("eu1", "registry-prober-eu1-1700000000-0a0b0c0d"), None);
+        assert_eq!(
+            parse_canary_tag("eu1", "registry-prober-eu1-1700000000-0a0b0c0d"),
+            None
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Run<'_> {
         for i in open {
             let url = self.sessions[i].url.clone();
             let p = self.prober;
-        let c = self.client();
+            let c = self.client();
             let deadline = cleanup_deadline(p.target.cleanup_timeout);
             let subject = crate::client::redact_url(&url);
             let result = self
@@ -78,7 +78,8 @@ impl Run<'_> {
                     deadline,
                     |deadline, mut tr| async move {
                         let r = async {
-                            let resp = c.send(
+                            let resp = c
+                                .send(
                                     &Request::new(Method::DELETE, url.clone()),
                                     deadline,
                                     &mut tr,
@@ -90,7 +91,8 @@ impl Run<'_> {
                             ) {
                                 return c.discard(resp, deadline, &mut tr).await;
                             }
-                            let failure = c.expect(
+                            let failure = c
+                                .expect(
                                     resp,
                                     &[StatusCode::NO_CONTENT],
                                     Reason::BlobUploadUnknown,
@@ -105,7 +107,8 @@ impl Run<'_> {
                             // Distribution answers a DELETE whose _state is stale (the upload broke
                             // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway.
                             // Ask the session itself: 404 means it is gone, which is all we want.
-                            let status = c.send(&Request::new(Method::GET, url), deadline, &mut tr)
+                            let status = c
+                                .send(&Request::new(Method::GET, url), deadline, &mut tr)
                                 .await?;
                             let gone = status.status == StatusCode::NOT_FOUND;
                             c.discard(status, deadline, &mut tr).await?;

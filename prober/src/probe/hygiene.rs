@@ -34,9 +34,8 @@ impl Prober {
         let class = &self.target.sizes[0];
         let mut run = Run::new(self, class, Instant::now() + self.target.timeout);
         let mut tags_deleted = 0;
-        let oldest_live = unix_now().saturating_sub(
-            (self.target.max_run_time() + Duration::from_secs(60)).as_secs(),
-        );
+        let oldest_live = unix_now()
+            .saturating_sub((self.target.max_run_time() + Duration::from_secs(60)).as_secs());
         if let Ok(tags) = run.list_tags().await {
             for tag in tags {
                 let ours = parse_run_tag(&tag)
@@ -47,11 +46,17 @@ impl Prober {
             }
         }
         let sessions: Vec<url::Url> = std::mem::take(
-            &mut *self.leftover_sessions.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .leftover_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         );
         run.sessions = sessions
             .into_iter()
-            .map(|url| Session { url, completed: false })
+            .map(|url| Session {
+                url,
+                completed: false,
+            })
             .collect();
         run.cancel_open_sessions().await;
         let sessions_cancelled = run.sessions.iter().filter(|s| s.completed).count() as u32;
@@ -72,7 +77,8 @@ impl Run<'_> {
     pub(super) async fn list_tags(&mut self) -> Result<Vec<String>, Failure> {
         let c = self.client();
         let mut url = c.url("tags/list")?;
-        url.query_pairs_mut().append_pair("n", &TAGS_PER_PAGE.to_string());
+        url.query_pairs_mut()
+            .append_pair("n", &TAGS_PER_PAGE.to_string());
         let subject = c.repository().to_string();
         self.step(Step::ListTags, subject, |deadline, mut tr| async move {
             let r = async {
@@ -80,22 +86,46 @@ impl Run<'_> {
                 let mut next = Some(url);
                 for _ in 0..MAX_TAG_PAGES {
                     let Some(url) = next.take() else { break };
-                    let resp = c.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
+                    let resp = c
+                        .send(&Request::new(Method::GET, url), deadline, &mut tr)
+                        .await?;
                     // A repository nothing was pushed to yet has no tags: that is an empty list.
                     if resp.status == StatusCode::NOT_FOUND {
-                        let f = c.expect(resp, &[StatusCode::OK], Reason::NameUnknown, deadline, &mut tr).await.err();
+                        let f = c
+                            .expect(
+                                resp,
+                                &[StatusCode::OK],
+                                Reason::NameUnknown,
+                                deadline,
+                                &mut tr,
+                            )
+                            .await
+                            .err();
                         match f {
                             Some(f) if f.reason == Reason::NameUnknown => return Ok(tags),
                             Some(f) => return Err(f),
                             None => return Ok(tags),
                         }
                     }
-                    let resp = c.expect(resp, &[StatusCode::OK], Reason::NameUnknown, deadline, &mut tr).await?;
+                    let resp = c
+                        .expect(
+                            resp,
+                            &[StatusCode::OK],
+                            Reason::NameUnknown,
+                            deadline,
+                            &mut tr,
+                        )
+                        .await?;
                     next = next_page(&resp);
                     let (method, shown) = (resp.method.clone(), resp.url.clone());
-                    let body = c.read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr).await?;
+                    let body = c
+                        .read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr)
+                        .await?;
                     let list: TagList = serde_json::from_slice(&body).map_err(|e| {
-                        Failure::new(Reason::Protocol, format!("{method} {shown}: tag list is not JSON: {e}"))
+                        Failure::new(
+                            Reason::Protocol,
+                            format!("{method} {shown}: tag list is not JSON: {e}"),
+                        )
                     })?;
                     tags.extend(list.tags.unwrap_or_default());
                 }
@@ -112,7 +142,13 @@ impl Run<'_> {
     async fn delete_leftover_tag(&mut self, tag: &str) -> Result<(), Failure> {
         let repo = self.client().repository().to_string();
         let (body, _) = self
-            .pull_manifest(Step::DeleteManifest, format!("leftover {tag}"), &repo, tag, None)
+            .pull_manifest(
+                Step::DeleteManifest,
+                format!("leftover {tag}"),
+                &repo,
+                tag,
+                None,
+            )
             .await?;
         let digest = Digest::of(&body);
         self.delete_in(
@@ -141,7 +177,11 @@ impl Run<'_> {
 
     /// Sessions still open after cleanup are remembered for the next sweep.
     pub(super) fn remember_open_sessions(&self) {
-        let open = self.sessions.iter().filter(|s| !s.completed).map(|s| s.url.clone());
+        let open = self
+            .sessions
+            .iter()
+            .filter(|s| !s.completed)
+            .map(|s| s.url.clone());
         let mut left = self
             .prober
             .leftover_sessions

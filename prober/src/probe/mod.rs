@@ -375,7 +375,10 @@ fn unix_now() -> u64 {
 /// When a step was rate limited (429 or TOOMANYREQUESTS), how long the registry asked us to
 /// wait: its Retry-After in seconds, or zero when it named none (the run then waits one
 /// interval).
-fn rate_limit_wait(requests: &[outcome::HttpRecord], failure: Option<&Failure>) -> Option<Duration> {
+fn rate_limit_wait(
+    requests: &[outcome::HttpRecord],
+    failure: Option<&Failure>,
+) -> Option<Duration> {
     let limited = failure.is_some_and(|f| f.reason == Reason::RateLimited)
         || requests.iter().any(|r| r.status == Some(429));
     if !limited {

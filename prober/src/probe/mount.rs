@@ -34,7 +34,9 @@ impl Run<'_> {
         let result = self
             .step(Step::MountBlob, subject, |deadline, mut tr| async move {
                 let r = async {
-                    let resp = c.send(&Request::new(Method::POST, url), deadline, &mut tr).await?;
+                    let resp = c
+                        .send(&Request::new(Method::POST, url), deadline, &mut tr)
+                        .await?;
                     match resp.status {
                         StatusCode::CREATED => {
                             check_digest_header(&resp, &digest)?;
@@ -52,15 +54,31 @@ impl Run<'_> {
                             let req = Request::new(Method::PUT, put)
                                 .header(header::CONTENT_TYPE, "application/octet-stream")
                                 .body(body);
-                            put_created(c, &req, Reason::BlobUploadUnknown, &digest, deadline, &mut tr).await?;
+                            put_created(
+                                c,
+                                &req,
+                                Reason::BlobUploadUnknown,
+                                &digest,
+                                deadline,
+                                &mut tr,
+                            )
+                            .await?;
                             Ok(MountOutcome::Fallback)
                         }
                         _ => {
                             let f = c
-                                .expect(resp, &[StatusCode::CREATED, StatusCode::ACCEPTED], Reason::BlobUnknown, deadline, &mut tr)
+                                .expect(
+                                    resp,
+                                    &[StatusCode::CREATED, StatusCode::ACCEPTED],
+                                    Reason::BlobUnknown,
+                                    deadline,
+                                    &mut tr,
+                                )
                                 .await
                                 .err()
-                                .unwrap_or_else(|| Failure::new(Reason::Protocol, "unexpected answer to a mount"));
+                                .unwrap_or_else(|| {
+                                    Failure::new(Reason::Protocol, "unexpected answer to a mount")
+                                });
                             Err(f)
                         }
                     }

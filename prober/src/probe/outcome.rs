@@ -400,7 +400,10 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     /// Set when the registry rate-limited the run: how long the schedule waits before the next
     /// run (the longest Retry-After, or one interval when the registry named none).
-    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_after: Option<Duration>,
     /// How each replicated pull path's propagation wait ended (paths with a
     /// propagation_timeout only).
@@ -448,7 +451,10 @@ pub struct CanarySummary {
     /// Canaries known to exist (pushed, or found in the tag list), vanished ones included.
     pub count: u32,
     /// Push time of the oldest one.
-    #[serde(serialize_with = "ser_opt_unix", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "ser_opt_unix",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub oldest_pushed_at: Option<SystemTime>,
 }
 

@@ -20,7 +20,11 @@ const MARGIN: std::time::Duration = std::time::Duration::from_millis(5);
 impl Run<'_> {
     /// On a path with a propagation timeout: poll `HEAD manifests/<tag>` until 200. Other paths
     /// serve the image at once and pass without a step.
-    pub(super) async fn wait_propagation(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
+    pub(super) async fn wait_propagation(
+        &mut self,
+        image: &Image,
+        tag: &str,
+    ) -> Result<(), Failure> {
         let Some(propagation) = self.endpoint().propagation else {
             return Ok(());
         };

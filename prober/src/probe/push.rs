@@ -39,9 +39,11 @@ impl Run<'_> {
             blob.kind.to_string(),
             |deadline, mut tr| async move {
                 let r = async {
-                    let resp = c.send(&Request::new(Method::HEAD, url), deadline, &mut tr)
+                    let resp = c
+                        .send(&Request::new(Method::HEAD, url), deadline, &mut tr)
                         .await?;
-                    let resp = c.expect(
+                    let resp = c
+                        .expect(
                             resp,
                             &[StatusCode::OK, StatusCode::NOT_FOUND],
                             Reason::BlobUnknown,
@@ -70,9 +72,11 @@ impl Run<'_> {
                 blob.kind.to_string(),
                 |deadline, mut tr| async move {
                     let r = async {
-                        let resp = c.send(&Request::new(Method::POST, url), deadline, &mut tr)
+                        let resp = c
+                            .send(&Request::new(Method::POST, url), deadline, &mut tr)
                             .await?;
-                        let resp = c.expect(
+                        let resp = c
+                            .expect(
                                 resp,
                                 &[StatusCode::ACCEPTED],
                                 Reason::NameUnknown,
@@ -122,10 +126,8 @@ impl Run<'_> {
                         UploadMode::Monolithic => location,
                         UploadMode::Chunked { chunk_size } => {
                             let chunk = chunk_size.max(min_chunk);
-                            upload_chunks(
-                                c, location, &body, chunk, latest_ref, deadline, &mut tr,
-                            )
-                            .await?
+                            upload_chunks(c, location, &body, chunk, latest_ref, deadline, &mut tr)
+                                .await?
                         }
                     };
                     let mut url = put_url;
