@@ -1,5 +1,5 @@
 //! Test harness for registry-prober's end-to-end tests: starts real servers (CNCF Distribution
-//! `docker-registry`, a test token server), makes test certificates and images, drives skopeo,
+//! `docker-registry`, a test token server, Prometheus), makes test certificates and images, drives skopeo,
 //! and inspects the registry's on-disk storage. No mocks of the registry.
 
 pub mod bins;
@@ -10,6 +10,7 @@ pub mod oci;
 pub mod ports;
 pub mod prober;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod service;
 pub mod skopeo;

@@ -1,0 +1,336 @@
+//! A real Prometheus (Debian `prometheus`, 2.42) on a free 127.0.0.1 port that scrapes given
+//! targets every second, its TSDB, config and log in a temp dir; queried through its HTTP API
+//! and stopped by PID (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use crate::http::HttpClient;
+use crate::ports::try_free_port;
+use crate::process::tail;
+
+/// Path of the Prometheus binary (Debian package `prometheus`).
+pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+/// Scrape (and rule evaluation) interval of the test Prometheus.
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long [`Prometheus::start`] waits for `/-/ready`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One scrape job: its name and the `host:port` it scrapes at `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ScrapeJob {
+    pub job: String,
+    pub address: String,
+}
+
+impl ScrapeJob {
+    pub fn new(job: &str, address: &str) -> ScrapeJob {
+        ScrapeJob {
+            job: job.into(),
+            address: address.into(),
+        }
+    }
+}
+
+/// What Prometheus answered to a query: its `data`, or its own error (a PromQL parse or
+/// execution error, with Prometheus's `errorType`).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Data(Value),
+    Error { kind: String, message: String },
+}
+
+/// A running Prometheus.
+pub struct Prometheus {
+    child: Option<Child>,
+    port: u16,
+    log_path: PathBuf,
+    config_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Writes a config scraping `jobs` every [`SCRAPE_INTERVAL`], starts Prometheus on a free
+    /// loopback port and waits until `/-/ready` answers 200. A start that lost its port to
+    /// another listener is retried on a fresh port.
+    pub fn start(jobs: &[ScrapeJob]) -> anyhow::Result<Prometheus> {
+        let dir = tempfile::Builder::new()
+            .prefix("prometheus-")
+            .tempdir()
+            .context("creating the Prometheus temp dir")?;
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, render_config(jobs))
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let mut prom = Prometheus {
+            child: None,
+            port: 0,
+            log_path: dir.path().join("prometheus.log"),
+            config_path,
+            dir,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            prom.port = try_free_port()?;
+            match prom.spawn_and_wait() {
+                Ok(()) => return Ok(prom),
+                Err(e) if attempt < 5 && prom.log().contains("address already in use") => {
+                    let _ = std::fs::remove_file(&prom.log_path);
+                    eprintln!("prometheus start: port taken by another listener, retrying ({e:#})");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(&self.log_path)
+            .with_context(|| format!("creating {}", self.log_path.display()))?;
+        let child = Command::new(PROMETHEUS_BIN)
+            .arg(format!("--config.file={}", self.config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {PROMETHEUS_BIN}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let client = HttpClient::new().with_timeout(Duration::from_millis(500));
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().context("polling prometheus")? {
+                    self.child = None;
+                    bail!(
+                        "prometheus exited during startup ({status}); log:\n{}",
+                        tail(&self.log(), 4000)
+                    );
+                }
+            }
+            if let Ok(r) = client.get(&format!("{}/-/ready", self.url())) {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                bail!(
+                    "prometheus on port {} was not ready within {START_TIMEOUT:?}; log:\n{}",
+                    self.port,
+                    tail(&self.log(), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// PID of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Evaluates `expr` as an instant query at the current time (`/api/v1/query`).
+    /// Err only when Prometheus could not be asked; a PromQL error is [`Answer::Error`].
+    pub fn query(&self, expr: &str) -> anyhow::Result<Answer> {
+        self.api(&format!("/api/v1/query?query={}", urlencode(expr)))
+    }
+
+    /// Values of `label` on the series that match `selector` (`/api/v1/label/NAME/values`),
+    /// which is what Grafana asks for `label_values(selector, label)`.
+    pub fn label_values(&self, label: &str, selector: Option<&str>) -> anyhow::Result<Answer> {
+        let mut path = format!("/api/v1/label/{}/values", urlencode(label));
+        if let Some(s) = selector {
+            path.push_str(&format!("?match[]={}", urlencode(s)));
+        }
+        self.api(&path)
+    }
+
+    fn api(&self, path_and_query: &str) -> anyhow::Result<Answer> {
+        let url = format!("{}{path_and_query}", self.url());
+        let r = HttpClient::new()
+            .with_timeout(Duration::from_secs(30))
+            .get(&url)
+            .with_context(|| format!("GET {url}"))?;
+        let body: Value = r
+            .json()
+            .with_context(|| format!("GET {url} answered {}", r.status))?;
+        match body["status"].as_str() {
+            Some("success") => Ok(Answer::Data(body["data"].clone())),
+            Some("error") => Ok(Answer::Error {
+                kind: body["errorType"].as_str().unwrap_or("").into(),
+                message: body["error"].as_str().unwrap_or("").into(),
+            }),
+            _ => bail!("GET {url} answered {} with {body}", r.status),
+        }
+    }
+
+    /// Waits until Prometheus holds at least `n` samples of `up{job="JOB"} == 1`, i.e. `n`
+    /// successful scrapes of the job.
+    pub fn wait_for_scrapes(&self, job: &str, n: u32, timeout: Duration) -> anyhow::Result<()> {
+        // up is 1 per successful scrape, 0 per failed one.
+        let count = format!("sum(sum_over_time(up{{job=\"{job}\"}}[10m]))");
+        let start = Instant::now();
+        loop {
+            let got = match self.query(&count) {
+                Ok(Answer::Data(data)) => samples(&data).first().map_or(0.0, |(_, v)| *v),
+                _ => 0.0,
+            };
+            if got >= f64::from(n) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "prometheus has {got} successful scrapes of job {job}, not {n}, after \
+                     {timeout:?} ({count}); log:\n{}",
+                    tail(&self.log(), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Everything Prometheus logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops the process: SIGTERM by PID, up to 10 s to shut down, then SIGKILL. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The samples of a query's `data`: one (labels, value) per series of a vector, the last
+/// point of each series of a matrix, or the scalar. Values that are not numbers ("NaN" parses
+/// to NaN) are kept, so callers can tell "no series" from "series without a finite value".
+pub fn samples(data: &Value) -> Vec<(serde_json::Map<String, Value>, f64)> {
+    let value = |pair: &Value| -> f64 {
+        pair.get(1)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        (
+                            r["metric"].as_object().cloned().unwrap_or_default(),
+                            value(&r["value"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Some("matrix") => data["result"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| {
+                        let last = r["values"].as_array()?.last()?;
+                        Some((
+                            r["metric"].as_object().cloned().unwrap_or_default(),
+                            value(last),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Some("scalar") => vec![(serde_json::Map::new(), value(&data["result"]))],
+        _ => Vec::new(),
+    }
+}
+
+fn render_config(jobs: &[ScrapeJob]) -> String {
+    let secs = SCRAPE_INTERVAL.as_secs();
+    let mut y = format!(
+        "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n  evaluation_interval: {secs}s\nscrape_configs:\n"
+    );
+    for j in jobs {
+        y.push_str(&format!(
+            "  - job_name: {}\n    static_configs:\n      - targets: [{}]\n",
+            serde_json::Value::String(j.job.clone()),
+            serde_json::Value::String(j.address.clone())
+        ));
+    }
+    y
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for query parameters).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urlencode_keeps_unreserved_characters_only() {
+        assert_eq!(
+            urlencode(r#"sum by (le) (x{a=~"b|c"}[1m])"#),
+            "sum%20by%20%28le%29%20%28x%7Ba%3D~%22b%7Cc%22%7D%5B1m%5D%29"
+        );
+    }
+
+    #[test]
+    fn samples_read_vectors_matrices_scalars_and_nan() {
+        let v: Value = serde_json::json!({"resultType": "vector", "result": [
+            {"metric": {"a": "1"}, "value": [1.0, "2.5"]},
+            {"metric": {}, "value": [1.0, "NaN"]}]});
+        let s = samples(&v);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].1, 2.5);
+        assert!(s[1].1.is_nan());
+        let m: Value = serde_json::json!({"resultType": "matrix", "result": [
+            {"metric": {}, "values": [[1.0, "1"], [2.0, "3"]]}]});
+        assert_eq!(samples(&m)[0].1, 3.0);
+        let sc: Value = serde_json::json!({"resultType": "scalar", "result": [1.0, "7"]});
+        assert_eq!(samples(&sc)[0].1, 7.0);
+        let empty: Value = serde_json::json!({"resultType": "vector", "result": []});
+        assert!(samples(&empty).is_empty());
+    }
+}
