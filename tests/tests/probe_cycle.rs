@@ -492,7 +492,7 @@ fn the_prober_verifies_an_image_that_skopeo_pushed() {
         .expect("steps")
         .iter()
         .filter(|s| {
-            s["step"] == "pull_blob"
+            s["step"] == "pull_golden_blob"
                 && s["subject"]
                     .as_str()
                     .is_some_and(|x| x.starts_with("golden/skopeo"))
@@ -503,6 +503,14 @@ fn the_prober_verifies_an_image_that_skopeo_pushed() {
         2 * 3,
         "config + 2 layers, by tag and by digest"
     );
+    // Old content: every blob is also HEADed, and HEAD agrees with GET.
+    let heads = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["step"] == "head_blob")
+        .count();
+    assert_eq!(heads, 2 * 3);
     // Golden images are read-only: still there after the run.
     assert_eq!(
         reg.storage().tags("golden/skopeo").expect("tags"),
