@@ -11,6 +11,7 @@ use crate::token_server::{TokenServer, ISSUER, SERVICE};
 use anyhow::{bail, Context as _};
 use std::fmt::Write as _;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,6 +83,12 @@ pub struct RegistryOptions {
     pub debug_metrics: bool,
     /// Extra environment variables for the registry process (e.g. `REGISTRY_*` overrides).
     pub env: Vec<(String, String)>,
+    /// Run the registry as this (uid, gid), e.g. `(65534, 65534)` (nobody/nogroup), instead of
+    /// as the test's user, so file permissions bite (root ignores them): a test can then make
+    /// `_uploads` unwritable while reads still work. Needs the tests to run as root (setuid).
+    /// The temp dir (config) and the storage root are chowned to the user on start; files
+    /// given by path (TLS, CA bundles) must be readable by that user.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Default for RegistryOptions {
@@ -98,6 +105,7 @@ impl Default for RegistryOptions {
             storage: None,
             debug_metrics: false,
             env: Vec::new(),
+            run_as: None,
         }
     }
 }
@@ -132,6 +140,11 @@ impl Registry {
         };
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating storage root {}", root.display()))?;
+        if let Some((uid, gid)) = opts.run_as {
+            // The config (and htpasswd) live in the temp dir, which tempfile makes 0700.
+            chown(dir.path(), uid, gid)?;
+            chown_tree(&root, uid, gid)?;
+        }
         let config_path = dir.path().join("config.yml");
         let log_path = dir.path().join("registry.log");
         let mut reg = Registry {
@@ -204,6 +217,11 @@ impl Registry {
         }
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
+        }
+        if let Some((uid, gid)) = self.opts.run_as {
+            // std clears the supplementary groups (setgroups(0)) before setuid when running as
+            // root, so the registry keeps none of root's groups.
+            cmd.uid(uid).gid(gid);
         }
         let child = cmd.spawn().with_context(|| {
             format!(
@@ -360,6 +378,25 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {uid}:{gid} {}", path.display()))
+}
+
+/// Chowns `root` and everything under it (symlinks themselves, not their targets).
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid))
+        .with_context(|| format!("chown {uid}:{gid} {}", root.display()))?;
+    if root.is_symlink() || !root.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
+        chown_tree(&entry.path(), uid, gid)?;
+    }
+    Ok(())
 }
 
 /// A YAML/JSON double-quoted scalar.
