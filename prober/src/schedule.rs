@@ -13,22 +13,28 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::config::{Config, ConfigError};
 use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport};
 use crate::probe::Prober;
+use crate::report::export::TraceExporter;
 use crate::report::health::Health;
 use crate::report::metrics::Metrics;
 use crate::report::status::History;
 
-/// Where finished runs go: metrics, the status page's history, the health watchdog, logs.
+/// Where finished runs go: metrics, the status page's history, the health watchdog, logs,
+/// and traces when an OTLP endpoint is configured.
 #[derive(Clone)]
 pub struct Sinks {
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
     pub health: Arc<Health>,
+    pub traces: Option<TraceExporter>,
 }
 
 impl Sinks {
     fn record(&self, report: &RunReport) {
         self.metrics.observe_run(report);
         self.history.record(report);
+        if let Some(traces) = &self.traces {
+            traces.record(report);
+        }
         log_run(report);
     }
 }
@@ -177,6 +183,7 @@ fn wedged_report(prober: &Prober, started_at: SystemTime, limit: Duration) -> Ru
         ),
     );
     RunReport {
+        trace_id: RunReport::new_trace_id(),
         target: t.name.clone(),
         registry: t.registry.to_string(),
         repository: t.repository.clone(),
@@ -291,12 +298,14 @@ fn log_run(report: &RunReport) {
     match report.first_failure() {
         None => tracing::info!(
             target_name = %report.target,
+            trace_id = %report.trace_id,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             steps = report.steps.len(),
             "Run succeeded"
         ),
         Some(step) => tracing::warn!(
             target_name = %report.target,
+            trace_id = %report.trace_id,
             step = step.step.as_str(),
             reason = step.reason.map(|r| r.as_str()),
             status = step.status,

@@ -39,6 +39,8 @@ struct Session {
 /// The state of one run: the step reports so far and what cleanup must undo.
 struct Run<'a> {
     prober: &'a Prober,
+    /// Logged with every failed step, so a log line leads to the run's trace.
+    trace_id: String,
     deadline: Instant,
     steps: Vec<StepReport>,
     sessions: Vec<Session>,
@@ -84,6 +86,7 @@ impl Prober {
         let started = Instant::now();
         let mut run = Run {
             prober: self,
+            trace_id: RunReport::new_trace_id(),
             deadline: started + self.target.timeout,
             steps: Vec::new(),
             sessions: Vec::new(),
@@ -115,6 +118,7 @@ impl Prober {
         let cleanup_failed = run.steps.iter().any(|s| s.step.is_cleanup() && !s.success);
         let success = run.steps.iter().all(|s| s.success);
         RunReport {
+            trace_id: run.trace_id,
             target: self.target.name.clone(),
             registry: self.target.registry.to_string(),
             repository: self.target.repository.clone(),
@@ -193,6 +197,7 @@ impl Run<'_> {
         if let Some(f) = failure {
             tracing::warn!(
                 target_name = %self.target().name,
+                trace_id = %self.trace_id,
                 step = step.as_str(),
                 subject = %subject,
                 reason = f.reason.as_str(),

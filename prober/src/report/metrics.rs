@@ -91,6 +91,7 @@ pub struct Metrics {
     config_last_reload_success: FloatGauge,
     config_last_reload_successful: Gauge,
     targets: Gauge,
+    trace_exports: Family<ExportLabels, Counter>,
 }
 
 impl Metrics {
@@ -119,6 +120,7 @@ impl Metrics {
             config_last_reload_success: FloatGauge::default(),
             config_last_reload_successful: Gauge::default(),
             targets: Gauge::default(),
+            trace_exports: Family::default(),
         };
         let m = metrics.clone();
         let r = registry.sub_registry_with_prefix(PREFIX);
@@ -227,6 +229,11 @@ impl Metrics {
             m.config_last_reload_successful,
         );
         r.register("targets", "Configured probe targets", m.targets);
+        r.register(
+            "trace_exports",
+            "Run traces by export result: sent to the OTLP endpoint, failed to send, or dropped because the export queue was full",
+            m.trace_exports,
+        );
 
         metrics
             .build_info
@@ -238,6 +245,11 @@ impl Metrics {
             let _ = metrics
                 .config_reloads
                 .get_or_create(&ReloadLabels { result });
+        }
+        for result in ExportResult::ALL {
+            let _ = metrics
+                .trace_exports
+                .get_or_create(&ExportLabels { result });
         }
         // The prober does not start with an invalid configuration (it exits 64), so the
         // registration, which follows the initial load, counts as a successful load.
@@ -499,6 +511,13 @@ impl Metrics {
         }
     }
 
+    /// `runs` run traces ended with `result` (an export carries the traces of several runs).
+    pub fn trace_exports(&self, result: ExportResult, runs: u64) {
+        self.trace_exports
+            .get_or_create(&ExportLabels { result })
+            .inc_by(runs);
+    }
+
     /// The number of configured targets.
     pub fn set_targets(&self, n: usize) {
         self.targets.set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -611,6 +630,15 @@ label_values! {
     }
 }
 
+label_values! {
+    /// `result` of exporting a run's trace.
+    ExportResult {
+        Success => "success",
+        Failure => "failure",
+        Dropped => "dropped",
+    }
+}
+
 impl RunResult {
     fn from_success(success: bool) -> RunResult {
         if success {
@@ -709,6 +737,11 @@ struct ReloadLabels {
     result: RunResult,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExportLabels {
+    result: ExportResult,
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
@@ -773,6 +806,7 @@ mod tests {
 
     fn run(success: bool, started_unix: u64, steps: Vec<StepReport>) -> RunReport {
         RunReport {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
             target: TARGET.to_string(),
             registry: "https://registry.example".to_string(),
             repository: "probe/prober".to_string(),
@@ -856,6 +890,8 @@ mod tests {
         metrics.run_skipped(TARGET);
         metrics.config_reload(false);
         metrics.set_targets(3);
+        metrics.trace_exports(ExportResult::Success, 3);
+        metrics.trace_exports(ExportResult::Dropped, 1);
         encode(&registry)
     }
 
@@ -969,7 +1005,7 @@ mod tests {
     }
 
     #[test]
-    fn tracks_runs_in_flight_skipped_runs_reloads_and_targets() {
+    fn tracks_runs_in_flight_skipped_runs_reloads_targets_and_trace_exports() {
         let text = observed();
         assert_lines(
             &text,
@@ -980,6 +1016,9 @@ mod tests {
                 r#"registry_prober_config_reloads_total{result="failure"} 1"#,
                 "registry_prober_config_last_reload_successful 0",
                 "registry_prober_targets 3",
+                r#"registry_prober_trace_exports_total{result="success"} 3"#,
+                r#"registry_prober_trace_exports_total{result="failure"} 0"#,
+                r#"registry_prober_trace_exports_total{result="dropped"} 1"#,
                 &format!(
                     r#"registry_prober_build_info{{version="{}"}} 1"#,
                     env!("CARGO_PKG_VERSION")
@@ -1044,7 +1083,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# HELP "))
             .collect();
-        assert_eq!(helps.len(), 21);
+        assert_eq!(helps.len(), 22);
         for help in helps {
             let (name, help) = help.split_once(' ').expect("HELP name text");
             let help = help.trim_end_matches('.');
@@ -1061,7 +1100,8 @@ mod tests {
             .chain(Phase::ALL.map(Phase::as_str))
             .chain(Connection::ALL.map(Connection::as_str))
             .chain(Direction::ALL.map(Direction::as_str))
-            .chain(SessionOutcome::ALL.map(SessionOutcome::as_str));
+            .chain(SessionOutcome::ALL.map(SessionOutcome::as_str))
+            .chain(ExportResult::ALL.map(ExportResult::as_str));
         for value in values {
             assert!(
                 docs.contains(&format!("`{value}`")),
