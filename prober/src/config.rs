@@ -635,11 +635,7 @@ impl RawOtlp {
             Some(path) => read_headers_file(path)?,
             None => OtlpHeaders::default(),
         };
-        let timeout = duration(
-            "otlp.timeout",
-            self.timeout.as_ref(),
-            DEFAULT_OTLP_TIMEOUT,
-        )?;
+        let timeout = duration("otlp.timeout", self.timeout.as_ref(), DEFAULT_OTLP_TIMEOUT)?;
         Ok(OtlpConfig {
             traces_url,
             headers,
@@ -656,7 +652,8 @@ impl OtlpConfig {
     /// "http/protobuf"). None without an endpoint, or when OTEL_SDK_DISABLED=true or
     /// OTEL_TRACES_EXPORTER=none. `var` looks a variable up (`std::env::var` outside tests).
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        let disabled = var("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
         if disabled {
             return Ok(None);
@@ -797,7 +794,9 @@ pub fn parse_key_values(list: &str) -> Result<Vec<(String, String)>, String> {
             continue;
         }
         let bad = |why: &str| format!("entry {} {why}", i + 1);
-        let (key, value) = entry.split_once('=').ok_or_else(|| bad("is not key=value"))?;
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("is not key=value"))?;
         let key = key.trim();
         if key.is_empty() {
             return Err(bad("has an empty key"));
@@ -1228,9 +1227,8 @@ mod tests {
 
     #[test]
     fn the_otlp_section_rejects_ambiguous_or_unusable_endpoints() {
-        let err = |section: &str| {
-            load_str(&format!("{MINIMAL}otlp: {section}\n")).expect_err("invalid")
-        };
+        let err =
+            |section: &str| load_str(&format!("{MINIMAL}otlp: {section}\n")).expect_err("invalid");
         assert_eq!(
             err("{endpoint: \"http://a:4318\", traces_endpoint: \"http://a:4318/v1/traces\"}"),
             "otlp: set endpoint or traces_endpoint, not both"
@@ -1250,8 +1248,11 @@ mod tests {
     fn otlp_headers_come_from_a_file_and_never_show_their_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("headers");
-        std::fs::write(&path, "# the vendor's key\nx-api-key: s3cret-value\n\nX-Tenant : blue\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "# the vendor's key\nx-api-key: s3cret-value\n\nX-Tenant : blue\n",
+        )
+        .expect("write");
         let c = load_str(&format!(
             "{MINIMAL}otlp: {{endpoint: \"http://a:4318\", headers_file: {}}}\n",
             path.display()
@@ -1263,7 +1264,10 @@ mod tests {
         assert_eq!(headers.0[0].1, "s3cret-value");
         assert_eq!(headers.0[1].0, "x-tenant");
         let shown = format!("{headers:?}");
-        assert!(!shown.contains("s3cret") && shown.contains("x-api-key"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("x-api-key"),
+            "{shown}"
+        );
 
         std::fs::write(&path, "x-api-key s3cret-value\n").expect("write");
         let e = load_str(&format!(
@@ -1286,7 +1290,10 @@ mod tests {
         assert_eq!(OtlpConfig::from_env(env(&[])).expect("valid"), None);
         let otlp = OtlpConfig::from_env(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b%3Dc, x-tenant=blue"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=a%20b%3Dc, x-tenant=blue",
+            ),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ]))
@@ -1300,7 +1307,10 @@ mod tests {
         // The signal-specific variables win, and the endpoint is used as is.
         let otlp = OtlpConfig::from_env(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/in"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:9999/in",
+            ),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
         ]))
@@ -1336,7 +1346,10 @@ mod tests {
             err(&[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]),
             "OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a positive number of milliseconds"
         );
-        let e = err(&[endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=ok,s3cret")]);
+        let e = err(&[
+            endpoint,
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=ok,s3cret"),
+        ]);
         assert_eq!(e, "OTEL_EXPORTER_OTLP_HEADERS: entry 2 is not key=value");
         assert_eq!(
             err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]),

@@ -380,8 +380,10 @@ async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyho
                 timeout_seconds = otlp.timeout.as_secs_f64(),
                 "Exporting a trace of every run over OTLP/HTTP"
             );
-            let exporter = TraceExporter::start(otlp, resource(), metrics.clone())
-                .map_err(|e| anyhow::anyhow!("otlp: {}", registry_prober::client::error_chain(&e)))?;
+            let exporter =
+                TraceExporter::start(otlp, resource(), metrics.clone()).map_err(|e| {
+                    anyhow::anyhow!("otlp: {}", registry_prober::client::error_chain(&e))
+                })?;
             Some(exporter)
         }
         None => None,

@@ -28,11 +28,8 @@ const MAX_BATCH_RUNS: usize = 64;
 const MAX_DETAIL_CHARS: usize = 200;
 
 enum Msg {
-    Run {
-        target: String,
-        trace_id: String,
-        spans: Vec<proto::Span>,
-    },
+    /// The spans of one run.
+    Run(Vec<proto::Span>),
     /// Answered once everything queued before it has been exported (or has failed).
     Flush(oneshot::Sender<()>),
 }
@@ -67,12 +64,7 @@ impl TraceExporter {
 
     /// Queues the trace of a finished run; drops and counts it when the queue is full.
     pub fn record(&self, report: &RunReport) {
-        let msg = Msg::Run {
-            target: report.target.clone(),
-            trace_id: report.trace_id.clone(),
-            spans: trace::spans(report),
-        };
-        if self.queue.try_send(msg).is_err() {
+        if self.queue.try_send(Msg::Run(trace::spans(report))).is_err() {
             self.metrics.trace_exports(ExportResult::Dropped, 1);
             tracing::warn!(
                 target_name = %report.target,
@@ -130,11 +122,7 @@ impl ExportTask {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Run {
-                        target,
-                        trace_id,
-                        spans,
-                    } => batch.push((target, trace_id, spans)),
+                    Msg::Run(spans) => batch.push(spans),
                     Msg::Flush(done) => {
                         flush = Some(done);
                         break;
@@ -153,12 +141,9 @@ impl ExportTask {
         }
     }
 
-    async fn export(&self, batch: Vec<(String, String, Vec<proto::Span>)>) {
+    async fn export(&self, batch: Vec<Vec<proto::Span>>) {
         let runs = batch.len() as u64;
-        let first_trace_id = batch[0].1.clone();
-        let targets: Vec<String> = batch.iter().map(|(t, _, _)| t.clone()).collect();
-        let spans: Vec<proto::Span> = batch.into_iter().flat_map(|(_, _, s)| s).collect();
-        let body = trace::encode(&self.resource, spans);
+        let body = trace::encode(&self.resource, batch.into_iter().flatten().collect());
         match self.send(body).await {
             Ok(()) => {
                 self.metrics.trace_exports(ExportResult::Success, runs);
@@ -169,8 +154,6 @@ impl ExportTask {
                 tracing::warn!(
                     url = %self.url,
                     runs,
-                    targets = %targets.join(","),
-                    trace_id = %first_trace_id,
                     error = %error_chain(&e),
                     "Trace export failed"
                 );
@@ -182,7 +165,10 @@ impl ExportTask {
         let deadline = Instant::now() + self.config.timeout;
         let mut req = Request::post(self.config.traces_url.as_str())
             .header(header::CONTENT_TYPE, "application/x-protobuf")
-            .header(header::USER_AGENT, concat!("registry-prober/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("registry-prober/", env!("CARGO_PKG_VERSION")),
+            )
             .body(
                 Full::new(Bytes::from(body))
                     .map_err(|never| match never {})

@@ -228,7 +228,9 @@ pub fn spans(report: &RunReport) -> Vec<Span> {
         start_time_unix_nano: run_start,
         end_time_unix_nano: run_end,
         attributes: root_attrs,
-        status: Some(status(report.first_failure().and_then(StepReport::error_line))),
+        status: Some(status(
+            report.first_failure().and_then(StepReport::error_line),
+        )),
     });
 
     for step in &report.steps {
@@ -249,7 +251,11 @@ pub fn spans(report: &RunReport) -> Vec<Span> {
             status: Some(status(step.error.clone())),
         });
         for record in &step.requests {
-            let req_start = record.started_at.map(nanos).unwrap_or(start).clamp(start, end);
+            let req_start = record
+                .started_at
+                .map(nanos)
+                .unwrap_or(start)
+                .clamp(start, end);
             let req_end = req_start
                 .saturating_add(duration_nanos(http_duration(record)))
                 .min(end);
@@ -326,7 +332,10 @@ fn http_attributes(record: &HttpRecord) -> Vec<KeyValue> {
         string("http.request.method", &record.method),
         // Redacted by the client before it was recorded: no query-string credentials.
         string("url.full", &record.url),
-        boolean("registry_prober.reused_connection", record.reused_connection),
+        boolean(
+            "registry_prober.reused_connection",
+            record.reused_connection,
+        ),
         int("registry_prober.bytes_sent", record.bytes_sent),
         int("registry_prober.bytes_received", record.bytes_received),
     ];
@@ -342,7 +351,10 @@ fn http_attributes(record: &HttpRecord) -> Vec<KeyValue> {
         ("registry_prober.dns_seconds", record.dns_seconds),
         ("registry_prober.connect_seconds", record.connect_seconds),
         ("registry_prober.tls_seconds", record.tls_seconds),
-        ("registry_prober.first_byte_seconds", record.first_byte_seconds),
+        (
+            "registry_prober.first_byte_seconds",
+            record.first_byte_seconds,
+        ),
         ("registry_prober.transfer_seconds", record.transfer_seconds),
     ];
     for (key, seconds) in phases {
@@ -427,7 +439,10 @@ fn boolean(key: &str, value: bool) -> KeyValue {
 }
 
 fn int(key: &str, value: u64) -> KeyValue {
-    kv(key, Value::IntValue(i64::try_from(value).unwrap_or(i64::MAX)))
+    kv(
+        key,
+        Value::IntValue(i64::try_from(value).unwrap_or(i64::MAX)),
+    )
 }
 
 fn double(key: &str, value: f64) -> KeyValue {
@@ -565,7 +580,10 @@ mod tests {
                 parent.name
             );
         }
-        assert_eq!(by_id[spans[5].parent_span_id.as_slice()].name, "upload_blob");
+        assert_eq!(
+            by_id[spans[5].parent_span_id.as_slice()].name,
+            "upload_blob"
+        );
         // 8 ms of phases inside a 5 ms step: cut at the step's end.
         assert_eq!(
             spans[5].end_time_unix_nano - spans[5].start_time_unix_nano,
@@ -639,8 +657,7 @@ mod tests {
         let resource = Resource::from_env(|_| None);
         let spans = spans(&report());
         let bytes = encode(&resource, spans.clone());
-        let decoded =
-            proto::ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
+        let decoded = proto::ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
         let rs = &decoded.resource_spans[0];
         assert_eq!(rs.scope_spans[0].spans, spans);
         let attrs = &rs.resource.as_ref().expect("resource").attributes;
