@@ -673,14 +673,11 @@ impl OtlpConfig {
                 )));
             }
         }
-        let traces_url = match (
-            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty()),
-            var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
-        ) {
-            (Some(full), _) => otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", full.trim(), false)?,
-            (None, Some(base)) => otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", base.trim(), true)?,
-            (None, None) => return Ok(None),
+        let Some((key, endpoint)) = either("ENDPOINT") else {
+            return Ok(None);
         };
+        // The signal-specific endpoint is the full URL; the general one a base.
+        let traces_url = otlp_url(&key, endpoint.trim(), !key.contains("_TRACES_"))?;
         let headers = match either("HEADERS") {
             Some((key, list)) => {
                 let pairs = parse_key_values(&list).map_err(|e| invalid(format!("{key}: {e}")))?;
