@@ -7,20 +7,24 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use registry_prober::config::{
-    Config, ConfigError, RawAuth, RawCleanup, RawDefaults, RawImage, RawSize, RawTarget, RawTls,
-    RawUpload,
+    Config, ConfigError, OtlpConfig, RawAuth, RawCleanup, RawDefaults, RawImage, RawSize,
+    RawTarget, RawTls, RawUpload,
 };
 use registry_prober::probe::outcome::RunReport;
 use registry_prober::probe::Prober;
 use registry_prober::report;
+use registry_prober::report::export::TraceExporter;
 use registry_prober::report::health::Health;
 use registry_prober::report::metrics::Metrics;
 use registry_prober::report::status::History;
+use registry_prober::report::trace::Resource;
 use registry_prober::schedule::{self, Sinks};
 use registry_prober::server::{self, AppState};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
+/// How long traces still queued at exit may take to go out.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -188,7 +192,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn once(args: OnceArgs) -> ExitCode {
-    let target = match once_target(&args) {
+    let (target, otlp) = match once_target(&args).and_then(|(target, file)| {
+        let otlp = otlp_settings(file)?;
+        Ok((target, otlp))
+    }) {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
     };
@@ -221,9 +228,13 @@ fn once(args: OnceArgs) -> ExitCode {
         },
     };
     let report: RunReport = runtime().block_on(async {
-        prober
+        let report = prober
             .run_class(class, args.seed.unwrap_or_else(rand::random))
-            .await
+            .await;
+        if let Some(otlp) = otlp {
+            export_once(otlp, &report).await;
+        }
+        report
     });
     match args.output {
         Output::Text => print!("{}", report::text::render(&report)),
@@ -236,11 +247,46 @@ fn once(args: OnceArgs) -> ExitCode {
     }
 }
 
-/// The target of `once`: from a config file, or built from the flags and validated by the
-/// same rules as a config file.
-fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, ConfigError> {
+/// Sends the trace of `once`'s run and waits for it to go out (failures are logged).
+async fn export_once(otlp: OtlpConfig, report: &RunReport) {
+    let metrics = Arc::new(Metrics::register(
+        &mut prometheus_client::registry::Registry::default(),
+    ));
+    match TraceExporter::start(otlp, resource(), metrics) {
+        Ok(traces) => {
+            traces.record(report);
+            if !traces.flush(TRACE_FLUSH).await {
+                tracing::error!("The run's trace was not sent within {TRACE_FLUSH:?}");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %registry_prober::client::error_chain(&e),
+            "Cannot export traces"
+        ),
+    }
+}
+
+/// The trace exporter's settings: the config file's `otlp` section, else the OTEL_*
+/// environment variables.
+fn otlp_settings(file: Option<OtlpConfig>) -> Result<Option<OtlpConfig>, ConfigError> {
+    match file {
+        Some(otlp) => Ok(Some(otlp)),
+        None => OtlpConfig::from_env(|name| std::env::var(name).ok()),
+    }
+}
+
+fn resource() -> Resource {
+    Resource::from_env(|name| std::env::var(name).ok())
+}
+
+/// The target of `once`, and the config file's `otlp` section if any: from a config file, or
+/// built from the flags and validated by the same rules as a config file.
+fn once_target(
+    args: &OnceArgs,
+) -> Result<(registry_prober::config::Target, Option<OtlpConfig>), ConfigError> {
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
+        let otlp = config.otlp;
         let mut target = match &args.target {
             Some(name) => config
                 .targets
@@ -272,7 +318,7 @@ fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, Confi
         if args.no_cleanup {
             target.cleanup.enabled = false;
         }
-        return Ok(target);
+        return Ok((target, otlp));
     }
     let size = |s: &Option<String>| s.clone().map(RawSize::Text);
     let raw = RawTarget {
@@ -321,18 +367,22 @@ fn once_target(args: &OnceArgs) -> Result<registry_prober::config::Target, Confi
         interval: Some("1h".into()),
         ..RawDefaults::default()
     };
-    raw.validate(&defaults, "default").map_err(|e| match e {
+    let target = raw.validate(&defaults, "default").map_err(|e| match e {
         ConfigError::Invalid(m) => ConfigError::Invalid(format!("invalid arguments: {m}")),
         other => other,
-    })
+    })?;
+    Ok((target, None))
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
+    let (config, otlp) = match Config::load(path).and_then(|c| {
+        let otlp = otlp_settings(c.otlp.clone())?;
+        Ok((c, otlp))
+    }) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    let result: anyhow::Result<()> = runtime().block_on(serve(path.to_path_buf(), config));
+    let result: anyhow::Result<()> = runtime().block_on(serve(path.to_path_buf(), config, otlp));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -342,15 +392,33 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C.
-async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C; then the traces still
+/// queued go out (within TRACE_FLUSH).
+async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let traces = match otlp {
+        Some(otlp) => {
+            tracing::info!(
+                url = %registry_prober::client::redact_url(&otlp.traces_url),
+                headers = ?otlp.headers,
+                timeout_seconds = otlp.timeout.as_secs_f64(),
+                "Exporting a trace of every run over OTLP/HTTP"
+            );
+            let exporter =
+                TraceExporter::start(otlp, resource(), metrics.clone()).map_err(|e| {
+                    anyhow::anyhow!("otlp: {}", registry_prober::client::error_chain(&e))
+                })?;
+            Some(exporter)
+        }
+        None => None,
+    };
     let sinks = Sinks {
         metrics,
         history: Arc::new(History::new(50, 20)),
         health: Arc::new(Health::default()),
+        traces: traces.clone(),
     };
     let state = AppState {
         registry: Arc::new(registry),
@@ -377,6 +445,14 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             .await
     });
     schedule::serve(path, config, sinks, rx).await?;
+    if let Some(traces) = &traces {
+        if !traces.flush(TRACE_FLUSH).await {
+            tracing::warn!(
+                within_seconds = TRACE_FLUSH.as_secs_f64(),
+                "Traces still unsent at shutdown, dropping them"
+            );
+        }
+    }
     server
         .await
         .context("the HTTP server task")?

@@ -13,22 +13,28 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::config::{Config, ConfigError};
 use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport, SweepReport};
 use crate::probe::Prober;
+use crate::report::export::TraceExporter;
 use crate::report::health::Health;
 use crate::report::metrics::{Metrics, SkipCause};
 use crate::report::status::History;
 
-/// Where finished runs go: metrics, the status page's history, the health watchdog, logs.
+/// Where finished runs go: metrics, the status page's history, the health watchdog, logs,
+/// and traces when an OTLP endpoint is configured.
 #[derive(Clone)]
 pub struct Sinks {
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
     pub health: Arc<Health>,
+    pub traces: Option<TraceExporter>,
 }
 
 impl Sinks {
     fn record(&self, report: &RunReport) {
         self.metrics.observe_run(report);
         self.history.record(report);
+        if let Some(traces) = &self.traces {
+            traces.record(report);
+        }
         log_run(report);
     }
 }
@@ -270,6 +276,7 @@ fn wedged_report(
         ),
     );
     RunReport {
+        trace_id: RunReport::new_trace_id(),
         target: t.name.clone(),
         size_class: t.sizes[class].name.clone(),
         registry: t.registry.to_string(),
@@ -391,6 +398,7 @@ fn log_run(report: &RunReport) {
         None => tracing::info!(
             target_name = %report.target,
             size_class = %report.size_class,
+            trace_id = %report.trace_id,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             steps = report.steps.len(),
             "Run succeeded"
@@ -399,6 +407,7 @@ fn log_run(report: &RunReport) {
             target_name = %report.target,
             size_class = %report.size_class,
             path = %step.path,
+            trace_id = %report.trace_id,
             step = step.step.as_str(),
             reason = step.reason.map(|r| r.as_str()),
             status = step.status,

@@ -1,12 +1,14 @@
 //! Test harness for registry-prober's end-to-end tests: starts real servers (CNCF Distribution
-//! `docker-registry`, a test token server, Prometheus), makes test certificates and images, drives skopeo,
-//! and inspects the registry's on-disk storage. No mocks of the registry.
+//! `docker-registry`, a test token server, Prometheus, an OTLP trace receiver), makes test
+//! certificates and images, drives skopeo, and inspects the registry's on-disk storage. No mocks
+//! of the registry.
 
 pub mod bins;
 pub mod certs;
 pub mod fault_proxy;
 pub mod http;
 pub mod oci;
+pub mod otlp;
 pub mod ports;
 pub mod prober;
 pub mod process;
@@ -21,6 +23,7 @@ pub use bins::prober_bin;
 pub use certs::{ClientFiles, TestCa, TlsFiles};
 pub use http::{HttpClient, Response};
 pub use oci::{write_oci_layout, OciImage};
+pub use otlp::OtlpReceiver;
 pub use ports::free_port;
 pub use process::{run_with_timeout, ProcessOutput};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};

@@ -35,8 +35,19 @@ impl Invocation {
 
 /// Runs `registry-prober <args>`.
 pub fn prober(args: &[&str]) -> anyhow::Result<Invocation> {
-    let bin = prober_bin()?;
-    let out = run_with_timeout(Command::new(bin).args(args), ONCE_TIMEOUT)?;
+    prober_with_env(args, &[])
+}
+
+/// Runs `registry-prober <args>` with these environment variables set. The test's own `OTEL_*`
+/// variables are never passed on, so only what a test sets configures traces.
+pub fn prober_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Invocation> {
+    let mut cmd = Command::new(prober_bin()?);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(name);
+        }
+    }
+    let out = run_with_timeout(cmd.envs(env.iter().copied()).args(args), ONCE_TIMEOUT)?;
     Ok(Invocation {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

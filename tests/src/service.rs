@@ -23,6 +23,12 @@ impl Service {
     /// Writes `targets_yaml` (the `targets:` list and any other top-level keys, without
     /// `listen`) into a config file and starts the service with JSON logs.
     pub fn start(config_body: &str) -> anyhow::Result<Service> {
+        Self::start_with_env(config_body, &[])
+    }
+
+    /// [`Service::start`] with these environment variables set. The test's own `OTEL_*`
+    /// variables are never passed on, so only what a test sets configures traces.
+    pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> anyhow::Result<Service> {
         let dir = tempfile::Builder::new()
             .prefix("prober-service-")
             .tempdir()
@@ -33,7 +39,14 @@ impl Service {
             .context("writing config")?;
         let log =
             std::fs::File::create(dir.path().join("prober.log")).context("creating log file")?;
-        let child = Command::new(prober_bin()?)
+        let mut cmd = Command::new(prober_bin()?);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(name);
+            }
+        }
+        let child = cmd
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(&config)
             .args(["--log-format", "json"])

@@ -61,7 +61,10 @@ fn assert_only_canaries_left(reg: &Registry) {
     let tags = reg.storage().tags(REPO).expect("tags");
     let stray: Vec<&String> = tags.iter().filter(|t| !t.contains("-canary-")).collect();
     assert!(stray.is_empty(), "tags left behind: {stray:?}");
-    assert_eq!(reg.storage().uploads(REPO).expect("uploads"), Vec::<String>::new());
+    assert_eq!(
+        reg.storage().uploads(REPO).expect("uploads"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -86,7 +89,11 @@ fn a_pull_through_cache_is_probed_as_its_own_path() {
     for path in ["origin", "cache"] {
         assert_eq!(all_passed(&report, "pull_manifest_by_tag", path), 1);
         assert_eq!(all_passed(&report, "pull_manifest_by_digest", path), 1);
-        assert_eq!(all_passed(&report, "pull_blob", path), 3, "config + 2 layers via {path}");
+        assert_eq!(
+            all_passed(&report, "pull_blob", path),
+            3,
+            "config + 2 layers via {path}"
+        );
     }
     // Pushes and cleanup go to the origin only.
     assert!(steps(&report, "upload_blob", "cache").is_empty());
@@ -125,7 +132,10 @@ fn a_lagging_replica_is_polled_until_it_serves_the_image_and_the_delay_is_report
         .as_f64()
         .expect("a delay");
     assert_eq!(report["propagation"][0]["path"], "replica");
-    assert!(delay >= 0.6, "3 polls 200 ms apart before it appeared, got {delay}");
+    assert!(
+        delay >= 0.6,
+        "3 polls 200 ms apart before it appeared, got {delay}"
+    );
     assert!(delay < 5.0, "{delay}");
     assert_eq!(all_passed(&report, "pull_blob", "replica"), 2);
     assert_only_canaries_left(&origin);
@@ -196,17 +206,31 @@ fn a_canary_is_pushed_once_then_kept_and_verified_by_later_runs() {
     assert_eq!(pushed.len(), 1, "{first:#}");
     let tags = canary_tags(&reg);
     assert_eq!(tags.len(), 1, "{tags:?}");
-    assert!(tags[0].starts_with("registry-prober-default-canary-"), "{tags:?}");
+    assert!(
+        tags[0].starts_with("registry-prober-default-canary-"),
+        "{tags:?}"
+    );
     assert_eq!(first["canaries"]["count"], 1);
 
     // A new process: it finds the canary in the tag list and verifies it, without pushing.
     let (code, second) = once_config(&config, &[]);
     assert_eq!(code, 0, "{second:#}");
-    assert_eq!(canary_steps(&second, "push_manifest").len(), 1, "only the run's own image");
+    assert_eq!(
+        canary_steps(&second, "push_manifest").len(),
+        1,
+        "only the run's own image"
+    );
     let manifests = canary_steps(&second, "pull_canary_manifest");
     assert_eq!(manifests.len(), 1);
-    assert!(manifests[0]["subject"].as_str().expect("subject").contains(&tags[0]));
-    assert_eq!(canary_steps(&second, "pull_canary_blob").len(), 3, "config + 2 layers");
+    assert!(manifests[0]["subject"]
+        .as_str()
+        .expect("subject")
+        .contains(&tags[0]));
+    assert_eq!(
+        canary_steps(&second, "pull_canary_blob").len(),
+        3,
+        "config + 2 layers"
+    );
     assert_eq!(canary_steps(&second, "head_blob").len(), 3);
     assert_eq!(canary_tags(&reg), tags, "the canary is kept, not re-pushed");
     assert_only_canaries_left(&reg);
@@ -257,7 +281,10 @@ fn a_canary_whose_blob_was_lost_fails_loudly_while_fresh_pushes_pass() {
             ),
             "{f:#}"
         );
-        assert!(f["error"].as_str().expect("error").contains(&layer[7..]), "{f:#}");
+        assert!(
+            f["error"].as_str().expect("error").contains(&layer[7..]),
+            "{f:#}"
+        );
     }
     // Loud, never silently re-pushed: the same single canary.
     assert_eq!(canary_tags(&reg), vec![tag]);
@@ -332,7 +359,10 @@ fn canaries_rotate_keeping_the_newest() {
     }
     seen.sort();
     seen.dedup();
-    assert!(seen.len() >= 3, "canaries were pushed and rotated out: {seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "canaries were pushed and rotated out: {seen:?}"
+    );
     // The rotated-out canaries' manifests are deleted too, not only untagged.
     let revisions = reg.storage().manifest_revisions(REPO).expect("revisions");
     assert!(revisions.len() <= 2, "{revisions:?}");
@@ -356,7 +386,9 @@ fn a_blob_is_mounted_into_another_repository_and_cleanup_unlinks_it() {
     let mount = steps(&report, "mount_blob", "origin")[0];
     assert_eq!(mount["requests"][0]["status"], 201);
     assert_eq!(
-        reg.storage().layer_links("registry-prober/mounted").expect("links"),
+        reg.storage()
+            .layer_links("registry-prober/mounted")
+            .expect("links"),
         Vec::<String>::new(),
         "cleanup unlinked the mounted blob"
     );
@@ -385,10 +417,16 @@ fn once_runs_the_size_class_asked_for() {
         .filter(|r| r["method"] == "PATCH")
         .count();
     assert_eq!(patches, 1 + 4 + 4, "config + 2 layers");
-    let inv = registry_prober_e2e::prober::prober(&["once", "--config", &config, "--size-class", "huge"])
-        .expect("runs");
+    let inv =
+        registry_prober_e2e::prober::prober(&["once", "--config", &config, "--size-class", "huge"])
+            .expect("runs");
     assert_eq!(inv.code, 64);
-    assert!(inv.stderr.contains("no size class \"huge\" (it has: small, medium)"), "{}", inv.stderr);
+    assert!(
+        inv.stderr
+            .contains("no size class \"huge\" (it has: small, medium)"),
+        "{}",
+        inv.stderr
+    );
 }
 
 #[test]
@@ -406,12 +444,20 @@ fn each_size_class_runs_on_its_own_schedule() {
         Ok(s.metric(&series("large"))?.unwrap_or(0.0) >= 1.0)
     })
     .expect("large ran");
-    let small = svc.metric(&series("small")).expect("metrics").unwrap_or(0.0);
-    let large = svc.metric(&series("large")).expect("metrics").unwrap_or(0.0);
+    let small = svc
+        .metric(&series("small"))
+        .expect("metrics")
+        .unwrap_or(0.0);
+    let large = svc
+        .metric(&series("large"))
+        .expect("metrics")
+        .unwrap_or(0.0);
     assert!(small >= 3.0 * large, "small {small} vs large {large}");
     let text = svc.metrics().expect("metrics");
     assert!(
-        text.contains("registry_prober_target_interval_seconds{target=\"tiers\",size_class=\"large\"} 3"),
+        text.contains(
+            "registry_prober_target_interval_seconds{target=\"tiers\",size_class=\"large\"} 3"
+        ),
         "{text}"
     );
 }
@@ -439,21 +485,37 @@ fn the_hygiene_sweep_deletes_only_this_instances_old_run_tags() {
     let manifest = client
         .request(
             "GET",
-            &format!("{}/v2/{REPO}/manifests/{}", reg.url(), left["tag"].as_str().expect("tag")),
+            &format!(
+                "{}/v2/{REPO}/manifests/{}",
+                reg.url(),
+                left["tag"].as_str().expect("tag")
+            ),
             &[("Accept", accept)],
             &[],
         )
         .expect("GET");
     let other_manifest = {
         let (code, other) = once_json(&[
-            "--registry", &reg.url(), "--repository", REPO, "--layers", "1", "--layer-size", "4KiB", "--no-cleanup",
+            "--registry",
+            &reg.url(),
+            "--repository",
+            REPO,
+            "--layers",
+            "1",
+            "--layer-size",
+            "4KiB",
+            "--no-cleanup",
         ])
         .expect("once runs");
         assert_eq!(code, 0);
         client
             .request(
                 "GET",
-                &format!("{}/v2/{REPO}/manifests/{}", reg.url(), other["tag"].as_str().expect("tag")),
+                &format!(
+                    "{}/v2/{REPO}/manifests/{}",
+                    reg.url(),
+                    other["tag"].as_str().expect("tag")
+                ),
                 &[("Accept", accept)],
                 &[],
             )
@@ -470,8 +532,14 @@ fn the_hygiene_sweep_deletes_only_this_instances_old_run_tags() {
             .expect("PUT");
         assert_eq!(r.status, 201, "{}", r.text());
     };
-    put("registry-prober-default-1000000000-0000beef", &manifest.body);
-    put("registry-prober-elsewhere-1000000000-0000beef", &other_manifest.body);
+    put(
+        "registry-prober-default-1000000000-0000beef",
+        &manifest.body,
+    );
+    put(
+        "registry-prober-elsewhere-1000000000-0000beef",
+        &other_manifest.body,
+    );
     put("keep-me", &other_manifest.body);
 
     let mut svc = Service::start(&format!(
@@ -481,17 +549,26 @@ fn the_hygiene_sweep_deletes_only_this_instances_old_run_tags() {
     ))
     .expect("service starts");
     svc.wait_for("the sweep", Duration::from_secs(15), |s| {
-        Ok(s.metric("registry_prober_swept_objects_total{target=\"own\",kind=\"tag\"}")?
-            .unwrap_or(0.0)
-            >= 1.0)
+        Ok(
+            s.metric("registry_prober_swept_objects_total{target=\"own\",kind=\"tag\"}")?
+                .unwrap_or(0.0)
+                >= 1.0,
+        )
     })
     .expect("swept");
     let tags = reg.storage().tags(REPO).expect("tags");
-    assert!(!tags.contains(&"registry-prober-default-1000000000-0000beef".to_string()), "{tags:?}");
-    assert!(tags.contains(&"registry-prober-elsewhere-1000000000-0000beef".to_string()), "{tags:?}");
+    assert!(
+        !tags.contains(&"registry-prober-default-1000000000-0000beef".to_string()),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&"registry-prober-elsewhere-1000000000-0000beef".to_string()),
+        "{tags:?}"
+    );
     assert!(tags.contains(&"keep-me".to_string()), "{tags:?}");
     assert_eq!(
-        svc.metric("registry_prober_sweeps_total{target=\"own\",result=\"success\"}").expect("metrics"),
+        svc.metric("registry_prober_sweeps_total{target=\"own\",result=\"success\"}")
+            .expect("metrics"),
         Some(1.0)
     );
 }
@@ -537,7 +614,11 @@ fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
     };
     let at_429 = runs(&svc);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(runs(&svc), at_429, "no run while the registry asked us to wait");
+    assert_eq!(
+        runs(&svc),
+        at_429,
+        "no run while the registry asked us to wait"
+    );
     let skipped = svc
         .metric("registry_prober_skipped_runs_total{target=\"limited\",size_class=\"default\",cause=\"rate_limited\"}")
         .expect("metrics")

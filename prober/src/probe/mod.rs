@@ -58,6 +58,8 @@ struct Run<'a> {
     class: &'a SizeClass,
     /// The endpoint the next steps talk to (an index into `Prober::endpoints`).
     endpoint: usize,
+    /// Logged with every failed step, so a log line leads to the run's trace.
+    trace_id: String,
     deadline: Instant,
     steps: Vec<StepReport>,
     sessions: Vec<Session>,
@@ -197,6 +199,7 @@ impl Prober {
         let success = run.steps.iter().all(|s| s.success);
         let retry_after = run.rate_limited.map(|d| d.max(class.interval));
         RunReport {
+            trace_id: run.trace_id,
             target: self.target.name.clone(),
             size_class: class.name.clone(),
             registry: self.target.registry.to_string(),
@@ -220,6 +223,7 @@ impl<'a> Run<'a> {
     fn new(prober: &'a Prober, class: &'a SizeClass, deadline: Instant) -> Run<'a> {
         Run {
             prober,
+            trace_id: RunReport::new_trace_id(),
             class,
             endpoint: 0,
             deadline,
@@ -320,6 +324,7 @@ impl<'a> Run<'a> {
             tracing::warn!(
                 target_name = %self.target().name,
                 path = %path,
+                trace_id = %self.trace_id,
                 step = step.as_str(),
                 subject = %subject,
                 reason = f.reason.as_str(),

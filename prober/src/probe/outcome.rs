@@ -383,6 +383,9 @@ impl StepReport {
 /// The report of one probe run of one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
+    /// W3C trace id of the run (32 lowercase hex digits): its trace when traces are exported,
+    /// and a field of its log lines, so a log line leads to the trace.
+    pub trace_id: String,
     pub target: String,
     /// The size class the run pushed ("default" when the target has no size classes).
     pub size_class: String,
@@ -472,6 +475,12 @@ pub struct SweepReport {
 }
 
 impl RunReport {
+    /// A fresh random trace id: 16 bytes as 32 lowercase hex digits, never all zeros (which
+    /// W3C trace context reserves as invalid).
+    pub fn new_trace_id() -> String {
+        format!("{:032x}", rand::random::<u128>().max(1))
+    }
+
     /// The first failed step, which is what stopped the run.
     pub fn first_failure(&self) -> Option<&StepReport> {
         self.steps.iter().find(|s| !s.success)
@@ -533,6 +542,14 @@ mod tests {
                 serde_json::json!(s.as_str())
             );
         }
+    }
+
+    #[test]
+    fn trace_ids_are_32_lowercase_hex_digits_and_differ() {
+        let a = RunReport::new_trace_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{a}");
+        assert_ne!(a, RunReport::new_trace_id());
     }
 
     #[test]

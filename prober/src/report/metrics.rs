@@ -104,6 +104,7 @@ pub struct Metrics {
     config_last_reload_success: FloatGauge,
     config_last_reload_successful: Gauge,
     targets: Gauge,
+    trace_exports: Family<ExportLabels, Counter>,
 }
 
 impl Metrics {
@@ -141,6 +142,7 @@ impl Metrics {
             config_last_reload_success: FloatGauge::default(),
             config_last_reload_successful: Gauge::default(),
             targets: Gauge::default(),
+            trace_exports: Family::default(),
         };
         let m = metrics.clone();
         let r = registry.sub_registry_with_prefix(PREFIX);
@@ -303,6 +305,11 @@ impl Metrics {
             m.config_last_reload_successful,
         );
         r.register("targets", "Configured probe targets", m.targets);
+        r.register(
+            "trace_exports",
+            "Run traces by export result: sent to the OTLP endpoint, failed to send, or dropped because the export queue was full",
+            m.trace_exports,
+        );
 
         metrics
             .build_info
@@ -314,6 +321,11 @@ impl Metrics {
             let _ = metrics
                 .config_reloads
                 .get_or_create(&ReloadLabels { result });
+        }
+        for result in ExportResult::ALL {
+            let _ = metrics
+                .trace_exports
+                .get_or_create(&ExportLabels { result });
         }
         // The prober does not start with an invalid configuration (it exits 64), so the
         // registration, which follows the initial load, counts as a successful load.
@@ -797,6 +809,13 @@ impl Metrics {
         }
     }
 
+    /// `runs` run traces ended with `result` (an export carries the traces of several runs).
+    pub fn trace_exports(&self, result: ExportResult, runs: u64) {
+        self.trace_exports
+            .get_or_create(&ExportLabels { result })
+            .inc_by(runs);
+    }
+
     /// The number of configured targets.
     pub fn set_targets(&self, n: usize) {
         self.targets.set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -1081,6 +1100,15 @@ label_values! {
     }
 }
 
+label_values! {
+    /// `result` of exporting a run's trace.
+    ExportResult {
+        Success => "success",
+        Failure => "failure",
+        Dropped => "dropped",
+    }
+}
+
 impl RunResult {
     fn from_success(success: bool) -> RunResult {
         if success {
@@ -1176,6 +1204,12 @@ struct VersionLabels {
 struct ReloadLabels {
     result: RunResult,
 }
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExportLabels {
+    result: ExportResult,
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
@@ -1293,6 +1327,7 @@ targets:
         steps: Vec<StepReport>,
     ) -> RunReport {
         RunReport {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
             target: TARGET.to_string(),
             size_class: size_class.to_string(),
             registry: "https://registry.example".to_string(),
@@ -1472,6 +1507,8 @@ targets:
         metrics.schedule_lag(secs(0.003));
         metrics.config_reload(false);
         metrics.set_targets(3);
+        metrics.trace_exports(ExportResult::Success, 3);
+        metrics.trace_exports(ExportResult::Dropped, 1);
         encode(&registry)
     }
 
@@ -1746,6 +1783,9 @@ targets:
                 r#"registry_prober_config_reloads_total{result="failure"} 1"#,
                 "registry_prober_config_last_reload_successful 0",
                 "registry_prober_targets 3",
+                r#"registry_prober_trace_exports_total{result="success"} 3"#,
+                r#"registry_prober_trace_exports_total{result="failure"} 0"#,
+                r#"registry_prober_trace_exports_total{result="dropped"} 1"#,
                 &format!(
                     r#"registry_prober_build_info{{version="{}"}} 1"#,
                     env!("CARGO_PKG_VERSION")
@@ -1913,7 +1953,7 @@ targets:
             .lines()
             .filter_map(|l| l.strip_prefix("# HELP "))
             .collect();
-        assert_eq!(helps.len(), 30);
+        assert_eq!(helps.len(), 31);
         for help in helps {
             let (name, help) = help.split_once(' ').expect("HELP name text");
             let help = help.trim_end_matches('.');
@@ -1945,7 +1985,8 @@ targets:
             .chain(SkipCause::ALL.map(SkipCause::as_str))
             .chain(SweptKind::ALL.map(SweptKind::as_str))
             .chain(Mount::ALL.map(Mount::as_str))
-            .chain([ORIGIN, crate::config::DEFAULT_SIZE_CLASS]);
+            .chain([ORIGIN, crate::config::DEFAULT_SIZE_CLASS])
+            .chain(ExportResult::ALL.map(ExportResult::as_str));
         for value in values {
             assert!(
                 docs.contains(&format!("`{value}`")),

@@ -1,10 +1,13 @@
 //! Reporting what runs produced. For `once`: a readable step-by-step text report or one JSON
-//! object. (The service's sinks, metrics and the status page, build on the same RunReport.)
+//! object. (The service's sinks, metrics, the status page and traces, build on the same
+//! RunReport.)
 
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod status;
 pub mod text;
+pub mod trace;
 
 use crate::probe::outcome::RunReport;
 

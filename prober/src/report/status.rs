@@ -959,6 +959,7 @@ mod tests {
             failed_step(Step::PushManifest, "tag t1", registry_message)
         });
         RunReport {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
             target: target.to_string(),
             size_class: "default".into(),
             registry: "registry.example".into(),

@@ -13,6 +13,7 @@ pub fn render(report: &RunReport) -> String {
         "target {:?}: {} repository {}",
         report.target, report.registry, report.repository
     );
+    let _ = writeln!(out, "trace {}", report.trace_id);
     if let Some(tag) = &report.tag {
         let _ = writeln!(
             out,
