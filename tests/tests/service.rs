@@ -16,7 +16,7 @@ fn target(name: &str, registry: &str, repo: &str, extra: &str) -> String {
 
 fn successes(svc: &Service, name: &str) -> f64 {
     svc.metric(&format!(
-        "registry_prober_runs_total{{target=\"{name}\",result=\"success\"}}"
+        "registry_prober_runs_total{{target=\"{name}\",size_class=\"default\",result=\"success\"}}"
     ))
     .ok()
     .flatten()
@@ -25,7 +25,7 @@ fn successes(svc: &Service, name: &str) -> f64 {
 
 fn failures(svc: &Service, name: &str, reason: &str) -> f64 {
     svc.metric(&format!(
-        "registry_prober_failures_total{{target=\"{name}\",reason=\"{reason}\"}}"
+        "registry_prober_failures_total{{target=\"{name}\",size_class=\"default\",reason=\"{reason}\"}}"
     ))
     .ok()
     .flatten()
@@ -72,26 +72,26 @@ fn two_targets_are_scraped_with_sane_values_and_a_clean_exposition() {
     assert_eq!(
         metric_value(
             &text,
-            "registry_prober_failures_total{target=\"alpha\",reason=\"dns\"}"
+            "registry_prober_failures_total{target=\"alpha\",size_class=\"default\",reason=\"dns\"}"
         ),
         Some(0.0)
     );
     assert_eq!(
         metric_value(
             &text,
-            "registry_prober_runs_total{target=\"alpha\",result=\"failure\"}"
+            "registry_prober_runs_total{target=\"alpha\",size_class=\"default\",result=\"failure\"}"
         ),
         Some(0.0)
     );
     let pushed = metric_value(
         &text,
-        "registry_prober_bytes_total{target=\"alpha\",direction=\"push\"}",
+        "registry_prober_bytes_total{target=\"alpha\",path=\"origin\",direction=\"push\"}",
     )
     .expect("push bytes");
     assert!(pushed >= 2.0 * 4096.0, "{pushed}");
     let last = metric_value(
         &text,
-        "registry_prober_last_success_timestamp_seconds{target=\"alpha\"}",
+        "registry_prober_last_success_timestamp_seconds{target=\"alpha\",size_class=\"default\"}",
     )
     .expect("last success");
     let now = std::time::SystemTime::now()
@@ -192,7 +192,7 @@ fn a_hanging_target_is_cut_at_its_deadline_and_counted() {
     .expect("deadline");
     let text = svc.metrics().expect("metrics");
     assert_eq!(
-        metric_value(&text, "registry_prober_runs_in_flight{target=\"hang\"}").map(|v| v <= 1.0),
+        metric_value(&text, "registry_prober_runs_in_flight{target=\"hang\",size_class=\"default\"}").map(|v| v <= 1.0),
         Some(true)
     );
     drop(hang);
@@ -217,7 +217,7 @@ fn an_overrunning_target_skips_runs_and_counts_them() {
         Duration::from_secs(20),
         |s| {
             let skipped = s
-                .metric("registry_prober_skipped_runs_total{target=\"slow\"}")?
+                .metric("registry_prober_skipped_runs_total{target=\"slow\",size_class=\"default\",cause=\"overrun\"}")?
                 .unwrap_or(0.0);
             Ok(skipped >= 1.0 && failures(s, "slow", "timeout") >= 1.0)
         },
