@@ -48,6 +48,9 @@ pub struct RawConfig {
     pub defaults: RawDefaults,
     /// Runs in flight at once across all targets (default 16); more wait for a slot.
     pub max_concurrent_runs: Option<i64>,
+    /// Bytes of layers in flight at once across all runs (default 1GiB): a run waits until its
+    /// image fits, so big size classes take turns instead of saturating the link or the disk.
+    pub max_in_flight_bytes: Option<RawSize>,
     /// On SIGTERM, how long running cycles may take to finish and clean up (default 30s).
     pub shutdown_grace: Option<String>,
     /// Names this prober in every tag it pushes ([a-z0-9]{1,16}, default "default"), so two
@@ -306,6 +309,7 @@ impl fmt::Display for RawSize {
 pub struct Config {
     pub listen: SocketAddr,
     pub max_concurrent_runs: usize,
+    pub max_in_flight_bytes: u64,
     pub shutdown_grace: Duration,
     pub instance: String,
     pub targets: Vec<Target>,
@@ -408,6 +412,13 @@ pub struct Canaries {
     pub layer_sizes: Vec<u64>,
 }
 
+impl SizeClass {
+    /// The bytes a run of this class moves at once: its layers.
+    pub fn image_bytes(&self) -> u64 {
+        self.layer_sizes.iter().sum()
+    }
+}
+
 impl Target {
     /// The longest a run of any class may take, cleanup included.
     pub fn max_run_time(&self) -> Duration {
@@ -446,6 +457,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONCURRENT_RUNS: usize = 16;
+const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_SIZE_CLASS: &str = "default";
@@ -535,6 +547,13 @@ impl RawConfig {
                 )))
             }
         };
+        let max_in_flight_bytes = match &self.max_in_flight_bytes {
+            None => DEFAULT_MAX_IN_FLIGHT_BYTES,
+            Some(raw) => match parse_size("max_in_flight_bytes", raw)? {
+                0 => return Err(invalid("max_in_flight_bytes: must be at least 1 byte")),
+                n => n,
+            },
+        };
         let shutdown_grace = duration(
             "shutdown_grace",
             self.shutdown_grace.as_ref(),
@@ -544,6 +563,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             max_concurrent_runs,
+            max_in_flight_bytes,
             shutdown_grace,
             instance,
             targets,

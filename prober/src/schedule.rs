@@ -39,6 +39,38 @@ impl Sinks {
     }
 }
 
+/// The global bounds every run waits for: a run slot, and room for its image's bytes.
+struct Limits {
+    runs: Arc<Semaphore>,
+    /// One permit per KiB of layer bytes in flight.
+    kib: Arc<Semaphore>,
+    max_kib: u32,
+}
+
+impl Limits {
+    fn new(config: &Config) -> Limits {
+        let max_kib = u32::try_from(config.max_in_flight_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        Limits {
+            runs: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            kib: Arc::new(Semaphore::new(max_kib as usize)),
+            max_kib,
+        }
+    }
+
+    /// Room for `bytes` in flight; an image larger than the whole bound waits for all of it.
+    async fn bytes(
+        &self,
+        bytes: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.max_kib);
+        self.kib.clone().acquire_many_owned(kib).await
+    }
+}
+
 /// One set of target loops started from one config; stopped on reload or shutdown.
 struct Generation {
     stop: watch::Sender<bool>,
@@ -48,7 +80,7 @@ struct Generation {
 impl Generation {
     fn start(config: &Config, sinks: &Sinks) -> Result<Generation, ConfigError> {
         let (stop, stop_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(config.max_concurrent_runs));
+        let limit = Arc::new(Limits::new(config));
         let mut probers = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
             let name = target.name.clone();
@@ -137,7 +169,7 @@ async fn class_loop(
     class: usize,
     first: Instant,
     sinks: Sinks,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = prober.target().name.clone();
@@ -191,13 +223,16 @@ async fn run_one(
     class: usize,
     due: Instant,
     sinks: Sinks,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limits>,
 ) -> Option<Duration> {
     let target = prober.target();
     let class_name = &target.sizes[class].name;
-    // Back-pressure: wait for a slot rather than queueing without bound; the wait is part of
-    // the schedule lag, not of the run.
-    let Ok(_permit) = limit.acquire_owned().await else {
+    // Back-pressure: wait for room for the image's bytes, then for a run slot, rather than
+    // queueing without bound; the wait is part of the schedule lag, not of the run.
+    let Ok(_bytes) = limit.bytes(target.sizes[class].image_bytes()).await else {
+        return None;
+    };
+    let Ok(_permit) = limit.runs.clone().acquire_owned().await else {
         return None;
     };
     sinks.metrics.schedule_lag(due.elapsed());
@@ -223,7 +258,7 @@ async fn run_one(
 async fn hygiene_loop(
     prober: Arc<Prober>,
     sinks: Sinks,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(prober.target().hygiene_interval);
@@ -233,7 +268,7 @@ async fn hygiene_loop(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        let Ok(_permit) = limit.clone().acquire_owned().await else {
+        let Ok(_permit) = limit.runs.clone().acquire_owned().await else {
             break;
         };
         let sweep = prober.sweep().await;
@@ -416,5 +451,51 @@ fn log_run(report: &RunReport) {
             cleanup_failed = report.cleanup_failed,
             "Run failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn limits(yaml: &str) -> Limits {
+        let raw: RawConfig = serde_yaml::from_str(yaml).expect("yaml");
+        Limits::new(&raw.validate().expect("valid"))
+    }
+
+    const TARGET: &str =
+        "targets:\n  - name: t\n    registry: http://127.0.0.1:5000\n    repository: p/x\n";
+
+    #[tokio::test]
+    async fn images_wait_for_room_in_the_in_flight_byte_bound() {
+        let l = limits(&format!("max_in_flight_bytes: 8MiB\n{TARGET}"));
+        let first = l.bytes(6 << 20).await.expect("room for the first");
+        let second = l.bytes(6 << 20);
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "6 MiB + 6 MiB must not fit in 8 MiB"
+        );
+        // First come, first served: a small image queues behind the waiting big one, so big
+        // size classes are never starved by a stream of small runs.
+        let small = tokio::time::timeout(Duration::from_millis(50), l.bytes(1 << 20)).await;
+        assert!(small.is_err(), "1 MiB waits behind the queued 6 MiB");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("room once the first is done")
+            .expect("permit");
+    }
+
+    #[tokio::test]
+    async fn an_image_larger_than_the_bound_runs_alone_instead_of_never() {
+        let l = limits(&format!("max_in_flight_bytes: 1MiB\n{TARGET}"));
+        let big = tokio::time::timeout(Duration::from_millis(50), l.bytes(512 << 20)).await;
+        assert!(big.is_ok(), "a 512 MiB image takes the whole 1 MiB bound");
+        let other = tokio::time::timeout(Duration::from_millis(50), l.bytes(1)).await;
+        assert!(other.is_err(), "nothing else runs beside it");
     }
 }
