@@ -484,7 +484,7 @@ mod tests {
         let small = tokio::time::timeout(Duration::from_millis(50), l.bytes(1 << 20)).await;
         assert!(small.is_err(), "1 MiB waits behind the queued 6 MiB");
         drop(first);
-        tokio::time::timeout(Duration::from_secs(1), second)
+        let _room = tokio::time::timeout(Duration::from_secs(1), second)
             .await
             .expect("room once the first is done")
             .expect("permit");
