@@ -176,7 +176,7 @@ async fn class_loop(
     let class_name = prober.target().sizes[class].name.clone();
     let mut ticker = tokio::time::interval_at(first, prober.target().sizes[class].interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut current: Option<JoinHandle<Option<Duration>>> = None;
+    let mut current: Option<JoinHandle<Option<Instant>>> = None;
     let mut not_before: Option<Instant> = None;
     loop {
         let due = tokio::select! {
@@ -191,8 +191,8 @@ async fn class_loop(
             continue;
         }
         if let Some(done) = current.take() {
-            if let Ok(Some(wait)) = done.await {
-                not_before = Some(Instant::now() + wait);
+            if let Ok(Some(until)) = done.await {
+                not_before = Some(until);
             }
         }
         if not_before.is_some_and(|t| Instant::now() < t) {
@@ -216,15 +216,15 @@ async fn class_loop(
     }
 }
 
-/// One run under the global concurrency bound, reported to every sink. Returns how long the
-/// registry asked the schedule to wait, when it rate-limited the run.
+/// One run under the global concurrency bound, reported to every sink. Returns until when the
+/// registry asked the schedule to wait, counted from the end of the rate-limited run.
 async fn run_one(
     prober: Arc<Prober>,
     class: usize,
     due: Instant,
     sinks: Sinks,
     limit: Arc<Limits>,
-) -> Option<Duration> {
+) -> Option<Instant> {
     let target = prober.target();
     let class_name = &target.sizes[class].name;
     // Back-pressure: wait for room for the image's bytes, then for a run slot, rather than
@@ -251,7 +251,7 @@ async fn run_one(
     sinks.record(&report);
     sinks.metrics.run_finished(&target.name, class_name);
     sinks.health.progress();
-    report.retry_after
+    report.retry_after.map(|wait| Instant::now() + wait)
 }
 
 /// Sweeps the target's leftovers at start and then every hygiene interval.

@@ -613,6 +613,7 @@ fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
             .sum()
     };
     let at_429 = runs(&svc);
+    let seen = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         runs(&svc),
@@ -631,6 +632,13 @@ fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
             >= 1.0)
     })
     .expect("resumed");
+    // The wait counts from the 429, not from the next tick: the next run comes about 4 s
+    // after it (within a tick and a run), not a whole interval later.
+    let resumed = seen.elapsed();
+    assert!(
+        resumed < Duration::from_millis(5500),
+        "runs resumed {resumed:?} after the 429 asked for 4 s"
+    );
     assert_eq!(proxy.hits("limited"), 1);
 }
 

@@ -197,7 +197,10 @@ impl Prober {
 
         let cleanup_failed = run.steps.iter().any(|s| s.step.is_cleanup() && !s.success);
         let success = run.steps.iter().all(|s| s.success);
-        let retry_after = run.rate_limited.map(|d| d.max(class.interval));
+        // The registry's Retry-After, or one interval when it named none.
+        let retry_after = run
+            .rate_limited
+            .map(|d| if d.is_zero() { class.interval } else { d });
         RunReport {
             trace_id: run.trace_id,
             target: self.target.name.clone(),
