@@ -3,6 +3,7 @@
 //! certificates and images, drives skopeo, and inspects the registry's on-disk storage. No mocks
 //! of the registry.
 
+pub mod alertmanager;
 pub mod bins;
 pub mod certs;
 pub mod fault_proxy;
@@ -18,6 +19,7 @@ pub mod service;
 pub mod skopeo;
 pub mod storage;
 pub mod token_server;
+pub mod webhook;
 
 pub use bins::prober_bin;
 pub use certs::{ClientFiles, TestCa, TlsFiles};

@@ -1,6 +1,7 @@
 //! A real Prometheus (Debian `prometheus`, 2.42) on a free 127.0.0.1 port that scrapes given
-//! targets every second, its TSDB, config and log in a temp dir; queried through its HTTP API
-//! and stopped by PID (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
+//! targets every second (optionally evaluating rule files and sending alerts to Alertmanagers),
+//! its TSDB, config and log in a temp dir; queried through its HTTP API and stopped by PID
+//! (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,15 @@ impl ScrapeJob {
     }
 }
 
+/// What else Prometheus is started with besides its scrape jobs; the default is nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusOptions {
+    /// Rule files (`rule_files`), evaluated every [`SCRAPE_INTERVAL`].
+    pub rule_files: Vec<PathBuf>,
+    /// Alertmanagers (`host:port`) that firing alerts are sent to.
+    pub alertmanagers: Vec<String>,
+}
+
 /// What Prometheus answered to a query: its `data`, or its own error (a PromQL parse or
 /// execution error, with Prometheus's `errorType`).
 #[derive(Debug, Clone)]
@@ -58,12 +68,18 @@ impl Prometheus {
     /// loopback port and waits until `/-/ready` answers 200. A start that lost its port to
     /// another listener is retried on a fresh port.
     pub fn start(jobs: &[ScrapeJob]) -> anyhow::Result<Prometheus> {
+        Self::start_with(jobs, &PrometheusOptions::default())
+    }
+
+    /// [`Prometheus::start`] that also loads `opts.rule_files` and sends alerts to
+    /// `opts.alertmanagers`.
+    pub fn start_with(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> anyhow::Result<Prometheus> {
         let dir = tempfile::Builder::new()
             .prefix("prometheus-")
             .tempdir()
             .context("creating the Prometheus temp dir")?;
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, render_config(jobs))
+        std::fs::write(&config_path, render_config(jobs, opts))
             .with_context(|| format!("writing {}", config_path.display()))?;
         let mut prom = Prometheus {
             child: None,
@@ -276,11 +292,25 @@ pub fn samples(data: &Value) -> Vec<(serde_json::Map<String, Value>, f64)> {
     }
 }
 
-fn render_config(jobs: &[ScrapeJob]) -> String {
+fn render_config(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> String {
     let secs = SCRAPE_INTERVAL.as_secs();
+    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut y = format!(
-        "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n  evaluation_interval: {secs}s\nscrape_configs:\n"
+        "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n  evaluation_interval: {secs}s\n"
     );
+    if !opts.rule_files.is_empty() {
+        y.push_str("rule_files:\n");
+        for f in &opts.rule_files {
+            y.push_str(&format!("  - {}\n", q(&f.to_string_lossy())));
+        }
+    }
+    if !opts.alertmanagers.is_empty() {
+        y.push_str("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets:\n");
+        for a in &opts.alertmanagers {
+            y.push_str(&format!("            - {}\n", q(a)));
+        }
+    }
+    y.push_str("scrape_configs:\n");
     for j in jobs {
         y.push_str(&format!(
             "  - job_name: {}\n    static_configs:\n      - targets: [{}]\n",
