@@ -192,7 +192,11 @@ fn a_hanging_target_is_cut_at_its_deadline_and_counted() {
     .expect("deadline");
     let text = svc.metrics().expect("metrics");
     assert_eq!(
-        metric_value(&text, "registry_prober_runs_in_flight{target=\"hang\",size_class=\"default\"}").map(|v| v <= 1.0),
+        metric_value(
+            &text,
+            "registry_prober_runs_in_flight{target=\"hang\",size_class=\"default\"}"
+        )
+        .map(|v| v <= 1.0),
         Some(true)
     );
     drop(hang);

