@@ -2,15 +2,12 @@
 //! cluster listener, that sends every alert to one webhook as soon as it arrives; its config,
 //! data and log in a temp dir. Stopped by PID (SIGTERM, then SIGKILL) on drop.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 use crate::http::HttpClient;
-use crate::ports::try_free_port;
-use crate::process::tail;
+use crate::process::Daemon;
 
 /// Path of the Alertmanager binary (Debian package `prometheus-alertmanager`).
 pub const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
@@ -25,11 +22,9 @@ pub const REPEAT_INTERVAL: &str = "24h";
 
 /// A running Alertmanager.
 pub struct Alertmanager {
-    child: Option<Child>,
-    port: u16,
-    config_path: PathBuf,
-    log_path: PathBuf,
-    dir: tempfile::TempDir,
+    daemon: Daemon,
+    /// Holds the config, data and log until Alertmanager is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Alertmanager {
@@ -45,90 +40,39 @@ impl Alertmanager {
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, render_config(webhook_url))
             .with_context(|| format!("writing {}", config_path.display()))?;
-        let mut am = Alertmanager {
-            child: None,
-            port: 0,
-            log_path: dir.path().join("alertmanager.log"),
-            config_path,
-            dir,
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            am.port = try_free_port()?;
-            match am.spawn_and_wait() {
-                Ok(()) => return Ok(am),
-                Err(e) if attempt < 5 && am.log().contains("address already in use") => {
-                    let _ = std::fs::remove_file(&am.log_path);
-                    eprintln!(
-                        "alertmanager start: port taken by another listener, retrying ({e:#})"
-                    );
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(&self.log_path)
-            .with_context(|| format!("creating {}", self.log_path.display()))?;
-        let child = Command::new(ALERTMANAGER_BIN)
-            .arg(format!("--config.file={}", self.config_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            // Empty: no gossip listener (by default it binds every interface on 9094).
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("duplicating the log handle")?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {ALERTMANAGER_BIN}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let client = HttpClient::new().with_timeout(Duration::from_millis(500));
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait().context("polling alertmanager")? {
-                    self.child = None;
-                    bail!(
-                        "alertmanager exited during startup ({status}); log:\n{}",
-                        tail(&self.log(), 4000)
-                    );
-                }
-            }
-            if let Ok(r) = client.get(&format!("{}/-/ready", self.url())) {
-                if r.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                self.stop();
-                bail!(
-                    "alertmanager on port {} was not ready within {START_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    tail(&self.log(), 4000)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let data = dir.path().join("data");
+        let daemon = Daemon::start(
+            "alertmanager",
+            ALERTMANAGER_BIN,
+            |port| {
+                vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--storage.path={}", data.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    // Empty: no gossip listener (by default it binds every interface on 9094).
+                    "--cluster.listen-address=".to_string(),
+                ]
+            },
+            dir.path().join("alertmanager.log"),
+            "/-/ready",
+            START_TIMEOUT,
+        )?;
+        Ok(Alertmanager { daemon, _dir: dir })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.daemon.url()
     }
 
     /// `127.0.0.1:PORT`, for Prometheus's `alerting.alertmanagers` static targets.
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.daemon.host_port()
     }
 
     /// PID of the running process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.daemon.pid()
     }
 
     /// The alerts Alertmanager holds now (`GET /api/v2/alerts`), for diagnostics.
@@ -143,32 +87,12 @@ impl Alertmanager {
 
     /// Everything Alertmanager logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.daemon.log()
     }
 
-    /// Stops the process: SIGTERM by PID, up to 10 s to shut down, then SIGKILL. Idempotent.
+    /// Stops the process (SIGTERM by PID, then SIGKILL). Idempotent; also done on drop.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        self.stop();
+        self.daemon.stop();
     }
 }
 

@@ -73,3 +73,142 @@ pub fn tail(s: &str, max: usize) -> String {
     }
     format!("...{}", &s[start..])
 }
+
+/// A server the tests start and own: output in a log file, ready once `GET <url><ready_path>`
+/// answers 200, stopped by PID (SIGTERM, up to 10 s to shut down, then SIGKILL) on
+/// [`Daemon::stop`] or drop.
+pub struct Daemon {
+    name: &'static str,
+    child: Option<std::process::Child>,
+    port: u16,
+    log_path: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin` with `args(port)` on a free loopback port and waits at most `timeout` for
+    /// it to be ready. A start that lost its port to another listener ("address already in
+    /// use" in its log) is retried on a fresh port, up to 5 attempts.
+    pub fn start(
+        name: &'static str,
+        bin: &str,
+        args: impl Fn(u16) -> Vec<String>,
+        log_path: std::path::PathBuf,
+        ready_path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Daemon> {
+        let mut daemon = Daemon {
+            name,
+            child: None,
+            port: 0,
+            log_path,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            daemon.port = crate::ports::try_free_port()?;
+            match daemon.spawn_and_wait(bin, &args(daemon.port), ready_path, timeout) {
+                Ok(()) => return Ok(daemon),
+                Err(e) if attempt < 5 && daemon.log().contains("address already in use") => {
+                    let _ = std::fs::remove_file(&daemon.log_path);
+                    eprintln!("{name} start: port taken by another listener, retrying ({e:#})");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn_and_wait(
+        &mut self,
+        bin: &str,
+        args: &[String],
+        ready_path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let name = self.name;
+        let log = std::fs::File::create(&self.log_path)
+            .with_context(|| format!("creating {}", self.log_path.display()))?;
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {bin}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + timeout;
+        let client = crate::http::HttpClient::new().with_timeout(Duration::from_millis(500));
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child
+                    .try_wait()
+                    .with_context(|| format!("polling {name}"))?
+                {
+                    self.child = None;
+                    bail!(
+                        "{name} exited during startup ({status}); log:\n{}",
+                        tail(&self.log(), 4000)
+                    );
+                }
+            }
+            if let Ok(r) = client.get(&format!("{}{ready_path}", self.url())) {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                bail!(
+                    "{name} on port {} was not ready within {timeout:?}; log:\n{}",
+                    self.port,
+                    tail(&self.log(), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// PID of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops the process: SIGTERM by PID, up to 10 s to shut down, then SIGKILL. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

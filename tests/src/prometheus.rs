@@ -4,15 +4,13 @@
 //! (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 use crate::http::HttpClient;
-use crate::ports::try_free_port;
-use crate::process::tail;
+use crate::process::{tail, Daemon};
 
 /// Path of the Prometheus binary (Debian package `prometheus`).
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
@@ -56,11 +54,9 @@ pub enum Answer {
 
 /// A running Prometheus.
 pub struct Prometheus {
-    child: Option<Child>,
-    port: u16,
-    log_path: PathBuf,
-    config_path: PathBuf,
-    dir: tempfile::TempDir,
+    daemon: Daemon,
+    /// Holds the config, TSDB and log until Prometheus is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
@@ -81,81 +77,32 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, render_config(jobs, opts))
             .with_context(|| format!("writing {}", config_path.display()))?;
-        let mut prom = Prometheus {
-            child: None,
-            port: 0,
-            log_path: dir.path().join("prometheus.log"),
-            config_path,
-            dir,
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            prom.port = try_free_port()?;
-            match prom.spawn_and_wait() {
-                Ok(()) => return Ok(prom),
-                Err(e) if attempt < 5 && prom.log().contains("address already in use") => {
-                    let _ = std::fs::remove_file(&prom.log_path);
-                    eprintln!("prometheus start: port taken by another listener, retrying ({e:#})");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(&self.log_path)
-            .with_context(|| format!("creating {}", self.log_path.display()))?;
-        let child = Command::new(PROMETHEUS_BIN)
-            .arg(format!("--config.file={}", self.config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("duplicating the log handle")?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {PROMETHEUS_BIN}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let client = HttpClient::new().with_timeout(Duration::from_millis(500));
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait().context("polling prometheus")? {
-                    self.child = None;
-                    bail!(
-                        "prometheus exited during startup ({status}); log:\n{}",
-                        tail(&self.log(), 4000)
-                    );
-                }
-            }
-            if let Ok(r) = client.get(&format!("{}/-/ready", self.url())) {
-                if r.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                self.stop();
-                bail!(
-                    "prometheus on port {} was not ready within {START_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    tail(&self.log(), 4000)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let data = dir.path().join("data");
+        let daemon = Daemon::start(
+            "prometheus",
+            PROMETHEUS_BIN,
+            |port| {
+                vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ]
+            },
+            dir.path().join("prometheus.log"),
+            "/-/ready",
+            START_TIMEOUT,
+        )?;
+        Ok(Prometheus { daemon, _dir: dir })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.daemon.url()
     }
 
     /// PID of the running process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.daemon.pid()
     }
 
     /// Evaluates `expr` as an instant query at the current time (`/api/v1/query`).
@@ -220,32 +167,12 @@ impl Prometheus {
 
     /// Everything Prometheus logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.daemon.log()
     }
 
-    /// Stops the process: SIGTERM by PID, up to 10 s to shut down, then SIGKILL. Idempotent.
+    /// Stops the process (SIGTERM by PID, then SIGKILL). Idempotent; also done on drop.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
+        self.daemon.stop();
     }
 }
 
