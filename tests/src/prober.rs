@@ -89,3 +89,21 @@ pub fn first_failure(report: &Value) -> Option<&Value> {
         .iter()
         .find(|s| s["success"] == Value::Bool(false))
 }
+
+/// The prober's canary tags among `tags` (`registry-prober-<instance>-canary-<period>-<seed>`).
+pub fn canary_tags(tags: Vec<String>) -> Vec<String> {
+    tags.into_iter()
+        .filter(|t| t.contains("-canary-"))
+        .collect()
+}
+
+/// The tags of `tags` whose canary period is that of `canary`: a test that crosses an `every`
+/// boundary rightly sees the new period's canary too, and "never re-pushed" is a statement
+/// about one period.
+pub fn same_period(tags: &[String], canary: &str) -> Vec<String> {
+    let period = |t: &str| t.rsplit('-').nth(1).map(str::to_string);
+    tags.iter()
+        .filter(|t| period(t) == period(canary))
+        .cloned()
+        .collect()
+}

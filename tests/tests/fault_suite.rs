@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use registry_prober_e2e::fault_proxy::{Fault, FaultProxy, Rule};
-use registry_prober_e2e::prober::once_json;
+use registry_prober_e2e::prober::{self, once_json, same_period};
 use registry_prober_e2e::service::Service;
 use registry_prober_e2e::{prober_bin, Registry, RegistryOptions, Storage, TestCa};
 use serde_json::Value;
@@ -1022,21 +1022,7 @@ fn check_lost_blob(run: &Value, get_step: &str, digest: &str) {
 }
 
 fn canary_tags(storage: &Storage) -> Vec<String> {
-    storage
-        .tags(REPO)
-        .expect("tags")
-        .into_iter()
-        .filter(|t| t.contains("-canary-"))
-        .collect()
-}
-
-/// The canary tags of the same period as `canary` (`...-canary-<period>-<seed>`).
-fn same_period(tags: &[String], canary: &str) -> Vec<String> {
-    let period = |t: &str| t.rsplit('-').nth(1).map(str::to_string);
-    tags.iter()
-        .filter(|t| period(t) == period(canary))
-        .cloned()
-        .collect()
+    prober::canary_tags(storage.tags(REPO).expect("tags"))
 }
 
 /// Prober tags in the probe repository that are not canaries.

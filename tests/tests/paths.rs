@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Method;
 use registry_prober_e2e::fault_proxy::{Fault, FaultProxy, Rule};
 use registry_prober_e2e::http::HttpClient;
-use registry_prober_e2e::prober::{first_failure, once_json};
+use registry_prober_e2e::prober::{self, first_failure, once_json, same_period};
 use registry_prober_e2e::service::Service;
 use registry_prober_e2e::{Registry, RegistryOptions};
 use serde_json::Value;
@@ -48,22 +48,7 @@ fn all_passed(report: &Value, step: &str, path: &str) -> usize {
 }
 
 fn canary_tags(reg: &Registry) -> Vec<String> {
-    reg.storage()
-        .tags(REPO)
-        .expect("tags")
-        .into_iter()
-        .filter(|t| t.contains("-canary-"))
-        .collect()
-}
-
-/// The canary tags of the same period as `canary` (`...-canary-<period>-<seed>`): a test that
-/// crosses an `every` boundary rightly sees the new period's canary too.
-fn same_period(tags: &[String], canary: &str) -> Vec<String> {
-    let period = |t: &str| t.rsplit('-').nth(1).map(str::to_string);
-    tags.iter()
-        .filter(|t| period(t) == period(canary))
-        .cloned()
-        .collect()
+    prober::canary_tags(reg.storage().tags(REPO).expect("tags"))
 }
 
 /// The run's own image is gone again (only canaries may stay).
@@ -313,40 +298,8 @@ fn a_canary_whose_manifest_was_replaced_is_content_changed() {
     assert_eq!(code, 0, "{first:#}");
     let tag = canary_tags(&reg).pop().expect("a canary");
     // Someone pushes another image under the canary's tag.
-    let (code, other) = once_json(&[
-        "--registry",
-        &reg.url(),
-        "--repository",
-        REPO,
-        "--layers",
-        "1",
-        "--layer-size",
-        "4KiB",
-        "--no-cleanup",
-    ])
-    .expect("once runs");
-    assert_eq!(code, 0, "{other:#}");
-    let other_tag = other["tag"].as_str().expect("tag");
-    let client = HttpClient::new();
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let body = client
-        .request(
-            "GET",
-            &format!("{}/v2/{REPO}/manifests/{other_tag}", reg.url()),
-            &[("Accept", accept)],
-            &[],
-        )
-        .expect("GET manifest");
-    assert_eq!(body.status, 200);
-    let put = client
-        .request(
-            "PUT",
-            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
-            &[("Content-Type", accept)],
-            &body.body,
-        )
-        .expect("PUT manifest");
-    assert_eq!(put.status, 201, "{}", put.text());
+    let other = leave_image(&reg);
+    put_manifest(&reg, &tag, &other);
 
     let (code, second) = once_config(&config, &[]);
     assert_eq!(code, 1, "{second:#}");
@@ -481,80 +434,19 @@ fn the_hygiene_sweep_deletes_only_this_instances_old_run_tags() {
     let reg = Registry::start_default().expect("registry starts");
     // An image left behind by a crashed run, under this instance's old tag, another
     // instance's old tag, and a tag that is not the prober's at all.
-    let (code, left) = once_json(&[
-        "--registry",
-        &reg.url(),
-        "--repository",
-        REPO,
-        "--layers",
-        "1",
-        "--layer-size",
-        "4KiB",
-        "--no-cleanup",
-    ])
-    .expect("once runs");
-    assert_eq!(code, 0, "{left:#}");
-    let client = HttpClient::new();
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let manifest = client
-        .request(
-            "GET",
-            &format!(
-                "{}/v2/{REPO}/manifests/{}",
-                reg.url(),
-                left["tag"].as_str().expect("tag")
-            ),
-            &[("Accept", accept)],
-            &[],
-        )
-        .expect("GET");
-    let other_manifest = {
-        let (code, other) = once_json(&[
-            "--registry",
-            &reg.url(),
-            "--repository",
-            REPO,
-            "--layers",
-            "1",
-            "--layer-size",
-            "4KiB",
-            "--no-cleanup",
-        ])
-        .expect("once runs");
-        assert_eq!(code, 0);
-        client
-            .request(
-                "GET",
-                &format!(
-                    "{}/v2/{REPO}/manifests/{}",
-                    reg.url(),
-                    other["tag"].as_str().expect("tag")
-                ),
-                &[("Accept", accept)],
-                &[],
-            )
-            .expect("GET")
-    };
-    let put = |tag: &str, body: &[u8]| {
-        let r = client
-            .request(
-                "PUT",
-                &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
-                &[("Content-Type", accept)],
-                body,
-            )
-            .expect("PUT");
-        assert_eq!(r.status, 201, "{}", r.text());
-    };
-    put(
+    let manifest = leave_image(&reg);
+    let other_manifest = leave_image(&reg);
+    put_manifest(
+        &reg,
         "registry-prober-default-1000000000-0000beef",
-        &manifest.body,
+        &manifest,
     );
-    put(
+    put_manifest(
+        &reg,
         "registry-prober-elsewhere-1000000000-0000beef",
-        &other_manifest.body,
+        &other_manifest,
     );
-    put("keep-me", &other_manifest.body);
+    put_manifest(&reg, "keep-me", &other_manifest);
 
     let mut svc = Service::start(&format!(
         "targets:\n  - name: swept\n    registry: {}\n    repository: registry-prober/other\n    interval: 1h\n    timeout: 20s\n  - name: own\n    registry: {}\n    repository: {REPO}\n    interval: 1h\n    timeout: 20s\n",
@@ -654,6 +546,49 @@ fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
         "runs resumed {resumed:?} after the 429 asked for 4 s"
     );
     assert_eq!(proxy.hits("limited"), 1);
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pushes a small image that stays (`once --no-cleanup`) and returns its manifest's bytes.
+fn leave_image(reg: &Registry) -> Vec<u8> {
+    let (code, report) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        REPO,
+        "--layers",
+        "1",
+        "--layer-size",
+        "4KiB",
+        "--no-cleanup",
+    ])
+    .expect("once runs");
+    assert_eq!(code, 0, "{report:#}");
+    let tag = report["tag"].as_str().expect("tag");
+    let r = HttpClient::new()
+        .request(
+            "GET",
+            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
+            &[("Accept", OCI_MANIFEST)],
+            &[],
+        )
+        .expect("GET manifest");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.body
+}
+
+/// PUT `manifest` under `tag`: 201.
+fn put_manifest(reg: &Registry, tag: &str, manifest: &[u8]) {
+    let r = HttpClient::new()
+        .request(
+            "PUT",
+            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
+            &[("Content-Type", OCI_MANIFEST)],
+            manifest,
+        )
+        .expect("PUT manifest");
+    assert_eq!(r.status, 201, "{}", r.text());
 }
 
 /// (size, digest) of the layers of a stored manifest.
