@@ -611,3 +611,48 @@ fn manifest_layers(reg: &Registry, manifest_digest: &str) -> Vec<(u64, String)> 
         })
         .collect()
 }
+
+#[test]
+fn a_failed_canary_push_does_not_keep_the_runs_own_image_from_being_cleaned_up() {
+    let reg = Registry::start_default().expect("registry starts");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy starts");
+    proxy.add_rule(
+        Rule::new(
+            "canary_put",
+            "/manifests/registry-prober-default-canary-",
+            Fault::status(500),
+        )
+        .method(Method::PUT),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "targets:\n  - name: aged\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB]\n    canaries:\n      enabled: true\n      every: 1h\n      layer_sizes: [4KiB]\n",
+            proxy.url()
+        ),
+    );
+    let (code, report) = once_config(&config, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(proxy.hits("canary_put"), 1);
+    let failure = first_failure(&report).expect("a failure");
+    assert_eq!(failure["step"], "push_manifest");
+    assert!(failure["subject"]
+        .as_str()
+        .expect("subject")
+        .contains("-canary-"));
+    // Both manifests were cleaned up: the run's (stored) and the canary's (never stored: its
+    // DELETE answers 404, which is not a cleanup failure).
+    let deletes = steps(&report, "delete_manifest", "origin");
+    assert_eq!(deletes.len(), 2, "{report:#}");
+    assert!(deletes.iter().all(|s| s["success"] == true), "{deletes:#?}");
+    assert_eq!(report["cleanup_failed"], false);
+    assert_eq!(
+        reg.storage().tags(REPO).expect("tags"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        reg.storage().manifest_revisions(REPO).expect("revisions"),
+        Vec::<String>::new()
+    );
+}

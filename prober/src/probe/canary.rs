@@ -125,11 +125,11 @@ impl Run<'_> {
         .await
         .expect("image generation does not panic");
         // A canary is kept: what it uploads is not the run's to clean up, once it is complete.
-        let (uploaded, manifest) = (self.uploaded.len(), self.manifest_pushed.take());
+        let (uploaded, manifests) = (self.uploaded.len(), self.manifests_pushed.len());
         let result = self.push_image(&image, &tag).await;
         if result.is_ok() {
             self.uploaded.truncate(uploaded);
-            self.manifest_pushed = manifest;
+            self.manifests_pushed.truncate(manifests);
             self.book(|b| {
                 b.known.insert(
                     period,
@@ -142,8 +142,6 @@ impl Run<'_> {
                     },
                 )
             });
-        } else if self.manifest_pushed.is_none() {
-            self.manifest_pushed = manifest;
         }
         result
     }

@@ -27,15 +27,16 @@ impl Run<'_> {
                     .await;
             }
         }
-        if let Some(digest) = self.manifest_pushed.clone() {
-            // The manifest goes first: distribution refuses nothing here, but a registry that
-            // garbage-collects would otherwise still see the blobs referenced.
+        // Manifests go first: distribution refuses nothing here, but a registry that
+        // garbage-collects would otherwise still see the blobs referenced.
+        for m in self.manifests_pushed.clone() {
             let _ = self
-                .delete(
+                .delete_in(
                     Step::DeleteManifest,
                     "manifest",
-                    &format!("manifests/{digest}"),
-                    Reason::ManifestUnknown,
+                    None,
+                    &format!("manifests/{}", m.digest),
+                    !m.stored,
                 )
                 .await;
         }
@@ -49,11 +50,12 @@ impl Run<'_> {
                     .map(|b| b.kind.to_string())
                     .unwrap_or_else(|| digest.to_string());
                 let _ = self
-                    .delete(
+                    .delete_in(
                         Step::DeleteBlob,
                         &label,
+                        None,
                         &format!("blobs/{digest}"),
-                        Reason::BlobUnknown,
+                        false,
                     )
                     .await;
             }
@@ -129,20 +131,6 @@ impl Run<'_> {
         }
     }
 
-    /// DELETE one manifest or blob by digest: 202 Accepted. 404 counts as done only for a
-    /// manifest whose PUT may not have reached the registry.
-    async fn delete(
-        &mut self,
-        step: Step,
-        subject: &str,
-        rest: &str,
-        _not_found: Reason,
-    ) -> Result<(), Failure> {
-        let manifest_uncertain = step == Step::DeleteManifest && !self.manifest_stored();
-        self.delete_in(step, subject, None, rest, manifest_uncertain)
-            .await
-    }
-
     /// DELETE `<repository or the endpoint's>/<rest>` under a cleanup deadline; `gone_ok`: a
     /// 404 means it is already gone, which is all we want.
     pub(super) async fn delete_in(
@@ -165,12 +153,11 @@ impl Run<'_> {
             Reason::BlobUnknown
         };
         let deadline = cleanup_deadline(p.target.cleanup_timeout);
-        let manifest_uncertain = gone_ok;
         self.step_until(step, subject.to_string(), deadline, |deadline, mut tr| async move {
             let r = async {
                 let resp = c.send(&Request::new(Method::DELETE, url), deadline, &mut tr).await?;
                 let mut ok = vec![StatusCode::ACCEPTED, StatusCode::OK, StatusCode::NO_CONTENT];
-                if manifest_uncertain {
+                if gone_ok {
                     ok.push(StatusCode::NOT_FOUND);
                 }
                 let resp = c.expect(resp, &ok, not_found, deadline, &mut tr).await.map_err(|mut f| {
@@ -187,12 +174,5 @@ impl Run<'_> {
             (r, tr)
         })
         .await
-    }
-
-    /// Whether the manifest PUT was answered 201.
-    fn manifest_stored(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| s.step == Step::PushManifest && s.success)
     }
 }

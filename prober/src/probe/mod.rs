@@ -45,6 +45,14 @@ struct Endpoint {
     propagation: Option<Propagation>,
 }
 
+/// A manifest the run PUT; `stored` once the registry answered 201 (until then a 404 on its
+/// DELETE means it never arrived, which is not a cleanup failure).
+#[derive(Clone, Debug)]
+struct PushedManifest {
+    digest: crate::verify::Digest,
+    stored: bool,
+}
+
 /// An upload session the run opened; cleanup cancels the ones that never completed.
 #[derive(Debug)]
 struct Session {
@@ -65,8 +73,8 @@ struct Run<'a> {
     sessions: Vec<Session>,
     /// Blobs this run uploaded (cleanup deletes them).
     uploaded: Vec<crate::verify::Digest>,
-    /// The manifest digest, once a manifest PUT was attempted (cleanup deletes it).
-    manifest_pushed: Option<crate::verify::Digest>,
+    /// Every manifest whose PUT was attempted (cleanup deletes them).
+    manifests_pushed: Vec<PushedManifest>,
     /// When the manifest PUT succeeded (propagation delays are measured from here).
     manifest_stored_at: Option<Instant>,
     /// The blob mounted into the mount repository (cleanup deletes the link).
@@ -139,8 +147,9 @@ impl Prober {
     /// image, mount a blob, pull it back through every path; the first class also checks
     /// golden images and canaries; then clean up.
     pub async fn run_class(&self, class: usize, seed: u64) -> RunReport {
-        let class = &self.target.sizes[class.min(self.target.sizes.len() - 1)];
-        let first_class = std::ptr::eq(class, &self.target.sizes[0]);
+        let index = class.min(self.target.sizes.len() - 1);
+        let first_class = index == 0;
+        let class = &self.target.sizes[index];
         let started_at = SystemTime::now();
         let started = Instant::now();
         let mut run = Run::new(self, class, started + class.timeout);
@@ -208,7 +217,11 @@ impl Prober {
             registry: self.target.registry.to_string(),
             repository: self.target.repository.clone(),
             tag: pushed.then_some(tag),
-            manifest_digest: run.manifest_pushed.as_ref().map(|d| d.to_string()),
+            manifest_digest: run
+                .manifests_pushed
+                .iter()
+                .any(|m| m.digest == image.manifest_digest)
+                .then(|| image.manifest_digest.to_string()),
             success,
             cleanup_failed,
             started_at,
@@ -233,7 +246,7 @@ impl<'a> Run<'a> {
             steps: Vec::new(),
             sessions: Vec::new(),
             uploaded: Vec::new(),
-            manifest_pushed: None,
+            manifests_pushed: Vec::new(),
             manifest_stored_at: None,
             mounted: None,
             mount: None,

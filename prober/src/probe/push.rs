@@ -168,7 +168,10 @@ impl Run<'_> {
     async fn push_manifest(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
         let c = self.client();
         let url = c.url(&format!("manifests/{tag}"))?;
-        self.manifest_pushed = Some(image.manifest_digest.clone());
+        self.manifests_pushed.push(super::PushedManifest {
+            digest: image.manifest_digest.clone(),
+            stored: false,
+        });
         let req = Request::new(Method::PUT, url)
             .header(
                 header::CONTENT_TYPE,
@@ -198,6 +201,9 @@ impl Run<'_> {
             )
             .await;
         if result.is_ok() {
+            if let Some(m) = self.manifests_pushed.last_mut() {
+                m.stored = true;
+            }
             self.manifest_stored_at = Some(Instant::now());
         }
         result
