@@ -394,8 +394,38 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 /// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C; then the traces still
 /// queued go out (within TRACE_FLUSH).
+/// Every target keeps a connection open per path, so about a thousand targets pass the soft
+/// limit of 1,024 open files that shells and service managers often start a process with. The
+/// soft limit is raised to the hard one, as Go's runtime does; the hard limit stays the
+/// operator's to set.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none() || limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            from = limit.current,
+            to = limit.maximum,
+            "Raised the soft limit of open files to the hard limit"
+        ),
+        Err(e) => tracing::warn!(
+            soft = limit.current,
+            hard = limit.maximum,
+            error = %e,
+            "Could not raise the soft limit of open files; each target needs one per path"
+        ),
+    }
+}
+
 async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    raise_open_files_limit();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let traces = match otlp {
@@ -416,7 +446,7 @@ async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyho
     };
     let sinks = Sinks {
         metrics,
-        history: Arc::new(History::new(50, 20)),
+        history: Arc::new(History::new(50, 10)),
         health: Arc::new(Health::default()),
         traces: traces.clone(),
     };
@@ -473,5 +503,23 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+        let start = getrlimit(Resource::Nofile);
+        let hard = start.maximum.expect("a finite hard limit of open files");
+        let lowered = Rlimit {
+            current: Some(hard.min(1024) - 1),
+            maximum: Some(hard),
+        };
+        setrlimit(Resource::Nofile, lowered).expect("lowering the soft limit");
+        super::raise_open_files_limit();
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
     }
 }

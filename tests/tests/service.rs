@@ -148,6 +148,44 @@ fn two_targets_are_scraped_with_sane_values_and_a_clean_exposition() {
         lint.status.success() && problems.trim().is_empty(),
         "promtool check metrics: {problems}"
     );
+
+    // Asked as Prometheus asks, the same exposition comes gzipped (gunzipped here by gzip(1)).
+    let zipped = registry_prober_e2e::http::HttpClient::new()
+        .request(
+            "GET",
+            &format!("{}/metrics", svc.url()),
+            &[("Accept-Encoding", "gzip")],
+            &[],
+        )
+        .expect("gzipped metrics");
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert!(
+        zipped.body.len() * 5 < text.len(),
+        "{} bytes of gzip",
+        zipped.body.len()
+    );
+    let unzipped = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(&zipped.body)?;
+            child.wait_with_output()
+        })
+        .expect("gzip runs");
+    assert!(unzipped.status.success(), "gzip -dc failed");
+    let families = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        families(&String::from_utf8_lossy(&unzipped.stdout)),
+        families(&text)
+    );
 }
 
 #[test]
@@ -394,6 +432,22 @@ fn the_status_page_renders_in_headless_chromium() {
         Ok(successes(s, "shown") >= 2.0)
     })
     .expect("runs");
+    // A target's own page, and a clear 404 for a name that is not configured.
+    let own = svc.get("/?target=shown").expect("target page");
+    assert_eq!(own.status, 200);
+    assert!(own.text().contains("<h2>shown</h2>") && own.text().contains("all targets</a>"));
+    let json = svc.get("/?target=shown&format=json").expect("target json");
+    let json = json.json().expect("json");
+    assert_eq!(json["target"], "shown");
+    assert_eq!(json["targets"][0]["runs"][0]["detailed"], true);
+    let missing = svc.get("/?target=nope").expect("unknown target");
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.text().contains("no target named \"nope\""),
+        "{}",
+        missing.text()
+    );
+
     let dir = tempfile::tempdir().expect("tempdir");
     let png = dir.path().join("status.png");
     let out = registry_prober_e2e::run_with_timeout(

@@ -698,6 +698,11 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Closes the idle connections; the next request opens a new one.
+    pub fn close_idle_connections(&self) {
+        self.transport.clear();
+    }
+
     /// Forgets idle connections and cached tokens.
     pub fn reset(&self) {
         self.transport.clear();

@@ -74,7 +74,23 @@ pub enum TlsConfigError {
 }
 
 /// Builds the rustls config for one target. ALPN offers h2 then http/1.1.
+///
+/// Targets with the default options (system roots, no client certificate) share one config,
+/// and with it one TLS session cache: a config costs ~14 KiB, 14 MiB at 1,000 targets.
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    let is_default = opts.ca_file.is_none() && opts.client_cert.is_none() && !opts.insecure;
+    if !is_default {
+        return build_client_config(opts);
+    }
+    if let Some(config) = DEFAULT.get() {
+        return Ok(config.clone());
+    }
+    let config = build_client_config(opts)?;
+    Ok(DEFAULT.get_or_init(|| config).clone())
+}
+
+fn build_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigError> {
     // No process-wide provider is installed, so name ring explicitly everywhere.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -248,6 +264,21 @@ mod tests {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    #[test]
+    fn targets_with_default_options_share_one_config_and_others_get_their_own() {
+        let a = client_config(&TlsOptions::default()).expect("default config");
+        let b = client_config(&TlsOptions::default()).expect("default config");
+        assert!(Arc::ptr_eq(&a, &b));
+        let insecure = TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        };
+        let c = client_config(&insecure).expect("insecure config");
+        let d = client_config(&insecure).expect("insecure config");
+        assert!(!Arc::ptr_eq(&a, &c) && !Arc::ptr_eq(&c, &d));
+        assert_eq!(a.alpn_protocols, c.alpn_protocols);
+    }
 
     /// The error and its sources joined the way an operator sees them in a log line.
     fn chain(err: &dyn std::error::Error) -> String {

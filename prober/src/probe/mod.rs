@@ -87,6 +87,13 @@ struct Run<'a> {
 }
 
 impl Prober {
+    /// Closes the idle connections of every path (tokens stay cached).
+    pub fn close_idle_connections(&self) {
+        for endpoint in &self.endpoints {
+            endpoint.client.close_idle_connections();
+        }
+    }
+
     pub fn new(target: Target) -> Result<Prober, tls::TlsConfigError> {
         Self::with_resolver(target, Arc::new(SystemResolver))
     }

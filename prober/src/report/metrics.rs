@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::Hash;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -28,12 +28,36 @@ const PREFIX: &str = "registry_prober";
 /// A gauge holding a float (unix timestamps and intervals in seconds).
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The length of the last text encoded: the next buffer is allocated at that size once, instead
+/// of doubling its way up (which at a thousand targets holds ~1.5x the ~44 MB text at the end).
+static LAST_TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn text_buffer() -> String {
+    let last = LAST_TEXT_LEN.load(Ordering::Relaxed);
+    String::with_capacity(last + last / 16 + 4096)
+}
+
+/// The two text formats /metrics serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for the rest (curl, promtool 2.42).
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => CONTENT_TYPE,
+            Format::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
 /// The OpenMetrics text of `registry` (for /metrics), ending with `# EOF`.
 pub fn encode(registry: &Registry) -> String {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry)
-        .expect("writing to a String cannot fail and every label value encodes");
-    text
+    encode_as(registry, Format::OpenMetrics)
 }
 
 /// Content type of the Prometheus text format (0.0.4), for scrapers that do not ask for OpenMetrics.
@@ -42,31 +66,172 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The Prometheus text format (0.0.4) of `registry`, for scrapers and linters (promtool 2.42)
 /// that do not negotiate OpenMetrics: a counter's family is named with its `_total` and there
 /// is no `# UNIT` or `# EOF`, the translation Prometheus itself makes when it ingests
-/// OpenMetrics.
+/// OpenMetrics. Translated line by line as it is encoded, so only one text is ever held.
 pub fn encode_text_format(registry: &Registry) -> String {
-    to_prometheus_text(&encode(registry))
+    encode_as(registry, Format::Text)
 }
 
-fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: Vec<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut text = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|kind| {
-            let (name, rest) = line.strip_prefix(kind)?.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{kind}{name}_total {rest}"))
-        });
-        text.push_str(renamed.as_deref().unwrap_or(line));
-        text.push('\n');
-    }
+/// `registry` in `format`, as one string.
+pub fn encode_as(registry: &Registry, format: Format) -> String {
+    let text = encode_into(registry, format, text_buffer());
+    LAST_TEXT_LEN.store(text.len(), Ordering::Relaxed);
     text
+}
+
+/// `registry` in `format`, gzipped as it is encoded: the whole text is never held (at 1,000
+/// targets it is ~44 MB, its gzip ~1 MB).
+pub fn encode_gzip(registry: &Registry, format: Format) -> Vec<u8> {
+    encode_into(registry, format, Gzip::new()).finish()
+}
+
+fn encode_into<W: fmt::Write>(registry: &Registry, format: Format, out: W) -> W {
+    let expect = "writing to memory cannot fail and every label value encodes";
+    match format {
+        Format::OpenMetrics => {
+            let mut out = out;
+            prometheus_client::encoding::text::encode(&mut out, registry).expect(expect);
+            out
+        }
+        Format::Text => {
+            let mut text = TextFormat::new(out);
+            prometheus_client::encoding::text::encode(&mut text, registry).expect(expect);
+            text.finish()
+        }
+    }
+}
+
+#[cfg(test)]
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut text = TextFormat::new(String::new());
+    text.write_str(openmetrics)
+        .expect("writing to a String cannot fail");
+    text.finish()
+}
+
+/// Writes OpenMetrics text through as the Prometheus text format: `# HELP` is held until the
+/// next line says whether the family is a counter (whose name then gains `_total`).
+struct TextFormat<W> {
+    out: W,
+    line: String,
+    help: Option<String>,
+}
+
+impl<W: fmt::Write> TextFormat<W> {
+    fn new(out: W) -> TextFormat<W> {
+        TextFormat {
+            out,
+            line: String::new(),
+            help: None,
+        }
+    }
+
+    fn end_line(&mut self) -> fmt::Result {
+        let line = std::mem::take(&mut self.line);
+        let result = self.translate(&line);
+        self.line = line;
+        self.line.clear();
+        result
+    }
+
+    fn translate(&mut self, line: &str) -> fmt::Result {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            return Ok(());
+        }
+        if line.starts_with("# HELP ") {
+            self.flush_help()?;
+            self.help = Some(line.to_string());
+            return Ok(());
+        }
+        let Some(counter) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|l| l.strip_suffix(" counter"))
+        else {
+            self.flush_help()?;
+            return writeln!(self.out, "{line}");
+        };
+        if let Some(help) = self.help.take() {
+            match help
+                .strip_prefix("# HELP ")
+                .and_then(|h| h.strip_prefix(counter))
+            {
+                Some(rest) if rest.starts_with(' ') => {
+                    writeln!(self.out, "# HELP {counter}_total{rest}")?
+                }
+                _ => writeln!(self.out, "{help}")?,
+            }
+        }
+        writeln!(self.out, "# TYPE {counter}_total counter")
+    }
+
+    fn flush_help(&mut self) -> fmt::Result {
+        match self.help.take() {
+            Some(help) => writeln!(self.out, "{help}"),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> W {
+        if !self.line.is_empty() {
+            let _ = self.end_line();
+        }
+        let _ = self.flush_help();
+        self.out
+    }
+}
+
+impl<W: fmt::Write> fmt::Write for TextFormat<W> {
+    fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        while let Some(end) = s.find('\n') {
+            self.line.push_str(&s[..end]);
+            self.end_line()?;
+            s = &s[end + 1..];
+        }
+        self.line.push_str(s);
+        Ok(())
+    }
+}
+
+/// Text in, gzip out, through a 64 KiB buffer (the encoder writes many small pieces).
+struct Gzip {
+    pending: String,
+    encoder: flate2::write::GzEncoder<Vec<u8>>,
+}
+
+impl Gzip {
+    const BUFFER: usize = 64 * 1024;
+
+    fn new() -> Gzip {
+        Gzip {
+            pending: String::with_capacity(Self::BUFFER),
+            // The fastest level: the text is repetitive enough that it still shrinks ~40x.
+            encoder: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        }
+    }
+
+    fn drain(&mut self) -> fmt::Result {
+        use std::io::Write as _;
+        self.encoder
+            .write_all(self.pending.as_bytes())
+            .map_err(|_| fmt::Error)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.drain()
+            .and_then(|()| self.encoder.finish().map_err(|_| fmt::Error))
+            .expect("gzip into memory cannot fail")
+    }
+}
+
+impl fmt::Write for Gzip {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.pending.push_str(s);
+        if self.pending.len() >= Self::BUFFER {
+            self.drain()?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a scheduled run of a size class did not start.
@@ -341,9 +506,11 @@ impl Metrics {
     /// after a reload, it leaves existing series (and their values) alone; it only (re)sets
     /// each size class's configured interval.
     pub fn init_target(&self, target: &Target) {
-        let t = || target.name.clone();
+        let target_name = Name::from(target.name.as_str());
+        let t = || target_name.clone();
         for class in &target.sizes {
-            let c = || class.name.clone();
+            let class_name = Name::from(class.name.as_str());
+            let c = || class_name.clone();
             for result in RunResult::ALL {
                 self.runs.touch(RunLabels {
                     target: t(),
@@ -375,7 +542,8 @@ impl Metrics {
         }
         let paths = std::iter::once(ORIGIN).chain(target.paths.iter().map(|p| p.name.as_str()));
         for path in paths {
-            let p = || path.to_string();
+            let path_name = Name::from(path);
+            let p = || path_name.clone();
             let origin = path == ORIGIN;
             for step in Step::ALL
                 .into_iter()
@@ -486,17 +654,18 @@ impl Metrics {
     pub fn observe_run(&self, report: &RunReport) {
         let target = report.target.as_str();
         let class = report.size_class.as_str();
-        let t = || target.to_string();
+        let (target_name, class_name) = (Name::from(target), Name::from(class));
+        let t = || target_name.clone();
         let class_labels = || ClassLabels {
             target: t(),
-            size_class: class.to_string(),
+            size_class: class_name.clone(),
         };
         let finished = unix_seconds(report.started_at + report.duration_seconds);
 
         self.runs.inc_by(
             RunLabels {
                 target: t(),
-                size_class: class.to_string(),
+                size_class: Name::from(class),
                 result: RunResult::from_success(report.success),
             },
             1,
@@ -510,7 +679,7 @@ impl Metrics {
             self.failures.inc_by(
                 FailureLabels {
                     target: t(),
-                    size_class: class.to_string(),
+                    size_class: Name::from(class),
                     reason,
                 },
                 1,
@@ -530,7 +699,7 @@ impl Metrics {
                 self.propagation_delay.observe(
                     PathLabels {
                         target: t(),
-                        path: propagation.path.clone(),
+                        path: Name::from(propagation.path.as_str()),
                     },
                     delay.as_secs_f64(),
                 );
@@ -562,8 +731,9 @@ impl Metrics {
     }
 
     fn observe_step(&self, target: &str, class: &str, step: &StepReport) {
-        let t = || target.to_string();
-        let p = || step.path.clone();
+        let (target_name, path_name) = (Name::from(target), Name::from(step.path.as_str()));
+        let t = || target_name.clone();
+        let p = || path_name.clone();
         self.steps.inc_by(
             StepResultLabels {
                 target: t(),
@@ -577,7 +747,7 @@ impl Metrics {
             StepDurationLabels {
                 target: t(),
                 path: p(),
-                size_class: class.to_string(),
+                size_class: Name::from(class),
                 step: step.step,
             },
             step.duration_seconds.as_secs_f64(),
@@ -630,7 +800,7 @@ impl Metrics {
                     ThroughputLabels {
                         target: t(),
                         path: p(),
-                        size_class: class.to_string(),
+                        size_class: Name::from(class),
                         direction,
                     },
                     bytes as f64 / step.duration_seconds.as_secs_f64(),
@@ -696,7 +866,7 @@ impl Metrics {
             if n > 0 {
                 self.upload_sessions.inc_by(
                     SessionLabels {
-                        target: target.to_string(),
+                        target: Name::from(target),
                         outcome,
                     },
                     n,
@@ -725,8 +895,8 @@ impl Metrics {
         for (path, not_after) in earliest {
             self.tls_certificate_expiry.set(
                 PathLabels {
-                    target: target.to_string(),
-                    path: path.to_string(),
+                    target: Name::from(target),
+                    path: Name::from(path),
                 },
                 not_after as f64,
             );
@@ -735,7 +905,8 @@ impl Metrics {
 
     /// Counts one hygiene sweep and what it removed.
     pub fn observe_sweep(&self, sweep: &SweepReport) {
-        let t = || sweep.target.clone();
+        let target_name = Name::from(sweep.target.as_str());
+        let t = || target_name.clone();
         self.sweeps.inc_by(
             SweepLabels {
                 target: t(),
@@ -756,8 +927,8 @@ impl Metrics {
     pub fn run_skipped(&self, target: &str, size_class: &str, cause: SkipCause) {
         self.skipped_runs.inc_by(
             SkipLabels {
-                target: target.to_string(),
-                size_class: size_class.to_string(),
+                target: Name::from(target),
+                size_class: Name::from(size_class),
                 cause,
             },
             1,
@@ -768,8 +939,8 @@ impl Metrics {
     pub fn run_started(&self, target: &str, size_class: &str) {
         self.runs_in_flight.with(
             ClassLabels {
-                target: target.to_string(),
-                size_class: size_class.to_string(),
+                target: Name::from(target),
+                size_class: Name::from(size_class),
             },
             |g| {
                 g.inc();
@@ -781,8 +952,8 @@ impl Metrics {
     pub fn run_finished(&self, target: &str, size_class: &str) {
         self.runs_in_flight.with(
             ClassLabels {
-                target: target.to_string(),
-                size_class: size_class.to_string(),
+                target: Name::from(target),
+                size_class: Name::from(size_class),
             },
             |g| {
                 g.dec();
@@ -952,6 +1123,31 @@ impl<L: Clone + Hash + Eq + Scope> Tracked<L, Histogram> {
 
 /// What configured things a series belongs to: its target, and its size class and path when
 /// it has those labels.
+/// A label value shared by every series of a target, size class or path: one allocation per
+/// name instead of one per series (a thousand targets hold hundreds of thousands of series).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Name(Arc<str>);
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Name {
+        Name(Arc::from(name))
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(&self.0)
+    }
+}
+
 trait Scope {
     fn target(&self) -> &str;
     fn size_class(&self) -> Option<&str> {
@@ -1175,24 +1371,24 @@ macro_rules! label_sets {
 }
 
 label_sets! {
-    TargetLabels { target: String };
-    ClassLabels { target: String, size_class: String } [size_class];
-    RunLabels { target: String, size_class: String, result: RunResult } [size_class];
-    FailureLabels { target: String, size_class: String, reason: Reason } [size_class];
-    SkipLabels { target: String, size_class: String, cause: SkipCause } [size_class];
-    StepResultLabels { target: String, path: String, step: Step, result: RunResult } [path];
-    StepDurationLabels { target: String, path: String, size_class: String, step: Step } [path, size_class];
-    StepReasonLabels { target: String, path: String, step: Step, reason: Reason } [path];
-    CleanupLabels { target: String, step: Step };
-    SessionLabels { target: String, outcome: SessionOutcome };
-    BytesLabels { target: String, path: String, direction: Direction } [path];
-    ThroughputLabels { target: String, path: String, size_class: String, direction: Direction } [path, size_class];
-    PathLabels { target: String, path: String } [path];
-    ConnectionLabels { target: String, path: String, connection: Connection } [path];
-    PhaseLabels { target: String, path: String, phase: Phase } [path];
-    SweepLabels { target: String, result: RunResult };
-    SweptLabels { target: String, kind: SweptKind };
-    MountLabels { target: String, outcome: Mount };
+    TargetLabels { target: Name };
+    ClassLabels { target: Name, size_class: Name } [size_class];
+    RunLabels { target: Name, size_class: Name, result: RunResult } [size_class];
+    FailureLabels { target: Name, size_class: Name, reason: Reason } [size_class];
+    SkipLabels { target: Name, size_class: Name, cause: SkipCause } [size_class];
+    StepResultLabels { target: Name, path: Name, step: Step, result: RunResult } [path];
+    StepDurationLabels { target: Name, path: Name, size_class: Name, step: Step } [path, size_class];
+    StepReasonLabels { target: Name, path: Name, step: Step, reason: Reason } [path];
+    CleanupLabels { target: Name, step: Step };
+    SessionLabels { target: Name, outcome: SessionOutcome };
+    BytesLabels { target: Name, path: Name, direction: Direction } [path];
+    ThroughputLabels { target: Name, path: Name, size_class: Name, direction: Direction } [path, size_class];
+    PathLabels { target: Name, path: Name } [path];
+    ConnectionLabels { target: Name, path: Name, connection: Connection } [path];
+    PhaseLabels { target: Name, path: Name, phase: Phase } [path];
+    SweepLabels { target: Name, result: RunResult };
+    SweptLabels { target: Name, kind: SweptKind };
+    MountLabels { target: Name, outcome: Mount };
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -1807,6 +2003,23 @@ targets:
                 "registry_prober_canary_oldest_push_timestamp_seconds{",
             ],
         );
+    }
+
+    #[test]
+    fn the_gzipped_text_is_the_text() {
+        use std::io::Read as _;
+        let (registry, metrics) = metrics(FULL);
+        metrics.observe_run(&successful_run());
+        metrics.observe_run(&failed_run());
+        for format in [Format::OpenMetrics, Format::Text] {
+            let mut unzipped = String::new();
+            flate2::read::GzDecoder::new(&encode_gzip(&registry, format)[..])
+                .read_to_string(&mut unzipped)
+                .expect("valid gzip");
+            assert_eq!(unzipped, encode_as(&registry, format), "{format:?}");
+        }
+        assert!(encode_as(&registry, Format::Text)
+            .contains("# TYPE registry_prober_runs_total counter\n"));
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The status page, one more sink of finished runs: `History` keeps the recent runs per target
 //! (and recent failures after newer successes push them out, like blackbox_exporter's history),
 //! and `render_html` / `render_json` show a snapshot of it. The server only reads snapshots.
+//!
+//! Memory is bounded per target, so a thousand targets fit: the newest run and the last few
+//! failed runs are kept in full (steps with subjects, errors, HTTP transcripts); every other
+//! kept run is a compact row (its result, its first failure and the timing of its steps, ~12
+//! bytes a step). A snapshot lists the runs of at most [`LISTED_TARGETS`] targets; past that the
+//! index lists each target once and its runs are on `/?target=NAME`.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::{self, Write};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -20,9 +26,13 @@ const MAX_ERROR_LINE_CHARS: usize = 600;
 const MAX_URL_CHARS: usize = 400;
 const MAX_HEADER_VALUE_CHARS: usize = 100;
 
+/// The index page (and its JSON) lists the runs of every target up to this many targets; with
+/// more, it lists each target once and links to `/?target=NAME` for its runs.
+pub const LISTED_TARGETS: usize = 20;
+
 /// Recent runs per target for the status page: the last `keep` runs, plus the last
-/// `keep_failures` failed runs kept even after newer successes push them out of the recent list
-/// (like blackbox_exporter's history). Thread-safe.
+/// `keep_failures` failed runs kept in full even after newer runs push them out of the recent
+/// list (like blackbox_exporter's history). Thread-safe.
 pub struct History {
     keep: usize,
     keep_failures: usize,
@@ -40,13 +50,72 @@ struct TargetHistory {
     name: String,
     registry: Option<String>,
     repository: Option<String>,
-    /// Oldest first, at most `keep`.
-    runs: VecDeque<RunView>,
-    /// Oldest first, at most `keep_failures`; may overlap `runs`.
-    failures: VecDeque<RunView>,
+    /// The size classes and paths named by the kept runs, which rows refer to by index.
+    names: Names,
+    /// Oldest first, at most `keep`. Only the newest and the failures in `failures` keep their
+    /// detail.
+    runs: VecDeque<RunRow>,
+    /// Oldest first, at most `keep_failures`, each with its detail; may overlap `runs`.
+    failures: VecDeque<RunRow>,
     last_success_unix: Option<f64>,
     last_failure_unix: Option<f64>,
     consecutive_failures: u64,
+}
+
+/// Interned names (size classes, paths): a kept run refers to them by index instead of holding
+/// a copy of each. A target has a handful; past `u16::MAX` they share one "…" entry.
+#[derive(Default)]
+struct Names(Vec<Box<str>>);
+
+impl Names {
+    fn index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.0.iter().position(|n| &**n == name) {
+            return u16::try_from(i).unwrap_or(u16::MAX);
+        }
+        match u16::try_from(self.0.len()) {
+            Ok(i) if i < u16::MAX => {
+                self.0.push(name.into());
+                i
+            }
+            _ => u16::MAX,
+        }
+    }
+
+    fn get(&self, index: u16) -> &str {
+        self.0.get(usize::from(index)).map_or("…", |n| n)
+    }
+}
+
+/// A kept run. Cloning is cheap: the steps and the detail are shared.
+#[derive(Clone)]
+struct RunRow {
+    seq: u64,
+    started_at_unix: f64,
+    duration_seconds: f64,
+    size_class: u16,
+    success: bool,
+    cleanup_failed: bool,
+    first_failure: Option<Arc<FailureView>>,
+    /// What the timing bar needs of every step.
+    steps: Arc<[StepMark]>,
+    /// Everything else; dropped once the run is neither the newest nor a kept failure.
+    detail: Option<Arc<RunDetail>>,
+}
+
+/// One step of a compact row: 12 bytes.
+#[derive(Clone, Copy)]
+struct StepMark {
+    step: Step,
+    success: bool,
+    reason: Option<Reason>,
+    path: u16,
+    seconds: f32,
+}
+
+struct RunDetail {
+    tag: Option<String>,
+    manifest_digest: Option<String>,
+    steps: Vec<StepView>,
 }
 
 impl TargetHistory {
@@ -55,6 +124,7 @@ impl TargetHistory {
             name,
             registry: None,
             repository: None,
+            names: Names::default(),
             runs: VecDeque::new(),
             failures: VecDeque::new(),
             last_success_unix: None,
@@ -63,9 +133,10 @@ impl TargetHistory {
         }
     }
 
-    fn status(&self) -> TargetStatus {
+    fn status(&self, list_runs: bool) -> TargetStatus {
         let successes = self.runs.iter().filter(|r| r.success).count();
         let oldest_recent = self.runs.front().map(|r| r.seq).unwrap_or(u64::MAX);
+        let view = |r: &RunRow| r.view(&self.names);
         TargetStatus {
             name: self.name.clone(),
             registry: self.registry.clone(),
@@ -74,23 +145,33 @@ impl TargetHistory {
                 .then(|| successes as f64 / self.runs.len() as f64),
             successes,
             runs_kept: self.runs.len(),
+            last_run_unix: self.runs.back().map(|r| r.started_at_unix),
+            last_result: self.runs.back().map(RunRow::result),
             last_success_unix: self.last_success_unix,
             last_failure_unix: self.last_failure_unix,
             consecutive_failures: self.consecutive_failures,
-            runs: self.runs.iter().rev().cloned().collect(),
-            recent_failures: self
-                .failures
-                .iter()
-                .rev()
-                .filter(|f| f.seq < oldest_recent)
-                .cloned()
-                .collect(),
+            runs_listed: list_runs,
+            runs: if list_runs {
+                self.runs.iter().rev().map(view).collect()
+            } else {
+                Vec::new()
+            },
+            recent_failures: if list_runs {
+                self.failures
+                    .iter()
+                    .rev()
+                    .filter(|f| f.seq < oldest_recent)
+                    .map(view)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
 
 impl History {
-    /// `keep` recent runs and `keep_failures` failed runs per target, e.g. 50 and 20.
+    /// `keep` recent runs and `keep_failures` failed runs in full per target, e.g. 50 and 10.
     pub fn new(keep: usize, keep_failures: usize) -> History {
         History {
             keep,
@@ -113,7 +194,6 @@ impl History {
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
-        let view = RunView::from_report(seq, report);
         let index = match state.targets.iter().position(|t| t.name == report.target) {
             Some(i) => i,
             None => {
@@ -124,20 +204,35 @@ impl History {
             }
         };
         let target = &mut state.targets[index];
-        target.registry = Some(report.registry.clone());
-        target.repository = Some(report.repository.clone());
-        if view.success {
-            target.last_success_unix = Some(view.started_at_unix);
+        let row = RunRow::from_report(seq, report, &mut target.names);
+        if target.registry.as_deref() != Some(report.registry.as_str()) {
+            target.registry = Some(report.registry.clone());
+        }
+        if target.repository.as_deref() != Some(report.repository.as_str()) {
+            target.repository = Some(report.repository.clone());
+        }
+        if row.success {
+            target.last_success_unix = Some(row.started_at_unix);
             target.consecutive_failures = 0;
         } else {
-            target.last_failure_unix = Some(view.started_at_unix);
+            target.last_failure_unix = Some(row.started_at_unix);
             target.consecutive_failures += 1;
-            target.failures.push_back(view.clone());
+            target.failures.push_back(row.clone());
             while target.failures.len() > self.keep_failures {
-                target.failures.pop_front();
+                if let Some(gone) = target.failures.pop_front() {
+                    if let Some(kept) = target.runs.iter_mut().find(|r| r.seq == gone.seq) {
+                        kept.detail = None;
+                    }
+                }
             }
         }
-        target.runs.push_back(view);
+        // The run this one replaces as the newest keeps its detail only as a kept failure.
+        if let Some(previous) = target.runs.back_mut() {
+            if !target.failures.iter().any(|f| f.seq == previous.seq) {
+                previous.detail = None;
+            }
+        }
+        target.runs.push_back(row);
         while target.runs.len() > self.keep {
             target.runs.pop_front();
         }
@@ -157,20 +252,43 @@ impl History {
             .collect();
     }
 
-    /// A cloned, serializable view.
+    /// A serializable view of every target, with their runs when there are at most
+    /// [`LISTED_TARGETS`].
     pub fn snapshot(&self) -> StatusSnapshot {
         let state = self.lock();
+        let list_runs = state.targets.len() <= LISTED_TARGETS;
         StatusSnapshot {
             generated_at_unix: unix(SystemTime::now()),
-            targets: state.targets.iter().map(TargetHistory::status).collect(),
+            target: None,
+            targets: state.targets.iter().map(|t| t.status(list_runs)).collect(),
         }
+    }
+
+    /// A view of one target with its runs; None when no target has that name.
+    pub fn snapshot_of(&self, name: &str) -> Option<StatusSnapshot> {
+        let state = self.lock();
+        let target = state.targets.iter().find(|t| t.name == name)?;
+        Some(StatusSnapshot {
+            generated_at_unix: unix(SystemTime::now()),
+            target: Some(target.name.clone()),
+            targets: vec![target.status(true)],
+        })
     }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusSnapshot {
     pub generated_at_unix: f64,
+    /// The one target asked for (`/?target=NAME`); None for the index of every target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub targets: Vec<TargetStatus>,
+}
+
+impl StatusSnapshot {
+    fn runs_listed(&self) -> bool {
+        self.targets.iter().all(|t| t.runs_listed)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -179,22 +297,50 @@ pub struct TargetStatus {
     /// From the latest run; None before the first.
     pub registry: Option<String>,
     pub repository: Option<String>,
+    /// Whether `runs` and `recent_failures` are filled: with more than [`LISTED_TARGETS`]
+    /// targets, only on the target's own page (`/?target=NAME`).
+    pub runs_listed: bool,
     /// Newest first, at most `keep`.
     pub runs: Vec<RunView>,
     /// Failed runs older than every run in `runs` (pushed out by newer runs), newest first.
     pub recent_failures: Vec<RunView>,
-    /// Successes over the runs in `runs`; None when there are none.
+    /// Successes over the kept runs; None when there are none.
     pub success_ratio: Option<f64>,
     pub successes: usize,
     pub runs_kept: usize,
+    /// Start and result of the newest run; None before the first.
+    pub last_run_unix: Option<f64>,
+    pub last_result: Option<RunResult>,
     /// Start of the last successful run since the prober started.
     pub last_success_unix: Option<f64>,
     pub last_failure_unix: Option<f64>,
     pub consecutive_failures: u64,
 }
 
-/// One run's summary, its steps with timings, and for a failed run the transcript of its failed
-/// steps (requests, statuses, registry error codes, messages cut to ~300 characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    Success,
+    Failure,
+    /// Every probe step passed and only cleanup failed.
+    CleanupFailed,
+}
+
+impl RunResult {
+    fn of(success: bool, cleanup_failed: bool, first_failure: Option<&FailureView>) -> RunResult {
+        if success {
+            RunResult::Success
+        } else if cleanup_failed && first_failure.is_some_and(|f| f.step.is_cleanup()) {
+            RunResult::CleanupFailed
+        } else {
+            RunResult::Failure
+        }
+    }
+}
+
+/// One run's summary, its steps with timings, and for a run kept in full (the newest, and the
+/// last failures) the subjects of its steps and the transcript of its failed steps (requests,
+/// statuses, registry error codes, messages cut to ~300 characters).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunView {
     /// Order of recording, across targets.
@@ -204,6 +350,9 @@ pub struct RunView {
     pub duration_seconds: f64,
     pub success: bool,
     pub cleanup_failed: bool,
+    /// Whether the run is kept in full; otherwise its steps carry only step, path, result,
+    /// reason and duration, and it has no tag, digest or transcript.
+    pub detailed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,7 +378,9 @@ pub struct FailureView {
 pub struct StepView {
     pub step: Step,
     pub path: String,
-    pub subject: String,
+    /// None in a compact row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub success: bool,
     pub duration_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,36 +391,101 @@ pub struct StepView {
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_code: Option<String>,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
+    /// None in a compact row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
     /// Every request of a failed step; empty (and omitted) for a step that passed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<HttpRecord>,
 }
 
-impl RunView {
-    fn from_report(seq: u64, report: &RunReport) -> RunView {
-        RunView {
+impl RunRow {
+    fn from_report(seq: u64, report: &RunReport, names: &mut Names) -> RunRow {
+        RunRow {
             seq,
-            size_class: report.size_class.clone(),
             started_at_unix: unix(report.started_at),
             duration_seconds: report.duration_seconds.as_secs_f64(),
+            size_class: names.index(&report.size_class),
             success: report.success,
             cleanup_failed: report.cleanup_failed,
-            tag: report.tag.clone(),
-            manifest_digest: report.manifest_digest.clone(),
-            first_failure: report.first_failure().map(|s| FailureView {
-                step: s.step,
-                path: s.path.clone(),
-                subject: s.subject.clone(),
-                reason: s.reason,
-                error_line: truncate(
-                    &s.error_line()
-                        .unwrap_or_else(|| format!("{} ({})", s.step, s.subject)),
-                    MAX_ERROR_LINE_CHARS,
-                ),
+            first_failure: report.first_failure().map(|s| {
+                Arc::new(FailureView {
+                    step: s.step,
+                    path: s.path.clone(),
+                    subject: s.subject.clone(),
+                    reason: s.reason,
+                    error_line: truncate(
+                        &s.error_line()
+                            .unwrap_or_else(|| format!("{} ({})", s.step, s.subject)),
+                        MAX_ERROR_LINE_CHARS,
+                    ),
+                })
             }),
-            steps: report.steps.iter().map(StepView::from_report).collect(),
+            steps: report
+                .steps
+                .iter()
+                .map(|s| StepMark {
+                    step: s.step,
+                    success: s.success,
+                    reason: s.reason,
+                    path: names.index(&s.path),
+                    seconds: s.duration_seconds.as_secs_f32(),
+                })
+                .collect(),
+            detail: Some(Arc::new(RunDetail {
+                tag: report.tag.clone(),
+                manifest_digest: report.manifest_digest.clone(),
+                steps: report.steps.iter().map(StepView::from_report).collect(),
+            })),
+        }
+    }
+
+    fn result(&self) -> RunResult {
+        RunResult::of(
+            self.success,
+            self.cleanup_failed,
+            self.first_failure.as_deref(),
+        )
+    }
+
+    fn view(&self, names: &Names) -> RunView {
+        let detail = self.detail.as_deref();
+        RunView {
+            seq: self.seq,
+            size_class: names.get(self.size_class).to_string(),
+            started_at_unix: self.started_at_unix,
+            duration_seconds: self.duration_seconds,
+            success: self.success,
+            cleanup_failed: self.cleanup_failed,
+            detailed: detail.is_some(),
+            tag: detail.and_then(|d| d.tag.clone()),
+            manifest_digest: detail.and_then(|d| d.manifest_digest.clone()),
+            first_failure: self.first_failure.as_deref().cloned(),
+            steps: match detail {
+                Some(d) => d.steps.clone(),
+                None => self.steps.iter().map(|m| m.view(names)).collect(),
+            },
+        }
+    }
+}
+
+impl StepMark {
+    fn view(&self, names: &Names) -> StepView {
+        StepView {
+            step: self.step,
+            path: names.get(self.path).to_string(),
+            subject: None,
+            success: self.success,
+            duration_seconds: f64::from(self.seconds),
+            reason: self.reason,
+            error: None,
+            status: None,
+            registry_code: None,
+            bytes_sent: None,
+            bytes_received: None,
+            requests: Vec::new(),
         }
     }
 }
@@ -279,7 +495,7 @@ impl StepView {
         StepView {
             step: step.step,
             path: step.path.clone(),
-            subject: step.subject.clone(),
+            subject: Some(step.subject.clone()),
             success: step.success,
             duration_seconds: step.duration_seconds.as_secs_f64(),
             reason: step.reason,
@@ -289,8 +505,8 @@ impl StepView {
                 .map(|e| truncate(e, MAX_ERROR_LINE_CHARS)),
             status: step.status,
             registry_code: step.registry_code.clone(),
-            bytes_sent: step.bytes_sent,
-            bytes_received: step.bytes_received,
+            bytes_sent: Some(step.bytes_sent),
+            bytes_received: Some(step.bytes_received),
             requests: if step.success {
                 Vec::new()
             } else {
@@ -442,12 +658,26 @@ pub fn render_html(snapshot: &StatusSnapshot) -> String {
     h.raw("Generated ");
     h.text(utc(now));
     h.raw(" UTC &middot; <a href=\"/metrics\">metrics</a> &middot; ");
-    h.raw("<a href=\"/?format=json\">JSON</a></p>\n</header>\n");
+    match &snapshot.target {
+        None => h.raw("<a href=\"/?format=json\">JSON</a>"),
+        Some(name) => {
+            h.raw("<a href=\"/?target=");
+            h.text(name);
+            h.raw("&amp;format=json\">JSON</a> &middot; <a href=\"/\">all targets</a>");
+        }
+    }
+    h.raw("</p>\n</header>\n");
 
     render_summary(&mut h, snapshot);
-    render_legend(&mut h);
-    for (i, target) in snapshot.targets.iter().enumerate() {
-        render_target(&mut h, i, target, now);
+    if snapshot.runs_listed() {
+        render_legend(&mut h);
+        for (i, target) in snapshot.targets.iter().enumerate() {
+            render_target(&mut h, i, target, now);
+        }
+    } else {
+        h.raw("<p class=\"meta\">");
+        h.text(snapshot.targets.len());
+        h.raw(" targets: follow a target's name for its runs, step timings and failures.</p>\n");
     }
     h.raw("</body>\n</html>\n");
     h.out
@@ -458,18 +688,24 @@ fn render_summary(h: &mut Html, snapshot: &StatusSnapshot) {
         h.raw("<p class=\"none\">No targets configured.</p>\n");
         return;
     }
+    let on_this_page = snapshot.runs_listed();
     h.raw("<table class=\"summary\">\n<thead><tr><th>target</th><th>last run</th>");
     h.raw("<th class=\"num\">success ratio</th><th class=\"num\">last success</th>");
     h.raw("<th class=\"num\">failures in a row</th></tr></thead>\n<tbody>\n");
     for (i, t) in snapshot.targets.iter().enumerate() {
-        h.raw("<tr><td><a href=\"#t");
-        h.text(i);
+        if on_this_page {
+            h.raw("<tr><td><a href=\"#t");
+            h.text(i);
+        } else {
+            h.raw("<tr><td><a href=\"/?target=");
+            h.text(&t.name);
+        }
         h.raw("\">");
         h.text(&t.name);
         h.raw("</a></td><td>");
-        match t.runs.first() {
+        match t.last_result {
             None => h.raw("<span class=\"none\">no run yet</span>"),
-            Some(run) => result_badge(h, run),
+            Some(result) => result_badge(h, result),
         }
         h.raw("</td><td class=\"num\">");
         ratio(h, t);
@@ -534,19 +770,12 @@ fn render_target(h: &mut Html, index: usize, t: &TargetStatus, now: f64) {
     h.raw("</section>\n");
 }
 
-fn result_badge(h: &mut Html, run: &RunView) {
-    if run.success {
-        h.raw("<span class=\"ok\">OK</span>");
-    } else if run.cleanup_failed
-        && run
-            .first_failure
-            .as_ref()
-            .is_some_and(|f| f.step.is_cleanup())
-    {
-        h.raw("<span class=\"fail\">CLEANUP FAILED</span>");
-    } else {
-        h.raw("<span class=\"fail\">FAILED</span>");
-    }
+fn result_badge(h: &mut Html, result: RunResult) {
+    h.raw(match result {
+        RunResult::Success => "<span class=\"ok\">OK</span>",
+        RunResult::CleanupFailed => "<span class=\"fail\">CLEANUP FAILED</span>",
+        RunResult::Failure => "<span class=\"fail\">FAILED</span>",
+    });
 }
 
 fn ratio(h: &mut Html, t: &TargetStatus) {
@@ -645,7 +874,10 @@ fn runs_table(h: &mut Html, runs: &[RunView], scale_runs: &[RunView]) {
         h.raw("</td><td>");
         h.text(&run.size_class);
         h.raw("</td><td>");
-        result_badge(h, run);
+        result_badge(
+            h,
+            RunResult::of(run.success, run.cleanup_failed, run.first_failure.as_ref()),
+        );
         h.raw("</td><td class=\"num\">");
         h.text(secs(run.duration_seconds));
         h.raw("</td><td>");
@@ -683,9 +915,12 @@ fn step_bar(h: &mut Html, run: &RunView, scale: f64) {
         h.text(step.step);
         h.raw(" via ");
         h.text(&step.path);
-        h.raw(" (");
-        h.text(&step.subject);
-        h.raw("): ");
+        if let Some(subject) = &step.subject {
+            h.raw(" (");
+            h.text(subject);
+            h.raw(")");
+        }
+        h.raw(": ");
         h.text(secs(step.duration_seconds));
         if !step.success {
             h.raw(", failed: ");
@@ -711,6 +946,11 @@ fn failure_detail(h: &mut Html, run: &RunView) {
         h.text(&f.error_line);
         h.raw("</code></p>\n");
     }
+    if !run.detailed {
+        h.raw("<p class=\"none\">HTTP transcript no longer kept: only the newest run and the ");
+        h.raw("last failures keep theirs.</p>\n");
+        return;
+    }
     let failed: Vec<&StepView> = run.steps.iter().filter(|s| !s.success).collect();
     let requests: usize = failed.iter().map(|s| s.requests.len()).sum();
     h.raw("<details><summary>HTTP transcript: ");
@@ -732,7 +972,7 @@ fn failure_detail(h: &mut Html, run: &RunView) {
         h.raw("<h3><code>");
         h.text(step.step);
         h.raw("</code> (");
-        h.text(&step.subject);
+        h.text(step.subject.as_deref().unwrap_or("?"));
         h.raw("): ");
         h.text(step.reason.map(Reason::as_str).unwrap_or("failed"));
         h.raw(" after ");
@@ -978,23 +1218,21 @@ mod tests {
         }
     }
 
+    /// Runs of target "eu" started at 1, 2, 3... succeeding where `results` has a `T`.
+    fn recorded(history: History, results: &str) -> History {
+        for (t, result) in (1..).zip(results.chars()) {
+            history.record(&run("eu", t, result == 'T'));
+        }
+        history
+    }
+
     fn starts(runs: &[RunView]) -> Vec<f64> {
         runs.iter().map(|r| r.started_at_unix).collect()
     }
 
     #[test]
     fn keeps_the_last_runs_and_older_failures_after_newer_successes_push_them_out() {
-        let history = History::new(3, 2);
-        for (t, ok) in [
-            (1, false),
-            (2, true),
-            (3, false),
-            (4, true),
-            (5, true),
-            (6, true),
-        ] {
-            history.record(&run("eu", t, ok));
-        }
+        let history = recorded(History::new(3, 2), "FTFTTT");
         let snap = history.snapshot();
         let eu = &snap.targets[0];
         assert_eq!(starts(&eu.runs), [6.0, 5.0, 4.0]);
@@ -1172,6 +1410,116 @@ mod tests {
         let bar = &bar[..bar.find("</svg>").expect("end of bar")];
         assert_eq!(bar.matches("<rect").count(), 3);
         assert!(bar.contains(&format!("fill=\"{FAILED_COLOUR}\"><title>push_manifest via origin (tag t1): 40.0 ms, failed: manifest_invalid</title>")), "{bar}");
+    }
+
+    #[test]
+    fn only_the_newest_run_and_the_last_failures_keep_their_detail() {
+        let history = recorded(History::new(6, 2), "FTFFTT");
+        let snap = history.snapshot();
+        let runs = &snap.targets[0].runs;
+        let detailed: Vec<(f64, bool)> = runs
+            .iter()
+            .map(|r| (r.started_at_unix, r.detailed))
+            .collect();
+        // 6 is the newest; 4 and 3 are the last two failures; 1 fell out of the two kept.
+        assert_eq!(
+            detailed,
+            [
+                (6.0, true),
+                (5.0, false),
+                (4.0, true),
+                (3.0, true),
+                (2.0, false),
+                (1.0, false)
+            ]
+        );
+
+        // A compact row keeps what the bar and the failure line need, and nothing else.
+        let old_failure = &runs[5];
+        assert_eq!(old_failure.tag, None);
+        let failure = old_failure
+            .first_failure
+            .as_ref()
+            .expect("first failure kept");
+        assert_eq!(
+            (failure.step, failure.reason),
+            (Step::PushManifest, Some(Reason::ManifestInvalid))
+        );
+        assert!(
+            failure.error_line.contains("manifest invalid"),
+            "{}",
+            failure.error_line
+        );
+        let steps: Vec<(Step, &str, bool, Option<Reason>)> = old_failure
+            .steps
+            .iter()
+            .map(|s| (s.step, s.path.as_str(), s.success, s.reason))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Step::Token, "origin", true, None),
+                (Step::UploadBlob, "origin", true, None),
+                (
+                    Step::PushManifest,
+                    "origin",
+                    false,
+                    Some(Reason::ManifestInvalid)
+                ),
+            ]
+        );
+        assert!((old_failure.steps[1].duration_seconds - 0.12).abs() < 1e-6);
+        assert!(old_failure
+            .steps
+            .iter()
+            .all(|s| s.subject.is_none() && s.requests.is_empty()));
+        assert_eq!(runs[0].steps[1].subject.as_deref(), Some("layer 1"));
+        assert_eq!(runs[0].tag.as_deref(), Some("t1"));
+
+        let html = render_html(&snap);
+        assert_eq!(html.matches("<details><summary>HTTP transcript").count(), 2);
+        assert_eq!(html.matches("HTTP transcript no longer kept").count(), 1);
+        // Every row still has its timing bar.
+        assert_eq!(html.matches("<svg class=\"bar\"").count(), 6);
+    }
+
+    #[test]
+    fn many_targets_are_listed_once_each_and_have_a_page_of_their_own() {
+        let history = History::new(10, 5);
+        let names: Vec<String> = (0..=LISTED_TARGETS).map(|i| format!("t{i}")).collect();
+        history.set_targets(&names);
+        history.record(&run("t3", 1, true));
+        history.record(&run("t3", 2, false));
+
+        let snap = history.snapshot();
+        assert_eq!(snap.targets.len(), LISTED_TARGETS + 1);
+        assert!(snap
+            .targets
+            .iter()
+            .all(|t| !t.runs_listed && t.runs.is_empty()));
+        let t3 = &snap.targets[3];
+        assert_eq!(
+            (t3.last_result, t3.last_run_unix, t3.runs_kept),
+            (Some(RunResult::Failure), Some(2.0), 2)
+        );
+        let html = render_html(&snap);
+        assert!(html.contains("<a href=\"/?target=t3\">t3</a>"), "{html}");
+        assert!(!html.contains("<section"), "no target section on the index");
+        assert!(html.contains("21 targets: follow a target's name"));
+
+        let one = history.snapshot_of("t3").expect("t3 is known");
+        assert_eq!(one.target.as_deref(), Some("t3"));
+        assert_eq!(one.targets.len(), 1);
+        assert_eq!(starts(&one.targets[0].runs), [2.0, 1.0]);
+        let html = render_html(&one);
+        assert!(html.contains("<section class=\"target\""));
+        assert!(html.contains("href=\"/?target=t3&amp;format=json\""));
+        assert!(history.snapshot_of("t99").is_none());
+    }
+
+    #[test]
+    fn a_compact_step_is_twelve_bytes() {
+        assert!(std::mem::size_of::<StepMark>() <= 12);
     }
 
     #[test]
