@@ -25,6 +25,14 @@ pub type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
 /// Idle HTTP/1.1 connections kept per origin; the oldest goes first beyond this.
 const MAX_IDLE_H1_PER_ORIGIN: usize = 8;
 
+/// The most an HTTP/1.1 connection reads from its socket at once (hyper's default is ~400 KiB;
+/// its buffer only grows this far while a large body streams in). Each read becomes one frame
+/// handed to the task that hashes it, so bigger reads mean fewer cross-thread wake-ups: a 64 MiB
+/// blob pulled from a local registry took a median 57 ms instead of 66 ms (4 alternating pairs,
+/// 8 pulls each). Larger buffers were slower again (2 MiB ~70 ms, 4 MiB ~78 ms): a frame no
+/// longer fits the core's cache between the read and the hash. Peak RSS of a 1 GiB pull: +2 MiB.
+const MAX_READ_BUFFER: usize = 1024 * 1024;
+
 /// How long a request waits for a busy HTTP/1.1 connection of its origin before opening
 /// another. A body read to its end frees the connection as soon as the connection's driver
 /// task has run once more, microseconds later but often after the caller's next request;
@@ -647,7 +655,9 @@ async fn handshake_h1<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1::handshake(TokioIo::new(io))
+    let (sender, conn) = http1::Builder::new()
+        .max_buf_size(MAX_READ_BUFFER)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(TransportError::Http)?;
     let origin = origin.to_string();
