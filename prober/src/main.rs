@@ -392,12 +392,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C; then the traces still
-/// queued go out (within TRACE_FLUSH).
-/// Every target keeps a connection open per path, so about a thousand targets pass the soft
-/// limit of 1,024 open files that shells and service managers often start a process with. The
-/// soft limit is raised to the hard one, as Go's runtime does; the hard limit stays the
-/// operator's to set.
+/// A target on a short interval keeps a connection open per path between runs, so about a
+/// thousand targets pass the soft limit of 1,024 open files that shells and service managers
+/// often start a process with. The soft limit is raised to the hard one, as Go's runtime does;
+/// the hard limit stays the operator's to set.
 fn raise_open_files_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
@@ -423,6 +421,8 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C; then the traces still
+/// queued go out (within TRACE_FLUSH).
 async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     raise_open_files_limit();

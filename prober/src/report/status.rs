@@ -478,7 +478,8 @@ impl StepMark {
             path: names.get(self.path).to_string(),
             subject: None,
             success: self.success,
-            duration_seconds: f64::from(self.seconds),
+            // To the microsecond: an f32 widened as is prints as 0.11999999731779099.
+            duration_seconds: (f64::from(self.seconds) * 1e6).round() / 1e6,
             reason: self.reason,
             error: None,
             status: None,
@@ -1468,7 +1469,7 @@ mod tests {
                 ),
             ]
         );
-        assert!((old_failure.steps[1].duration_seconds - 0.12).abs() < 1e-6);
+        assert_eq!(old_failure.steps[1].duration_seconds, 0.12);
         assert!(old_failure
             .steps
             .iter()
