@@ -227,10 +227,17 @@ fn once(args: OnceArgs) -> ExitCode {
             }
         },
     };
+    let seed = args.seed.unwrap_or_else(rand::random);
     let report: RunReport = runtime().block_on(async {
-        let report = prober
-            .run_class(class, args.seed.unwrap_or_else(rand::random))
-            .await;
+        // On a worker thread, as in the service, not on this one: the tasks that drive the
+        // connections then mostly hand it each frame of a body on their own thread instead of
+        // waking this one. 8 pulls of a 64 MiB blob: 9,540 -> 5,014 context switches, 61 -> 55
+        // ms of CPU and 65 -> 58 ms a pull (medians of 5 alternating pairs).
+        let run = tokio::spawn(async move { prober.run_class(class, seed).await });
+        let report = match run.await {
+            Ok(report) => report,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         if let Some(otlp) = otlp {
             export_once(otlp, &report).await;
         }
