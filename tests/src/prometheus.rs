@@ -24,6 +24,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ScrapeJob {
     pub job: String,
     pub address: String,
+    /// Target labels added to every scraped series (the chart's ServiceMonitor adds `location`).
+    pub labels: Vec<(String, String)>,
 }
 
 impl ScrapeJob {
@@ -31,7 +33,14 @@ impl ScrapeJob {
         ScrapeJob {
             job: job.into(),
             address: address.into(),
+            labels: Vec::new(),
         }
+    }
+
+    /// The same job with `name="value"` on every series it scrapes.
+    pub fn with_label(mut self, name: &str, value: &str) -> ScrapeJob {
+        self.labels.push((name.into(), value.into()));
+        self
     }
 }
 
@@ -244,6 +253,15 @@ fn render_config(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> String {
             serde_json::Value::String(j.job.clone()),
             serde_json::Value::String(j.address.clone())
         ));
+        if !j.labels.is_empty() {
+            y.push_str("        labels:\n");
+            for (name, value) in &j.labels {
+                y.push_str(&format!(
+                    "          {name}: {}\n",
+                    serde_json::Value::String(value.clone())
+                ));
+            }
+        }
     }
     y
 }

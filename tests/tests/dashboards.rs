@@ -56,8 +56,12 @@ targets:
     image: {layers: 1, layer_size: 4KiB}
 "#;
 
+/// The `location` label the scrape adds, as the chart's ServiceMonitor does.
+const LOCATION: &str = "test-dc";
+
 /// Template variable values each dashboard must offer, from V2_CONFIG (at least these).
 const EXPECTED_VALUES: &[(&str, &[&str])] = &[
+    ("location", &[LOCATION]),
     ("target", &["local", "down"]),
     ("path", &["origin", "cache"]),
     ("size_class", &["small", "medium"]),
@@ -124,7 +128,9 @@ fn every_dashboard_query_returns_data_from_a_real_prober() {
         )
     });
     let address = svc.url().trim_start_matches("http://").to_string();
-    let prom = Prometheus::start(&[ScrapeJob::new(JOB, &address)]).expect("prometheus starts");
+    // As the chart's ServiceMonitor does: the prober's location on every series.
+    let prom = Prometheus::start(&[ScrapeJob::new(JOB, &address).with_label("location", LOCATION)])
+        .expect("prometheus starts");
 
     prom.wait_for_scrapes(JOB, 15, Duration::from_secs(90))
         .expect("prometheus scrapes the prober");
