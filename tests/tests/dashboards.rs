@@ -179,6 +179,28 @@ fn every_dashboard_query_returns_data_from_a_real_prober() {
         report.failures.len() + report.passed.len(),
         report.failures.join("\n")
     );
+
+    // One panel's value, not only its presence: "down" is the only size class that never
+    // succeeded, and the panel's join must keep seeing that with `location` on every series.
+    let never = dashboards
+        .iter()
+        .filter(|d| d.uid == "registry-prober-overview")
+        .flat_map(|d| &d.queries)
+        .find(|q| q.title.starts_with("Never succeeded"))
+        .expect("the overview has a 'Never succeeded' panel");
+    let mut vars: BTreeMap<String, String> = BUILTINS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for name in ["location", "target", "path", "size_class"] {
+        vars.insert(name.to_string(), ".*".to_string());
+    }
+    let expr = substitute(&never.expr, &vars).expect("variables render");
+    let values: Vec<f64> = match prom.query(&expr).expect("prometheus answers") {
+        Answer::Data(data) => samples(&data).into_iter().map(|(_, v)| v).collect(),
+        Answer::Error { kind, message } => panic!("{kind}: {message} in {expr}"),
+    };
+    assert_eq!(values, [1.0], "never-succeeded size classes: {expr}");
 }
 
 #[test]
