@@ -8,13 +8,13 @@
 //! the upstream on a fresh connection (`Connection: close`), so a registry restarted behind the
 //! proxy is picked up at once; the client side keeps its connection alive between requests.
 
+use crate::background::Background;
 use crate::certs::TlsFiles;
 use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -146,11 +146,9 @@ impl Fault {
 
 /// A running proxy on 127.0.0.1; stopped on drop (listener, runtime and every connection).
 pub struct FaultProxy {
-    addr: SocketAddr,
+    server: Background,
     tls: bool,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FaultProxy {
@@ -174,24 +172,6 @@ impl FaultProxy {
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .with_context(|| format!("upstream {upstream:?} must be a plain http://host:port URL"))?
             .to_string();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fault-proxy-worker")
-            .enable_all()
-            .build()
-            .context("building the fault proxy's tokio runtime")?;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .context("binding the fault proxy on 127.0.0.1")?;
-        std_listener
-            .set_nonblocking(true)
-            .context("making the fault proxy listener non-blocking")?;
-        let addr = std_listener
-            .local_addr()
-            .context("reading the fault proxy's address")?;
-        let listener = {
-            let _guard = runtime.enter();
-            TcpListener::from_std(std_listener).context("registering the fault proxy listener")?
-        };
         let shared = Arc::new(Shared {
             upstream: authority,
             rules: Mutex::new(Vec::new()),
@@ -199,40 +179,33 @@ impl FaultProxy {
             requests: Mutex::new(Vec::new()),
         });
         let is_tls = tls.is_some();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("fault-proxy-{}", addr.port()))
-                .spawn(move || {
-                    runtime.block_on(accept_loop(listener, tls, shared, stop_rx));
-                    // Drops every connection task (hanging ones included) at its next await.
-                    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
-                })
-                .context("spawning the fault proxy thread")?
+            // The shutdown drops every connection task (hanging ones included) at its next await.
+            Background::start("fault-proxy", 2, SHUTDOWN_TIMEOUT, move |listener, stop| {
+                accept_loop(listener, tls, shared, stop)
+            })?
         };
         Ok(FaultProxy {
-            addr,
+            server,
             tls: is_tls,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
         })
     }
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+        format!("{scheme}://{}", self.server.addr())
     }
 
     /// `127.0.0.1:PORT`, e.g. for `docker://127.0.0.1:PORT/repo:tag`.
     pub fn host_port(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     /// Adds a rule after the existing ones; it applies to requests whose head arrives from now on.
@@ -253,17 +226,6 @@ impl FaultProxy {
     /// `(method, path?query)` of every request the proxy has read, in arrival order.
     pub fn requests(&self) -> Vec<(String, String)> {
         lock(&self.shared.requests).clone()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

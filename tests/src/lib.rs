@@ -4,6 +4,7 @@
 //! of the registry.
 
 pub mod alertmanager;
+pub mod background;
 pub mod bins;
 pub mod certs;
 pub mod fault_proxy;

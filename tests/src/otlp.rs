@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -21,6 +20,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
+
+use crate::background::Background;
 use tokio::sync::oneshot;
 
 /// The path OTLP/HTTP receivers take traces on.
@@ -77,10 +78,8 @@ struct Shared {
 
 /// A running receiver.
 pub struct OtlpReceiver {
-    addr: SocketAddr,
+    server: Background,
     shared: Arc<Mutex<Shared>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl OtlpReceiver {
@@ -91,48 +90,22 @@ impl OtlpReceiver {
     /// A slow collector: every request is kept and answered only `delay` after its body
     /// arrived, so a client that gives up or exits sooner leaves no trace here.
     pub fn start_with_delay(delay: Duration) -> anyhow::Result<OtlpReceiver> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("otlp-receiver-worker")
-            .enable_all()
-            .build()
-            .context("building the OTLP receiver's tokio runtime")?;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .context("binding the OTLP receiver on 127.0.0.1")?;
-        std_listener
-            .set_nonblocking(true)
-            .context("making the OTLP receiver listener non-blocking")?;
-        let addr = std_listener
-            .local_addr()
-            .context("reading the OTLP receiver's address")?;
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener)
-                .context("registering the OTLP receiver listener")?
-        };
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("otlp-receiver-{}", addr.port()))
-                .spawn(move || {
-                    runtime.block_on(accept_loop(listener, shared, delay, stop_rx));
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })
-                .context("spawning the OTLP receiver thread")?
+            Background::start(
+                "otlp-receiver",
+                1,
+                Duration::from_secs(1),
+                move |listener, stop| accept_loop(listener, shared, delay, stop),
+            )?
         };
-        Ok(OtlpReceiver {
-            addr,
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(OtlpReceiver { server, shared })
     }
 
     /// The base URL, as OTEL_EXPORTER_OTLP_ENDPOINT or `otlp.endpoint` take it.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Every export request so far, in arrival order.
@@ -196,17 +169,6 @@ impl OtlpReceiver {
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

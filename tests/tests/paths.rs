@@ -22,6 +22,12 @@ fn write_config(dir: &Path, body: &str) -> String {
     path.display().to_string()
 }
 
+/// `once` with `yaml` as its config file (written to a temp dir) and `extra` arguments.
+fn once_yaml(yaml: &str, extra: &[&str]) -> (i32, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    once_config(&write_config(dir.path(), yaml), extra)
+}
+
 /// `once --config FILE [extra]` with the JSON report.
 fn once_config(config: &str, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["--config", config];
@@ -70,16 +76,14 @@ fn a_pull_through_cache_is_probed_as_its_own_path() {
         ..RegistryOptions::default()
     })
     .expect("cache starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let (code, report) = once_yaml(
         &format!(
             "targets:\n  - name: cached\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB, 64KiB]\n    paths:\n      - name: cache\n        registry: {}\n",
             origin.url(),
             cache.url()
         ),
+        &[],
     );
-    let (code, report) = once_config(&config, &[]);
     assert_eq!(code, 0, "{report:#}");
     for path in ["origin", "cache"] {
         assert_eq!(all_passed(&report, "pull_manifest_by_tag", path), 1);
@@ -108,16 +112,14 @@ fn a_lagging_replica_is_polled_until_it_serves_the_image_and_the_delay_is_report
             .method(Method::HEAD)
             .times(3),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let (code, report) = once_yaml(
         &format!(
             "targets:\n  - name: replicated\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB]\n    paths:\n      - name: replica\n        registry: {}\n        propagation_timeout: 10s\n        poll_interval: 200ms\n",
             origin.url(),
             replica.url()
         ),
+        &[],
     );
-    let (code, report) = once_config(&config, &[]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(replica.hits("lag"), 3);
     let wait = steps(&report, "wait_propagation", "replica");
@@ -143,16 +145,14 @@ fn a_replica_that_never_catches_up_fails_with_propagation_timeout() {
     replica.add_rule(
         Rule::new("never", "/manifests/registry-prober-", Fault::status(404)).method(Method::HEAD),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let (code, report) = once_yaml(
         &format!(
             "targets:\n  - name: replicated\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB]\n    paths:\n      - name: replica\n        registry: {}\n        propagation_timeout: 1s\n        poll_interval: 250ms\n",
             origin.url(),
             replica.url()
         ),
+        &[],
     );
-    let (code, report) = once_config(&config, &[]);
     assert_eq!(code, 1, "{report:#}");
     let failure = first_failure(&report).expect("a failure");
     assert_eq!(failure["step"], "wait_propagation");
@@ -338,15 +338,13 @@ fn canaries_rotate_keeping_the_newest() {
 #[test]
 fn a_blob_is_mounted_into_another_repository_and_cleanup_unlinks_it() {
     let reg = Registry::start_default().expect("registry starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let (code, report) = once_yaml(
         &format!(
             "targets:\n  - name: mounting\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB]\n    mount:\n      enabled: true\n      repository: registry-prober/mounted\n",
             reg.url()
         ),
+        &[],
     );
-    let (code, report) = once_config(&config, &[]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(all_passed(&report, "mount_blob", "origin"), 1);
     assert_eq!(report["mount"], "mounted");
@@ -624,15 +622,13 @@ fn a_failed_canary_push_does_not_keep_the_runs_own_image_from_being_cleaned_up()
         )
         .method(Method::PUT),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let (code, report) = once_yaml(
         &format!(
             "targets:\n  - name: aged\n    registry: {}\n    repository: {REPO}\n    image:\n      layer_sizes: [4KiB]\n    canaries:\n      enabled: true\n      every: 1h\n      layer_sizes: [4KiB]\n",
             proxy.url()
         ),
+        &[],
     );
-    let (code, report) = once_config(&config, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(proxy.hits("canary_put"), 1);
     let failure = first_failure(&report).expect("a failure");
