@@ -89,25 +89,8 @@ impl Run<'_> {
                     let resp = c
                         .send(&Request::new(Method::GET, url), deadline, &mut tr)
                         .await?;
-                    // A repository nothing was pushed to yet has no tags: that is an empty list.
-                    if resp.status == StatusCode::NOT_FOUND {
-                        let f = c
-                            .expect(
-                                resp,
-                                &[StatusCode::OK],
-                                Reason::NameUnknown,
-                                deadline,
-                                &mut tr,
-                            )
-                            .await
-                            .err();
-                        match f {
-                            Some(f) if f.reason == Reason::NameUnknown => return Ok(tags),
-                            Some(f) => return Err(f),
-                            None => return Ok(tags),
-                        }
-                    }
-                    let resp = c
+                    let not_found = resp.status == StatusCode::NOT_FOUND;
+                    let resp = match c
                         .expect(
                             resp,
                             &[StatusCode::OK],
@@ -115,7 +98,12 @@ impl Run<'_> {
                             deadline,
                             &mut tr,
                         )
-                        .await?;
+                        .await
+                    {
+                        // A repository nothing was pushed to yet has no tags: an empty list.
+                        Err(f) if not_found && f.reason == Reason::NameUnknown => return Ok(tags),
+                        other => other?,
+                    };
                     next = next_page(&resp);
                     let (method, shown) = (resp.method.clone(), resp.url.clone());
                     let body = c

@@ -3,11 +3,11 @@
 //! registry opened an upload session instead, and a client then uploads the blob into it, which
 //! the run does, so the mount repository holds the blob either way.
 
-use http::{header, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use super::image::Image;
 use super::outcome::{Failure, MountOutcome, Reason, Step};
-use super::push::{blob_body, check_digest_header, put_created};
+use super::push::{blob_body, check_digest_header, close_upload};
 use super::{Run, Session};
 use crate::client::Request;
 
@@ -49,20 +49,7 @@ impl Run<'_> {
                             if let Ok(mut o) = opened_ref.lock() {
                                 *o = Some(location.clone());
                             }
-                            let mut put = location;
-                            put.query_pairs_mut().append_pair("digest", digest.as_str());
-                            let req = Request::new(Method::PUT, put)
-                                .header(header::CONTENT_TYPE, "application/octet-stream")
-                                .body(body);
-                            put_created(
-                                c,
-                                &req,
-                                Reason::BlobUploadUnknown,
-                                &digest,
-                                deadline,
-                                &mut tr,
-                            )
-                            .await?;
+                            close_upload(c, location, &digest, body, deadline, &mut tr).await?;
                             Ok(MountOutcome::Fallback)
                         }
                         _ => {

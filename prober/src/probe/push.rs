@@ -130,24 +130,11 @@ impl Run<'_> {
                                 .await?
                         }
                     };
-                    let mut url = put_url;
-                    url.query_pairs_mut().append_pair("digest", digest.as_str());
                     let put_body = match mode {
                         UploadMode::Monolithic => body,
                         UploadMode::Chunked { .. } => BodySource::Empty,
                     };
-                    let req = Request::new(Method::PUT, url)
-                        .header(header::CONTENT_TYPE, "application/octet-stream")
-                        .body(put_body);
-                    put_created(
-                        c,
-                        &req,
-                        Reason::BlobUploadUnknown,
-                        &digest,
-                        deadline,
-                        &mut tr,
-                    )
-                    .await
+                    close_upload(c, put_url, &digest, put_body, deadline, &mut tr).await
                 }
                 .await;
                 (r, tr)
@@ -290,6 +277,33 @@ async fn upload_chunks(
 
 /// The closing PUT of a blob or the manifest PUT: 201 Created, and the registry's
 /// Docker-Content-Digest (when sent) must name what we pushed.
+/// Closes an upload session: `PUT <location>?digest=<digest>` with the rest of the blob
+/// (all of it for a monolithic upload, nothing after chunks), answered 201 with our digest.
+pub(super) async fn close_upload(
+    client: &Client,
+    mut location: Url,
+    digest: &Digest,
+    body: BodySource,
+    deadline: Instant,
+    tr: &mut Transcript,
+) -> Result<(), Failure> {
+    location
+        .query_pairs_mut()
+        .append_pair("digest", digest.as_str());
+    let req = Request::new(Method::PUT, location)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body);
+    put_created(
+        client,
+        &req,
+        Reason::BlobUploadUnknown,
+        digest,
+        deadline,
+        tr,
+    )
+    .await
+}
+
 pub(super) async fn put_created(
     client: &Client,
     req: &Request,

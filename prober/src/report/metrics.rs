@@ -42,7 +42,10 @@ fn text_buffer() -> String {
 pub enum Format {
     /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does).
     OpenMetrics,
-    /// The Prometheus text format 0.0.4, for the rest (curl, promtool 2.42).
+    /// The Prometheus text format 0.0.4, for scrapers and linters that do not negotiate
+    /// OpenMetrics (curl, promtool 2.42): a counter's family is named with its `_total` and
+    /// there is no `# UNIT` or `# EOF`, the translation Prometheus itself makes when it ingests
+    /// OpenMetrics. Translated line by line as it is encoded, so only one text is ever held.
     Text,
 }
 
@@ -62,14 +65,6 @@ pub fn encode(registry: &Registry) -> String {
 
 /// Content type of the Prometheus text format (0.0.4), for scrapers that do not ask for OpenMetrics.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The Prometheus text format (0.0.4) of `registry`, for scrapers and linters (promtool 2.42)
-/// that do not negotiate OpenMetrics: a counter's family is named with its `_total` and there
-/// is no `# UNIT` or `# EOF`, the translation Prometheus itself makes when it ingests
-/// OpenMetrics. Translated line by line as it is encoded, so only one text is ever held.
-pub fn encode_text_format(registry: &Registry) -> String {
-    encode_as(registry, Format::Text)
-}
 
 /// `registry` in `format`, as one string.
 pub fn encode_as(registry: &Registry, format: Format) -> String {
