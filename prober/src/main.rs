@@ -46,6 +46,13 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// Print the metric contract: every family with its type, HELP, samples and labels, and
+    /// every value of a closed label (what alert rules and dashboards may name).
+    MetricsContract {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run the prober as a service: every target on its schedule.
     Run {
         /// The YAML config file.
@@ -156,6 +163,14 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(&e),
         },
+        Command::MetricsContract { output } => {
+            let contract = Metrics::contract();
+            match output {
+                Output::Text => print!("{}", contract.to_text()),
+                Output::Json => println!("{}", contract.to_json()),
+            }
+            ExitCode::SUCCESS
+        }
         Command::Once(args) => {
             init_logs(LogFormat::Text, "error");
             once(*args)

@@ -18,6 +18,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+pub use crate::probe::outcome::Phase;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one request body type every connection carries.
 pub type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
@@ -56,31 +58,6 @@ pub struct ConnTiming {
     pub remote_addr: Option<SocketAddr>,
     /// The leaf certificate's notAfter, when this request made a new TLS connection.
     pub peer_cert_not_after: Option<SystemTime>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Dns,
-    Connect,
-    Tls,
-    FirstByte,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Dns => "dns",
-            Phase::Connect => "connect",
-            Phase::Tls => "tls",
-            Phase::FirstByte => "first_byte",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

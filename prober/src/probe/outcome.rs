@@ -7,8 +7,21 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 /// A step of the probe cycle. Steps repeat per blob; `StepReport::subject` says which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Step {
     /// A bearer token fetched from the registry's token service.
     Token,
@@ -51,50 +64,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 19] = [
-        Step::Token,
-        Step::CheckBlob,
-        Step::StartUpload,
-        Step::UploadBlob,
-        Step::MountBlob,
-        Step::PushManifest,
-        Step::WaitPropagation,
-        Step::PullManifestByTag,
-        Step::PullManifestByDigest,
-        Step::PullBlob,
-        Step::HeadBlob,
-        Step::PullGoldenManifest,
-        Step::PullGoldenBlob,
-        Step::ListTags,
-        Step::PullCanaryManifest,
-        Step::PullCanaryBlob,
-        Step::DeleteManifest,
-        Step::DeleteBlob,
-        Step::CancelUpload,
-    ];
-
+    /// The label value, span name and log field of the step.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Token => "token",
-            Step::CheckBlob => "check_blob",
-            Step::StartUpload => "start_upload",
-            Step::UploadBlob => "upload_blob",
-            Step::MountBlob => "mount_blob",
-            Step::PushManifest => "push_manifest",
-            Step::WaitPropagation => "wait_propagation",
-            Step::PullManifestByTag => "pull_manifest_by_tag",
-            Step::PullManifestByDigest => "pull_manifest_by_digest",
-            Step::PullBlob => "pull_blob",
-            Step::HeadBlob => "head_blob",
-            Step::PullGoldenManifest => "pull_golden_manifest",
-            Step::PullGoldenBlob => "pull_golden_blob",
-            Step::ListTags => "list_tags",
-            Step::PullCanaryManifest => "pull_canary_manifest",
-            Step::PullCanaryBlob => "pull_canary_blob",
-            Step::DeleteManifest => "delete_manifest",
-            Step::DeleteBlob => "delete_blob",
-            Step::CancelUpload => "cancel_upload",
-        }
+        self.into()
     }
 
     /// Steps that only push (they run on the origin path alone).
@@ -140,8 +112,21 @@ impl fmt::Display for Step {
 }
 
 /// Why a step failed: a closed set, so it can be a metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// The registry's host name did not resolve.
     Dns,
@@ -180,9 +165,11 @@ pub enum Reason {
     ContentChanged,
     /// Another 4xx answer without a known registry error code.
     #[serde(rename = "http_4xx")]
+    #[strum(serialize = "http_4xx")]
     Http4xx,
     /// A 5xx answer.
     #[serde(rename = "http_5xx")]
+    #[strum(serialize = "http_5xx")]
     Http5xx,
     /// The registry answered something a Distribution API client cannot use: a missing Location,
     /// a manifest that is not JSON, an unexpected status.
@@ -190,64 +177,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
-        Reason::Dns,
-        Reason::Connect,
-        Reason::Tls,
-        Reason::Timeout,
-        Reason::Io,
-        Reason::Auth,
-        Reason::RateLimited,
-        Reason::BlobUnknown,
-        Reason::BlobUploadUnknown,
-        Reason::BlobUploadInvalid,
-        Reason::ManifestUnknown,
-        Reason::ManifestInvalid,
-        Reason::ManifestBlobUnknown,
-        Reason::NameUnknown,
-        Reason::NameInvalid,
-        Reason::TagInvalid,
-        Reason::DigestInvalid,
-        Reason::SizeInvalid,
-        Reason::Unsupported,
-        Reason::DigestMismatch,
-        Reason::SizeMismatch,
-        Reason::PropagationTimeout,
-        Reason::ContentChanged,
-        Reason::Http4xx,
-        Reason::Http5xx,
-        Reason::Protocol,
-    ];
-
+    /// The label value and log field of the reason.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Dns => "dns",
-            Reason::Connect => "connect",
-            Reason::Tls => "tls",
-            Reason::Timeout => "timeout",
-            Reason::Io => "io",
-            Reason::Auth => "auth",
-            Reason::RateLimited => "rate_limited",
-            Reason::BlobUnknown => "blob_unknown",
-            Reason::BlobUploadUnknown => "blob_upload_unknown",
-            Reason::BlobUploadInvalid => "blob_upload_invalid",
-            Reason::ManifestUnknown => "manifest_unknown",
-            Reason::ManifestInvalid => "manifest_invalid",
-            Reason::ManifestBlobUnknown => "manifest_blob_unknown",
-            Reason::NameUnknown => "name_unknown",
-            Reason::NameInvalid => "name_invalid",
-            Reason::TagInvalid => "tag_invalid",
-            Reason::DigestInvalid => "digest_invalid",
-            Reason::SizeInvalid => "size_invalid",
-            Reason::Unsupported => "unsupported",
-            Reason::DigestMismatch => "digest_mismatch",
-            Reason::SizeMismatch => "size_mismatch",
-            Reason::PropagationTimeout => "propagation_timeout",
-            Reason::ContentChanged => "content_changed",
-            Reason::Http4xx => "http_4xx",
-            Reason::Http5xx => "http_5xx",
-            Reason::Protocol => "protocol",
-        }
+        self.into()
     }
 
     /// The reason for an OCI/Distribution error code, when it names one we keep apart.
@@ -273,6 +205,30 @@ impl Reason {
 }
 
 impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A phase of an HTTP exchange, as `HttpRecord` times them (the `phase` label, and the phase a
+/// transport timeout names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum Phase {
+    Dns,
+    Connect,
+    Tls,
+    FirstByte,
+    Transfer,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -429,9 +385,13 @@ pub struct PropagationReport {
     pub delay_seconds: Option<Duration>,
 }
 
-/// What the registry did with a cross-repository mount request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// What the registry did with a cross-repository mount request (the `outcome` label of
+/// `blob_mounts`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MountOutcome {
     /// 201 Created: the blob was linked without an upload.
     Mounted,
@@ -441,10 +401,7 @@ pub enum MountOutcome {
 
 impl MountOutcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MountOutcome::Mounted => "mounted",
-            MountOutcome::Fallback => "fallback",
-        }
+        self.into()
     }
 }
 
@@ -515,28 +472,30 @@ fn ser_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Erro
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator as _;
+
     use super::*;
 
     #[test]
     fn every_reason_has_a_distinct_snake_case_label() {
-        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        let mut labels: Vec<&str> = Reason::iter().map(Reason::as_str).collect();
         assert!(labels.iter().all(|l| l
             .chars()
             .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
         labels.sort_unstable();
         labels.dedup();
-        assert_eq!(labels.len(), Reason::ALL.len());
+        assert_eq!(labels.len(), Reason::iter().count());
     }
 
     #[test]
     fn serde_names_match_the_label_values() {
-        for r in Reason::ALL {
+        for r in Reason::iter() {
             assert_eq!(
                 serde_json::to_value(r).expect("serializes"),
                 serde_json::json!(r.as_str())
             );
         }
-        for s in Step::ALL {
+        for s in Step::iter() {
             assert_eq!(
                 serde_json::to_value(s).expect("serializes"),
                 serde_json::json!(s.as_str())

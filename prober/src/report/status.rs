@@ -721,7 +721,7 @@ fn render_summary(h: &mut Html, snapshot: &StatusSnapshot) {
 
 fn render_legend(h: &mut Html) {
     h.raw("<p class=\"legend\">Steps: ");
-    for step in Step::ALL {
+    for step in <Step as strum::IntoEnumIterator>::iter() {
         h.raw("<span><i style=\"background:");
         h.text(step_colour(step));
         h.raw("\"></i>");

@@ -1,0 +1,223 @@
+//! Run metrics: how many runs of each size class finished and how, how long they took, when the
+//! last one (and the last good one) ended, runs skipped or in flight, and the configured interval.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Unit;
+use strum::IntoEnumIterator as _;
+
+use super::family::{
+    closed_label, label_sets, unix_seconds, Configured, Families, FloatGauge, Name, Outcome,
+    Tracked,
+};
+use crate::config::Target;
+use crate::probe::outcome::{Reason, RunReport};
+
+/// `cause` of a skipped run: `overrun`, the previous run of the size class was still going;
+/// `rate_limited`, the registry answered 429 (Retry-After) and the schedule waits it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum SkipCause {
+    Overrun,
+    RateLimited,
+}
+
+closed_label!(SkipCause);
+
+label_sets! {
+    ClassLabels { target: Name, size_class: Name } [size_class];
+    RunLabels { target: Name, size_class: Name, result: Outcome } [size_class];
+    FailureLabels { target: Name, size_class: Name, reason: Reason } [size_class];
+    SkipLabels { target: Name, size_class: Name, cause: SkipCause } [size_class];
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct RunMetrics {
+    runs: Tracked<RunLabels, Counter>,
+    failures: Tracked<FailureLabels, Counter>,
+    duration: Tracked<ClassLabels, Histogram>,
+    last_run: Tracked<ClassLabels, FloatGauge>,
+    last_success: Tracked<ClassLabels, FloatGauge>,
+    skipped: Tracked<SkipLabels, Counter>,
+    in_flight: Tracked<ClassLabels, Gauge>,
+    interval: Tracked<ClassLabels, FloatGauge>,
+}
+
+/// 10 ms to 328 s: a run is cut at its timeout, plus cleanup's own deadline.
+fn run_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl RunMetrics {
+    pub(super) fn register(f: &mut Families) -> RunMetrics {
+        let m = RunMetrics {
+            runs: Tracked::counter(),
+            failures: Tracked::counter(),
+            duration: Tracked::new(run_histogram),
+            last_run: Tracked::float_gauge(),
+            last_success: Tracked::float_gauge(),
+            skipped: Tracked::counter(),
+            in_flight: Tracked::gauge(),
+            interval: Tracked::float_gauge(),
+        };
+        f.tracked(
+            "runs",
+            "Probe runs that finished, by size class and result; a run fails when any of its steps fails",
+            None,
+            &m.runs,
+        );
+        f.tracked(
+            "failures",
+            "Failed probe runs by size class and the reason of the first failed step",
+            None,
+            &m.failures,
+        );
+        f.tracked(
+            "run_duration",
+            "Wall-clock duration of a probe run, cleanup included",
+            Some(Unit::Seconds),
+            &m.duration,
+        );
+        f.tracked(
+            "last_run_timestamp",
+            "Unix time at which the last probe run of the size class finished",
+            Some(Unit::Seconds),
+            &m.last_run,
+        );
+        f.tracked(
+            "last_success_timestamp",
+            "Unix time at which the last successful probe run of the size class finished; absent until a run succeeds",
+            Some(Unit::Seconds),
+            &m.last_success,
+        );
+        f.tracked(
+            "skipped_runs",
+            "Scheduled runs not started, by cause: overrun (the previous run of the size class still going) or rate_limited (waiting out the registry's Retry-After)",
+            None,
+            &m.skipped,
+        );
+        f.tracked(
+            "runs_in_flight",
+            "Probe runs currently in progress",
+            None,
+            &m.in_flight,
+        );
+        f.tracked(
+            "target_interval",
+            "Configured interval between the starts of two runs of the size class",
+            Some(Unit::Seconds),
+            &m.interval,
+        );
+        m
+    }
+
+    /// Every size class's closed series at zero, and its configured interval (set again on a
+    /// reload; the counts of a kept class stay).
+    pub(super) fn init_target(&self, target: &Target) {
+        let t = Name::from(target.name.as_str());
+        for class in &target.sizes {
+            let c = Name::from(class.name.as_str());
+            let class_labels = || ClassLabels {
+                target: t.clone(),
+                size_class: c.clone(),
+            };
+            for result in Outcome::iter() {
+                self.runs.touch(RunLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    result,
+                });
+            }
+            for reason in Reason::iter() {
+                self.failures.touch(FailureLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    reason,
+                });
+            }
+            for cause in SkipCause::iter() {
+                self.skipped.touch(SkipLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    cause,
+                });
+            }
+            self.in_flight.touch(class_labels());
+            self.interval
+                .set(class_labels(), class.interval.as_secs_f64());
+        }
+    }
+
+    pub(super) fn retain(&self, configured: &Configured) {
+        let kept = |l: &dyn super::family::Scope| configured.keeps(l);
+        self.runs.retain(kept);
+        self.failures.retain(kept);
+        self.duration.retain(kept);
+        self.last_run.retain(kept);
+        self.last_success.retain(kept);
+        self.skipped.retain(kept);
+        self.in_flight.retain(kept);
+        self.interval.retain(kept);
+    }
+
+    /// A finished run: its result, its duration, when it ended, and the reason of its first
+    /// failure.
+    pub(super) fn observe(&self, report: &RunReport) {
+        let t = Name::from(report.target.as_str());
+        let c = Name::from(report.size_class.as_str());
+        let class_labels = || ClassLabels {
+            target: t.clone(),
+            size_class: c.clone(),
+        };
+        let finished = unix_seconds(report.started_at + report.duration_seconds);
+        self.runs.inc_by(
+            RunLabels {
+                target: t.clone(),
+                size_class: c.clone(),
+                result: Outcome::of(report.success),
+            },
+            1,
+        );
+        self.duration
+            .observe(class_labels(), report.duration_seconds.as_secs_f64());
+        self.last_run.set(class_labels(), finished);
+        if report.success {
+            self.last_success.set(class_labels(), finished);
+        } else if let Some(reason) = report.first_failure().and_then(|s| s.reason) {
+            self.failures.inc_by(
+                FailureLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    reason,
+                },
+                1,
+            );
+        }
+    }
+
+    /// A scheduled run of `size_class` did not start, for `cause`.
+    pub(super) fn skipped(&self, target: &str, size_class: &str, cause: SkipCause) {
+        self.skipped.inc_by(
+            SkipLabels {
+                target: Name::from(target),
+                size_class: Name::from(size_class),
+                cause,
+            },
+            1,
+        );
+    }
+
+    /// A run started (`+1`) or ended however it ended (`-1`).
+    pub(super) fn in_flight(&self, target: &str, size_class: &str, delta: i64) {
+        self.in_flight.with(
+            ClassLabels {
+                target: Name::from(target),
+                size_class: Name::from(size_class),
+            },
+            |g| {
+                g.inc_by(delta);
+            },
+        );
+    }
+}
