@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use registry_prober::verify::{Digest, Verifier};
+use registry_prober::oci::digest::{Digest, Verifier};
 
 fn main() {
     let mut size_mib: usize = 256;

@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::image::Image;
-use super::outcome::{CanarySummary, Failure, Reason, Step};
 use super::pull::blobs_of;
 use super::{unix_now, Run, TAG_PREFIX};
 use crate::config::Canaries;
-use crate::verify::Digest;
+use crate::oci::digest::Digest;
+use crate::oci::image::Image;
+use crate::outcome::{CanarySummary, Failure, Reason, Step};
 
 /// The canaries a prober knows exist, by period start (unix seconds).
 #[derive(Debug, Default)]
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_canary_regenerates_to_the_manifest_it_was_pushed_with() {
-        use crate::probe::image::ManifestType;
+        use crate::oci::image::ManifestType;
         let pushed = Image::generate_at(42, &[4096, 100], ManifestType::Oci, period_time(86_400));
         let sizes = layer_sizes(&pushed.manifest).expect("parses");
         assert_eq!(sizes, vec![4096, 100]);

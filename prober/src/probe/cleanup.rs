@@ -4,11 +4,11 @@
 
 use http::{Method, StatusCode};
 
-use super::image::Image;
-use super::outcome::{Failure, Reason, Step};
 use super::{cleanup_deadline, Run};
-use crate::client::Request;
-use crate::verify::Digest;
+use crate::http::Request;
+use crate::oci::digest::Digest;
+use crate::oci::image::Image;
+use crate::outcome::{Failure, Reason, Step};
 
 impl Run<'_> {
     /// Undoes everything the run created.
@@ -72,7 +72,7 @@ impl Run<'_> {
             let p = self.prober;
             let c = self.client();
             let deadline = cleanup_deadline(p.target.cleanup_timeout);
-            let subject = crate::client::redact_url(&url);
+            let subject = crate::http::redact_url(&url);
             let result = self
                 .step_until(
                     Step::CancelUpload,

@@ -9,11 +9,11 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::outcome::{Failure, Reason, Step, SweepReport};
 use super::pull::blobs_of;
 use super::{parse_run_tag, unix_now, Prober, Run, Session};
-use crate::client::{Request, MAX_MANIFEST_BYTES};
-use crate::verify::Digest;
+use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::oci::digest::Digest;
+use crate::outcome::{Failure, Reason, Step, SweepReport};
 
 /// Pages of the tag list read at most (a repository with more tags is not the prober's).
 const MAX_TAG_PAGES: usize = 20;
@@ -182,7 +182,7 @@ impl Run<'_> {
 }
 
 /// The next page of a paginated list: `Link: </v2/...?n=..&last=..>; rel="next"`.
-fn next_page(resp: &crate::client::Response) -> Option<url::Url> {
+fn next_page(resp: &crate::http::Response) -> Option<url::Url> {
     let link = resp.headers.get(header::LINK)?.to_str().ok()?;
     let (target, params) = link.split_once(';')?;
     if !params.contains("rel=\"next\"") && !params.contains("rel=next") {

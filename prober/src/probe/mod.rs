@@ -1,9 +1,6 @@
 //! One probe run of one target: generate a fresh image, push it, pull it back and verify every
 //! blob, pull the golden images, then clean up. A registry failure is an outcome, never an `Err`.
 
-pub mod image;
-pub mod outcome;
-
 mod canary;
 mod cleanup;
 mod hygiene;
@@ -18,11 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::client::transport::{Resolve, SystemResolver, Transport};
-use crate::client::{tls, Client, Transcript};
 use crate::config::{Propagation, SizeClass, Target, ORIGIN};
-use image::Image;
-use outcome::{Failure, MountOutcome, PropagationReport, Reason, RunReport, Step, StepReport};
+use crate::http::transport::{Resolve, SystemResolver, Transport};
+use crate::http::{tls, Client, Transcript};
+use crate::oci::image::Image;
+use crate::outcome::{
+    Failure, HttpRecord, MountOutcome, PropagationReport, Reason, RunReport, Step, StepReport,
+};
 
 /// Prefix of every tag the prober pushes, so its leftovers can be told from anything else.
 pub const TAG_PREFIX: &str = "registry-prober-";
@@ -49,7 +48,7 @@ struct Endpoint {
 /// DELETE means it never arrived, which is not a cleanup failure).
 #[derive(Clone, Debug)]
 struct PushedManifest {
-    digest: crate::verify::Digest,
+    digest: crate::oci::digest::Digest,
     stored: bool,
 }
 
@@ -72,13 +71,13 @@ struct Run<'a> {
     steps: Vec<StepReport>,
     sessions: Vec<Session>,
     /// Blobs this run uploaded (cleanup deletes them).
-    uploaded: Vec<crate::verify::Digest>,
+    uploaded: Vec<crate::oci::digest::Digest>,
     /// Every manifest whose PUT was attempted (cleanup deletes them).
     manifests_pushed: Vec<PushedManifest>,
     /// When the manifest PUT succeeded (propagation delays are measured from here).
     manifest_stored_at: Option<Instant>,
     /// The blob mounted into the mount repository (cleanup deletes the link).
-    mounted: Option<crate::verify::Digest>,
+    mounted: Option<crate::oci::digest::Digest>,
     mount: Option<MountOutcome>,
     propagation: Vec<PropagationReport>,
     /// The longest Retry-After of a rate-limited answer; once set, the run sends nothing more
@@ -403,10 +402,7 @@ fn unix_now() -> u64 {
 /// When a step was rate limited (429 or TOOMANYREQUESTS), how long the registry asked us to
 /// wait: its Retry-After in seconds, or zero when it named none (the run then waits one
 /// interval).
-fn rate_limit_wait(
-    requests: &[outcome::HttpRecord],
-    failure: Option<&Failure>,
-) -> Option<Duration> {
+fn rate_limit_wait(requests: &[HttpRecord], failure: Option<&Failure>) -> Option<Duration> {
     let limited = failure.is_some_and(|f| f.reason == Reason::RateLimited)
         || requests.iter().any(|r| r.status == Some(429));
     if !limited {
@@ -460,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_rate_limited_step_waits_what_retry_after_asks() {
-        let record = |status, retry: Option<&str>| outcome::HttpRecord {
+        let record = |status, retry: Option<&str>| HttpRecord {
             status: Some(status),
             rate_limit: retry
                 .map(|r| vec![("Retry-After".to_string(), r.to_string())])

@@ -5,11 +5,11 @@
 
 use http::{Method, StatusCode};
 
-use super::image::Image;
-use super::outcome::{Failure, MountOutcome, Reason, Step};
 use super::push::{blob_body, check_digest_header, close_upload};
 use super::{Run, Session};
-use crate::client::Request;
+use crate::http::Request;
+use crate::oci::image::Image;
+use crate::outcome::{Failure, MountOutcome, Reason, Step};
 
 impl Run<'_> {
     /// Mounts the image's first layer (its config when it has none) into the mount repository.

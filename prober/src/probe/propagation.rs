@@ -7,11 +7,11 @@ use http::header;
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::image::Image;
-use super::outcome::{Failure, PropagationReport, Reason, Step};
 use super::push::check_digest_header;
 use super::Run;
-use crate::client::Request;
+use crate::http::Request;
+use crate::oci::image::Image;
+use crate::outcome::{Failure, PropagationReport, Reason, Step};
 
 /// Margin before the step deadline at which polling gives up, so the last answer is reported
 /// as a propagation timeout rather than cut off by the step's own deadline.
@@ -73,7 +73,7 @@ impl Run<'_> {
                         Reason::PropagationTimeout,
                         format!(
                             "HEAD {}: path {path:?} still answered 404 after {polls} polls; the pushed manifest {digest} did not propagate within {}",
-                            crate::client::redact_url(&url),
+                            crate::http::redact_url(&url),
                             humantime::format_duration(timeout)
                         ),
                     ))

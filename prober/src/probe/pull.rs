@@ -6,13 +6,13 @@ use http::header;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::image::Image;
-use super::outcome::{Failure, Reason, Step};
 use super::push::check_digest_header as digest_header_matches;
 use super::Run;
-use crate::client::{Request, MAX_MANIFEST_BYTES};
 use crate::config::Reference;
-use crate::verify::{Digest, Verifier};
+use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::oci::digest::{Digest, Verifier};
+use crate::oci::image::Image;
+use crate::outcome::{Failure, Reason, Step};
 
 /// Every manifest type we can verify; registries pick by Accept.
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \

@@ -6,12 +6,12 @@ use http::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::image::{BlobRef, Image};
-use super::outcome::{Failure, Reason, Step};
 use super::{Run, Session};
-use crate::client::{BodySource, Client, Request, Transcript};
 use crate::config::UploadMode;
-use crate::verify::Digest;
+use crate::http::{BodySource, Client, Request, Transcript};
+use crate::oci::digest::Digest;
+use crate::oci::image::{BlobRef, Image};
+use crate::outcome::{Failure, Reason, Step};
 
 /// Registries may require a minimum chunk size (OCI-Chunk-Min-Length on the POST answer).
 const CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
@@ -200,8 +200,8 @@ impl Run<'_> {
 /// What to send for a blob: the config bytes, or a layer regenerated from its seed.
 pub(super) fn blob_body(image: &Image, blob: &BlobRef) -> BodySource {
     match blob.kind {
-        super::image::BlobKind::Config => BodySource::Bytes(image.config.clone()),
-        super::image::BlobKind::Layer(i) => {
+        crate::oci::image::BlobKind::Config => BodySource::Bytes(image.config.clone()),
+        crate::oci::image::BlobKind::Layer(i) => {
             let layer = image.layers[i].clone();
             let size = layer.size;
             BodySource::Layer {
@@ -329,7 +329,7 @@ fn chunk_min_length(value: Option<&HeaderValue>) -> u64 {
 
 /// Docker-Content-Digest, when sent, must name what we pushed.
 pub(super) fn check_digest_header(
-    resp: &crate::client::Response,
+    resp: &crate::http::Response,
     expected: &Digest,
 ) -> Result<(), Failure> {
     let Some(value) = resp.headers.get("docker-content-digest") else {

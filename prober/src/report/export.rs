@@ -12,11 +12,11 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 
-use crate::client::error_chain;
-use crate::client::tls::{self, TlsConfigError, TlsOptions};
-use crate::client::transport::{SystemResolver, Transport, TransportError};
 use crate::config::OtlpConfig;
-use crate::probe::outcome::RunReport;
+use crate::http::error_chain;
+use crate::http::tls::{self, TlsConfigError, TlsOptions};
+use crate::http::transport::{SystemResolver, Transport, TransportError};
+use crate::outcome::RunReport;
 use crate::report::metrics::{ExportResult, Metrics};
 use crate::report::trace::{self, proto, Resource};
 
@@ -52,7 +52,7 @@ impl TraceExporter {
         let tls = tls::client_config(&TlsOptions::default())?;
         let task = ExportTask {
             transport: Transport::new(tls, Arc::new(SystemResolver)),
-            url: crate::client::redact_url(&config.traces_url),
+            url: crate::http::redact_url(&config.traces_url),
             config,
             resource,
             metrics: metrics.clone(),
@@ -247,7 +247,7 @@ mod tests {
 
     use super::*;
     use crate::config::OtlpHeaders;
-    use crate::probe::outcome::{Step, StepReport};
+    use crate::outcome::{Step, StepReport};
 
     /// What the test receiver saw: per request its headers and decoded body.
     type Seen = Arc<Mutex<Vec<(http::HeaderMap, proto::ExportTraceServiceRequest)>>>;

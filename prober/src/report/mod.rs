@@ -9,7 +9,7 @@ pub mod status;
 pub mod text;
 pub mod trace;
 
-use crate::probe::outcome::RunReport;
+use crate::outcome::RunReport;
 
 /// One JSON object: target, success, steps [{step, success, duration_seconds, reason, error, ...}].
 pub fn json(report: &RunReport) -> String {

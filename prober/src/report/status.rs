@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::probe::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
+use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
 
 /// Registry error messages and transport errors are cut here: enough to read, bounded in memory.
 const MAX_MESSAGE_CHARS: usize = 300;

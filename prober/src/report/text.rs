@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::probe::outcome::{HttpRecord, RunReport, StepReport};
+use crate::outcome::{HttpRecord, RunReport, StepReport};
 
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();

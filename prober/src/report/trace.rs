@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message as _;
 
-use crate::probe::outcome::{HttpRecord, RunReport, StepReport};
+use crate::outcome::{HttpRecord, RunReport, StepReport};
 
 /// The subset of the OTLP protobuf messages a trace export needs, with the field numbers of
 /// opentelemetry-proto (`collector/trace/v1`, `trace/v1`, `common/v1`, `resource/v1`).
@@ -456,7 +456,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::probe::outcome::{Reason, Step};
+    use crate::outcome::{Reason, Step};
 
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 

@@ -13,7 +13,7 @@ use super::family::{
     Tracked,
 };
 use crate::config::{Target, ORIGIN};
-use crate::probe::outcome::{MountOutcome, RunReport, Step, StepReport, SweepReport};
+use crate::outcome::{MountOutcome, RunReport, Step, StepReport, SweepReport};
 
 /// `direction` of payload bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]

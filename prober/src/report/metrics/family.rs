@@ -104,9 +104,9 @@ macro_rules! closed_label {
 pub(super) use closed_label;
 
 closed_label!(
-    crate::probe::outcome::Step,
-    crate::probe::outcome::Reason,
-    crate::probe::outcome::MountOutcome,
+    crate::outcome::Step,
+    crate::outcome::Reason,
+    crate::outcome::MountOutcome,
     Outcome,
 );
 

@@ -12,7 +12,7 @@ use super::family::{
     closed_label, label_sets, Configured, Families, FloatGauge, Name, Scope, Tracked,
 };
 use crate::config::{Target, ORIGIN};
-use crate::probe::outcome::{Phase, StepReport};
+use crate::outcome::{Phase, StepReport};
 
 /// `connection`: whether an HTTP exchange opened a connection or reused a pooled one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]

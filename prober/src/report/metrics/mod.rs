@@ -24,7 +24,7 @@ pub use run::SkipCause;
 pub use service::ExportResult;
 
 use crate::config::Target;
-use crate::probe::outcome::{RunReport, SweepReport};
+use crate::outcome::{RunReport, SweepReport};
 use content::ContentMetrics;
 use family::{Configured, Families, Name};
 use http::HttpMetrics;

@@ -12,7 +12,7 @@ use super::family::{
     Tracked,
 };
 use crate::config::Target;
-use crate::probe::outcome::{Reason, RunReport};
+use crate::outcome::{Reason, RunReport};
 
 /// `cause` of a skipped run: `overrun`, the previous run of the size class was still going;
 /// `rate_limited`, the registry answered 429 (Retry-After) and the schedule waits it out.

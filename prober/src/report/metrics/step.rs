@@ -8,7 +8,7 @@ use strum::IntoEnumIterator as _;
 
 use super::family::{label_sets, Configured, Families, Name, Outcome, Scope, Tracked};
 use crate::config::{Target, ORIGIN};
-use crate::probe::outcome::{Reason, Step, StepReport};
+use crate::outcome::{Reason, Step, StepReport};
 
 label_sets! {
     StepResultLabels { target: Name, path: Name, step: Step, result: Outcome } [path];

@@ -1,4 +1,3 @@
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
@@ -9,7 +8,7 @@ use strum::IntoEnumIterator as _;
 use super::encode::to_prometheus_text;
 use super::*;
 use crate::config::{RawConfig, ORIGIN};
-use crate::probe::outcome::{
+use crate::outcome::{
     CanarySummary, HttpRecord, MountOutcome, PropagationReport, Reason, Step, StepReport,
 };
 

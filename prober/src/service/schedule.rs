@@ -11,7 +11,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ConfigError};
-use crate::probe::outcome::{Failure, Reason, RunReport, Step, StepReport, SweepReport};
+use crate::outcome::{Failure, Reason, RunReport, Step, StepReport, SweepReport};
 use crate::probe::Prober;
 use crate::report::export::TraceExporter;
 use crate::report::health::Health;
@@ -87,7 +87,7 @@ impl Generation {
             let prober = Prober::new(target.clone()).map_err(|e| {
                 ConfigError::Invalid(format!(
                     "target {name:?}: tls: {}",
-                    crate::client::error_chain(&e)
+                    crate::http::error_chain(&e)
                 ))
             })?;
             probers.push(Arc::new(prober));

@@ -4,7 +4,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 
-use crate::probe::outcome::{Failure, Reason};
+use crate::outcome::{Failure, Reason};
 
 /// The parsed error envelope `{"errors":[{"code":..,"message":..,"detail":..}]}` of a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

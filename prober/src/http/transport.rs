@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
-pub use crate::probe::outcome::Phase;
+pub use crate::outcome::Phase;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one request body type every connection carries.
@@ -704,7 +704,7 @@ mod tests {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use crate::client::tls::{client_config, TlsOptions};
+    use crate::http::tls::{client_config, TlsOptions};
 
     /// Large enough that hyper cannot have read it all before the caller asks for it.
     const BIG_BODY: usize = 8 << 20;

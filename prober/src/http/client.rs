@@ -4,11 +4,6 @@
 //! oci-client cannot be this path: its HTTP client is private (no phase timing), it buffers
 //! whole blobs and it cannot DELETE. So this is a thin client of our own on hyper 1 + rustls.
 
-pub mod auth;
-pub mod response;
-pub mod tls;
-pub mod transport;
-
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -20,12 +15,12 @@ use http_body_util::{BodyExt, Empty, Full};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::probe::image::Layer;
-use crate::probe::outcome::{Failure, HttpRecord, Reason, Step, StepReport};
-use crate::verify::{Mismatch, Verifier};
-use auth::{Action, Challenge, Credentials, TokenCache, TokenKey};
-use response::{failure_for_status, parse_error_body, rate_limit_headers, RegistryErrors};
-use transport::{BoxError, ReqBody, Transport, TransportError};
+use super::auth::{self, Action, Challenge, Credentials, TokenCache, TokenKey};
+use super::response::{failure_for_status, parse_error_body, rate_limit_headers, RegistryErrors};
+use super::transport::{BoxError, ReqBody, Transport, TransportError};
+use crate::oci::digest::{Mismatch, Verifier};
+use crate::oci::image::Layer;
+use crate::outcome::{Failure, HttpRecord, Reason, Step, StepReport};
 
 /// Registry error bodies and manifests are small; anything bigger is not read in full.
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -15,7 +15,7 @@ use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::verify::Digest;
+use crate::oci::digest::Digest;
 
 /// Layers are generated in blocks of this size, each from its own RNG, so any byte range can
 /// be produced by seeding at the block holding its start.

@@ -1,0 +1,5 @@
+//! OCI content, before anything is sent: digests and the streaming verifier, and the random
+//! image of a run (config, layers regenerated from a seed, manifest).
+
+pub mod digest;
+pub mod image;
