@@ -10,7 +10,7 @@ use crate::config::{
     RawTarget, RawTls, RawUpload,
 };
 use crate::outcome::RunReport;
-use crate::probe::Prober;
+use crate::probe::{Prober, Watch};
 use crate::report;
 use crate::report::export::TraceExporter;
 use crate::report::health::Health;
@@ -244,7 +244,8 @@ fn once(args: OnceArgs) -> ExitCode {
         // connections then mostly hand it each frame of a body on their own thread instead of
         // waking this one. 8 pulls of a 64 MiB blob: 9,540 -> 5,014 context switches, 61 -> 55
         // ms of CPU and 65 -> 58 ms a pull (medians of 5 alternating pairs).
-        let run = tokio::spawn(async move { prober.run_class(class, seed).await });
+        let run =
+            tokio::spawn(async move { prober.run_class(class, seed, &Watch::default()).await });
         let report = match run.await {
             Ok(report) => report,
             Err(e) => std::panic::resume_unwind(e.into_panic()),

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::http::auth::{docker_config_credentials, Credentials};
 use crate::http::tls::{ClientCert, TlsOptions};
-use crate::oci::image::ManifestType;
+use crate::oci::manifest::ManifestType;
 
 /// A configuration problem: where (file, target, field) and what was wrong with which value.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,22 @@
 //! The timed HTTP layer: connections with DNS, connect and TLS timed (`transport`), TLS
-//! settings (`tls`), registry auth (`auth`), the registry's error envelope (`response`), and the
-//! Distribution API client that follows redirects and answers auth challenges (`client`). It
-//! returns responses and records every exchange; it knows nothing of probes.
+//! settings (`tls`), registry auth (`auth`), requests and the responses they get, what a failed
+//! exchange means (`errors`), and the Distribution API client that follows redirects and
+//! answers auth challenges (`client`). It records every exchange in a `Transcript` and knows
+//! nothing of probes.
 
 pub mod auth;
 pub mod client;
+pub mod errors;
+pub mod request;
 pub mod response;
 pub mod tls;
+pub mod transcript;
 pub mod transport;
+pub mod url;
 
-pub use client::{
-    error_chain, redact_url, BodySource, Client, Request, Response, Transcript, MAX_MANIFEST_BYTES,
-};
+pub use client::Client;
+pub use errors::{error_chain, RegistryErrors};
+pub use request::{BodySource, Request};
+pub use response::{Response, MAX_MANIFEST_BYTES};
+pub use transcript::{TokenFetch, Transcript};
+pub use url::redact_url;

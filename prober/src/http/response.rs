@@ -1,247 +1,173 @@
-//! What a registry answered: the OCI error envelope, rate-limit headers, and the mapping of a
-//! status + error code to a failure reason with a message that names the request.
+//! The answer to a request: the head of the final hop, with its body still streaming, and the
+//! ways to consume that body: bounded, streamed chunk by chunk, as an error envelope, or drained.
+//! Every way records the transfer time and bytes in the exchange's record.
 
-use http::{HeaderMap, Method, StatusCode};
-use serde::Deserialize;
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use url::Url;
 
+use super::errors::{body_failure, failure_for_status, parse_error_body, RegistryErrors};
+use super::transcript::Transcript;
 use crate::outcome::{Failure, Reason};
 
-/// The parsed error envelope `{"errors":[{"code":..,"message":..,"detail":..}]}` of a response.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RegistryErrors {
-    pub codes: Vec<String>,
-    /// The messages joined by "; ", or the start of a body that was not an error envelope.
-    pub message: Option<String>,
+/// Registry error bodies are small; anything bigger is not read in full.
+pub(super) const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Registries accept manifests of at least 4 MiB (OCI distribution spec).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub method: Method,
+    /// The URL that answered (after redirects), redacted for reports.
+    pub url: String,
+    /// The URL that answered, for resolving a relative Location.
+    pub raw_url: Url,
+    pub(super) body: hyper::body::Incoming,
+    /// The index of this exchange's record in the transcript.
+    pub(super) record: usize,
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    errors: Vec<EnvelopeError>,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeError {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// Registry text is reported but kept short: an error page can be megabytes of HTML.
-const MAX_MESSAGE_CHARS: usize = 300;
-
-/// Parses an error body. A body that is not an envelope is kept as (truncated) text, because
-/// proxies and load balancers in front of registries answer with HTML or plain text.
-pub fn parse_error_body(body: &[u8]) -> RegistryErrors {
-    if body.is_empty() {
-        return RegistryErrors::default();
+impl Response {
+    /// A header as text; None when absent or not text.
+    pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-        if !env.errors.is_empty() {
-            let codes = env
-                .errors
-                .iter()
-                .filter(|e| !e.code.is_empty())
-                .map(|e| e.code.clone())
-                .collect();
-            let messages: Vec<&str> = env
-                .errors
-                .iter()
-                .map(|e| e.message.as_str())
-                .filter(|m| !m.is_empty())
-                .collect();
-            let message = (!messages.is_empty()).then(|| truncate(&messages.join("; ")));
-            return RegistryErrors { codes, message };
+
+    /// Resolves the Location header against the URL that sent it (the spec allows relative
+    /// ones).
+    pub fn location(&self) -> Result<Url, Failure> {
+        let protocol = |what: String| Failure::new(Reason::Protocol, what);
+        let loc = self.headers.get(header::LOCATION).ok_or_else(|| {
+            protocol(format!(
+                "{} {}: {} without a Location header",
+                self.method, self.url, self.status
+            ))
+        })?;
+        let loc = loc.to_str().map_err(|_| {
+            protocol(format!(
+                "{} {}: Location header is not text",
+                self.method, self.url
+            ))
+        })?;
+        self.raw_url.join(loc).map_err(|e| {
+            protocol(format!(
+                "{} {}: invalid Location {loc:?}: {e}",
+                self.method, self.url
+            ))
+        })
+    }
+
+    /// Fails unless the status is one of `expected`, reading the error envelope; `not_found` is
+    /// what a bare 404 means to the caller (a HEAD has no body to carry a code).
+    pub async fn expect(
+        self,
+        expected: &[StatusCode],
+        not_found: Reason,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<Response, Failure> {
+        if expected.contains(&self.status) {
+            return Ok(self);
         }
+        let (method, url, status) = (self.method.clone(), self.url.clone(), self.status);
+        let errors = self.read_error(deadline, tr).await;
+        Err(failure_for_status(
+            &method, &url, status, expected, &errors, not_found,
+        ))
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    RegistryErrors {
-        codes: Vec::new(),
-        message: (!text.is_empty()).then(|| truncate(&text)),
-    }
-}
 
-fn truncate(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE_CHARS {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
-    out.push('…');
-    out
-}
-
-/// Rate-limit headers worth keeping: the IETF draft RateLimit-* family, the common X-RateLimit-*
-/// variants (Docker Hub sends `ratelimit-limit: 100;w=21600`), and Retry-After.
-pub fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let n = name.as_str();
-            n.starts_with("ratelimit-")
-                || n.starts_with("x-ratelimit-")
-                || n == "retry-after"
-                || n == "docker-ratelimit-source"
+    /// Reads the whole body up to `limit` bytes; more is a protocol failure (never buffered).
+    pub async fn read_body(
+        self,
+        limit: usize,
+        deadline: Instant,
+        tr: &mut Transcript,
+    ) -> Result<Bytes, Failure> {
+        let (method, url) = (self.method.clone(), self.url.clone());
+        let mut buf = Vec::new();
+        self.stream(deadline, tr, |data| {
+            if buf.len() + data.len() > limit {
+                return Err(Failure::new(
+                    Reason::Protocol,
+                    format!("{method} {url}: response body larger than {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(data);
+            Ok(())
         })
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-/// The failure for an answer a step did not expect. `not_found` is the step's meaning of a bare
-/// 404 (a HEAD has no body to carry a code).
-pub fn failure_for_status(
-    method: &Method,
-    url: &str,
-    status: StatusCode,
-    expected: &[StatusCode],
-    errors: &RegistryErrors,
-    not_found: Reason,
-) -> Failure {
-    let reason = errors
-        .codes
-        .iter()
-        .find_map(|c| Reason::from_registry_code(c))
-        .unwrap_or_else(|| reason_for_status(status, not_found));
-    let expected = expected
-        .iter()
-        .map(|s| s.as_u16().to_string())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let mut message = format!("{method} {url}: got {status}, expected {expected}");
-    match (errors.codes.is_empty(), &errors.message) {
-        (false, Some(msg)) => message.push_str(&format!(
-            ", registry error {}: {msg}",
-            errors.codes.join(",")
-        )),
-        (false, None) => message.push_str(&format!(", registry error {}", errors.codes.join(","))),
-        (true, Some(msg)) => message.push_str(&format!(", body: {msg}")),
-        (true, None) => {}
-    }
-    Failure {
-        reason,
-        message,
-        status: Some(status.as_u16()),
-        registry_code: errors.codes.first().cloned(),
-    }
-}
-
-fn reason_for_status(status: StatusCode, not_found: Reason) -> Reason {
-    match status.as_u16() {
-        401 | 403 => Reason::Auth,
-        404 => not_found,
-        405 => Reason::Unsupported,
-        429 => Reason::RateLimited,
-        400..=499 => Reason::Http4xx,
-        500..=599 => Reason::Http5xx,
-        _ => Reason::Protocol,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_distribution_error_envelope() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
-        let e = parse_error_body(body);
-        assert_eq!(e.codes, vec!["MANIFEST_UNKNOWN".to_string()]);
-        assert_eq!(e.message.as_deref(), Some("manifest unknown"));
+        .await?;
+        Ok(Bytes::from(buf))
     }
 
-    #[test]
-    fn joins_several_errors_of_one_envelope() {
-        let body = br#"{"errors":[{"code":"DENIED","message":"a"},{"code":"UNAUTHORIZED","message":"b"}]}"#;
-        let e = parse_error_body(body);
-        assert_eq!(
-            e.codes,
-            vec!["DENIED".to_string(), "UNAUTHORIZED".to_string()]
-        );
-        assert_eq!(e.message.as_deref(), Some("a; b"));
-    }
-
-    #[test]
-    fn keeps_a_non_json_body_as_short_text() {
-        let body = format!(
-            "<html>\n<h1>502   Bad Gateway</h1>{}</html>",
-            "x".repeat(1000)
-        );
-        let e = parse_error_body(body.as_bytes());
-        assert!(e.codes.is_empty());
-        let msg = e.message.expect("text kept");
-        assert!(msg.starts_with("<html> <h1>502 Bad Gateway</h1>"), "{msg}");
-        assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1);
-    }
-
-    #[test]
-    fn an_empty_body_has_no_errors() {
-        assert_eq!(parse_error_body(b""), RegistryErrors::default());
-    }
-
-    #[test]
-    fn a_registry_code_decides_the_reason_over_the_status() {
-        let errors = parse_error_body(br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#);
-        let f = failure_for_status(
-            &Method::PUT,
-            "http://127.0.0.1:5000/v2/p/blobs/uploads/x",
-            StatusCode::BAD_REQUEST,
-            &[StatusCode::CREATED],
-            &errors,
-            Reason::BlobUnknown,
-        );
-        assert_eq!(f.reason, Reason::DigestInvalid);
-        assert_eq!(f.status, Some(400));
-        assert_eq!(f.registry_code.as_deref(), Some("DIGEST_INVALID"));
-        assert_eq!(
-            f.message,
-            "PUT http://127.0.0.1:5000/v2/p/blobs/uploads/x: got 400 Bad Request, expected 201, \
-             registry error DIGEST_INVALID: provided digest did not match uploaded content"
-        );
-    }
-
-    #[test]
-    fn a_bare_status_maps_to_its_class() {
-        let none = RegistryErrors::default();
-        let f = |s: u16| {
-            failure_for_status(
-                &Method::GET,
-                "u",
-                StatusCode::from_u16(s).expect("valid"),
-                &[StatusCode::OK],
-                &none,
-                Reason::BlobUnknown,
-            )
-            .reason
+    /// Hands every data frame of the body to `on_data` until the body ends, `on_data` fails,
+    /// the connection breaks or the deadline passes; records transfer time and the bytes
+    /// received (also on failure, so a transcript shows how far a broken transfer got).
+    pub async fn stream(
+        self,
+        deadline: Instant,
+        tr: &mut Transcript,
+        mut on_data: impl FnMut(&[u8]) -> Result<(), Failure>,
+    ) -> Result<u64, Failure> {
+        let Response {
+            method,
+            url,
+            mut body,
+            record,
+            ..
+        } = self;
+        let started = Instant::now();
+        let mut received: u64 = 0;
+        let result = loop {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    break Err(Failure::new(
+                        Reason::Timeout,
+                        format!("{method} {url}: timed out reading the response body after {received} bytes"),
+                    ))
+                }
+                Ok(None) => break Ok(received),
+                Ok(Some(Err(e))) => break Err(body_failure(&method, &url, received, &e)),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        received += data.len() as u64;
+                        if let Err(f) = on_data(&data) {
+                            break Err(f);
+                        }
+                    }
+                }
+            }
         };
-        assert_eq!(f(401), Reason::Auth);
-        assert_eq!(f(404), Reason::BlobUnknown);
-        assert_eq!(f(405), Reason::Unsupported);
-        assert_eq!(f(429), Reason::RateLimited);
-        assert_eq!(f(418), Reason::Http4xx);
-        assert_eq!(f(503), Reason::Http5xx);
-        assert_eq!(f(302), Reason::Protocol);
+        if let Some(r) = tr.requests.get_mut(record) {
+            r.transfer_seconds = Some(started.elapsed());
+            r.bytes_received = received;
+        }
+        result
     }
 
-    #[test]
-    fn keeps_rate_limit_headers_only() {
-        let mut h = HeaderMap::new();
-        h.insert("ratelimit-limit", "100;w=21600".parse().expect("valid"));
-        h.insert("retry-after", "7".parse().expect("valid"));
-        h.insert("content-type", "application/json".parse().expect("valid"));
-        let mut kept = rate_limit_headers(&h);
-        kept.sort();
-        assert_eq!(
-            kept,
-            vec![
-                ("ratelimit-limit".into(), "100;w=21600".into()),
-                ("retry-after".into(), "7".into())
-            ]
-        );
+    /// Reads an error body (bounded) and records its codes in the transcript.
+    pub async fn read_error(self, deadline: Instant, tr: &mut Transcript) -> RegistryErrors {
+        let record = self.record;
+        // An error body that breaks off is still worth what arrived; the status already failed.
+        let body = self
+            .read_body(MAX_ERROR_BODY, deadline, tr)
+            .await
+            .unwrap_or_default();
+        let errors = parse_error_body(&body);
+        if let Some(r) = tr.requests.get_mut(record) {
+            r.error_codes = errors.codes.clone();
+            r.error_message = errors.message.clone();
+        }
+        errors
+    }
+
+    /// Drains a body the caller does not need, so its connection can be reused.
+    pub async fn discard(self, deadline: Instant, tr: &mut Transcript) -> Result<(), Failure> {
+        self.read_body(MAX_MANIFEST_BYTES, deadline, tr)
+            .await
+            .map(|_| ())
     }
 }

@@ -1,5 +1,9 @@
 //! The randomized image of one cycle: a config blob and N layers whose bytes come from a
 //! seeded fast RNG, generated (and hashed) while streaming, never held whole in memory.
+//!
+//! The config JSON is written by hand, not with oci-spec's `ImageConfiguration`, which orders
+//! its fields differently: a canary regenerated from its seed must have the exact bytes (and
+//! digest) earlier versions pushed.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -15,7 +19,8 @@ use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::digest::Digest;
+use super::digest::Digest;
+use super::manifest::{image_manifest, ManifestType};
 
 /// Layers are generated in blocks of this size, each from its own RNG, so any byte range can
 /// be produced by seeding at the block holding its start.
@@ -24,45 +29,6 @@ const BLOCK: u64 = 64 * 1024;
 const MAX_FRAME: u64 = 256 * 1024;
 /// Images from this size on hash their layers on several threads.
 const PARALLEL_MIN_BYTES: u64 = 16 * 1024 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ManifestType {
-    Oci,
-    Docker,
-}
-
-impl ManifestType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ManifestType::Oci => "oci",
-            ManifestType::Docker => "docker",
-        }
-    }
-
-    pub fn manifest_media_type(self) -> &'static str {
-        match self {
-            ManifestType::Oci => "application/vnd.oci.image.manifest.v1+json",
-            ManifestType::Docker => "application/vnd.docker.distribution.manifest.v2+json",
-        }
-    }
-
-    pub fn config_media_type(self) -> &'static str {
-        match self {
-            ManifestType::Oci => "application/vnd.oci.image.config.v1+json",
-            ManifestType::Docker => "application/vnd.docker.container.image.v1+json",
-        }
-    }
-
-    /// Uncompressed tar media types: the bytes are random, not gzip, and claiming gzip would
-    /// make clients that unpack the image fail on the first byte.
-    pub fn layer_media_type(self) -> &'static str {
-        match self {
-            ManifestType::Oci => "application/vnd.oci.image.layer.v1.tar",
-            ManifestType::Docker => "application/vnd.docker.image.rootfs.diff.tar",
-        }
-    }
-}
 
 /// One layer: its bytes are a pure function of (seed, size), so any byte range can be
 /// regenerated on demand (for the upload, for a retry after a 401, for each chunk of a
@@ -317,23 +283,6 @@ struct History {
     created_by: &'static str,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestJson<'a> {
-    schema_version: u32,
-    media_type: &'static str,
-    config: Descriptor<'a>,
-    layers: Vec<Descriptor<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor<'a> {
-    media_type: &'static str,
-    digest: &'a Digest,
-    size: u64,
-}
-
 impl Image {
     /// seed: the cycle's random seed; layer_sizes: one entry per layer.
     pub fn generate(seed: u64, layer_sizes: &[u64], manifest_type: ManifestType) -> Image {
@@ -376,26 +325,12 @@ impl Image {
         );
         let config_digest = Digest::of(&config);
 
-        let manifest = ManifestJson {
-            schema_version: 2,
-            media_type: manifest_type.manifest_media_type(),
-            config: Descriptor {
-                media_type: manifest_type.config_media_type(),
-                digest: &config_digest,
-                size: config.len() as u64,
-            },
-            layers: layers
-                .iter()
-                .map(|layer| Descriptor {
-                    media_type: manifest_type.layer_media_type(),
-                    digest: &layer.digest,
-                    size: layer.size,
-                })
-                .collect(),
-        };
-        let manifest = Bytes::from(
-            serde_json::to_vec(&manifest).expect("a struct of strings and numbers serializes"),
-        );
+        let layer_refs: Vec<(&Digest, u64)> = layers.iter().map(|l| (&l.digest, l.size)).collect();
+        let manifest = Bytes::from(image_manifest(
+            manifest_type,
+            (&config_digest, config.len() as u64),
+            &layer_refs,
+        ));
         // The registry names the manifest by the digest of the exact bytes PUT, so hash those.
         let manifest_digest = Digest::of(&manifest);
 

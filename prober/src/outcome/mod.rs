@@ -328,6 +328,37 @@ pub struct StepReport {
 }
 
 impl StepReport {
+    /// A step that ran from `started_at` for `duration` and passed, or failed with a failure.
+    pub fn new(
+        step: Step,
+        path: String,
+        subject: String,
+        started_at: SystemTime,
+        duration: Duration,
+        result: Result<(), &Failure>,
+        requests: Vec<HttpRecord>,
+    ) -> StepReport {
+        let (bytes_sent, bytes_received) = requests
+            .iter()
+            .fold((0, 0), |(s, r), h| (s + h.bytes_sent, r + h.bytes_received));
+        let failure = result.err();
+        StepReport {
+            step,
+            path,
+            subject,
+            success: failure.is_none(),
+            started_at,
+            duration_seconds: duration,
+            reason: failure.map(|f| f.reason),
+            error: failure.map(|f| f.message.clone()),
+            status: failure.and_then(|f| f.status),
+            registry_code: failure.and_then(|f| f.registry_code.clone()),
+            bytes_sent,
+            bytes_received,
+            requests,
+        }
+    }
+
     /// The one-line error as an on-call engineer reads it: step, subject, then the failure.
     pub fn error_line(&self) -> Option<String> {
         self.error

@@ -11,12 +11,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::pull::blobs_of;
-use super::{unix_now, Run, TAG_PREFIX};
+use super::run::{Endpoint, Run};
+use super::tags::{unix_now, TAG_PREFIX};
+use super::verify;
 use crate::config::Canaries;
 use crate::oci::digest::Digest;
 use crate::oci::image::Image;
-use crate::outcome::{CanarySummary, Failure, Reason, Step};
+use crate::outcome::{CanarySummary, Failure, Step};
 
 /// The canaries a prober knows exist, by period start (unix seconds).
 #[derive(Debug, Default)]
@@ -56,11 +57,10 @@ fn period_time(period: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(period)
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Finds the canaries (tag list), pushes this period's if it has none, verifies every
     /// known canary through every path, and deletes the ones past the rotation.
     pub(super) async fn check_canaries(&mut self, config: &Canaries) -> CanarySummary {
-        self.endpoint = 0;
         let instance = self.target().instance.clone();
         let listed = self.list_tags().await;
         if let Ok(tags) = &listed {
@@ -87,15 +87,13 @@ impl Run<'_> {
         if listed.is_ok() && !have_current && self.may_continue() {
             let _ = self.push_canary(config, current).await;
         }
-        for endpoint in 0..self.prober.endpoints.len() {
-            self.endpoint = endpoint;
+        for endpoint in self.endpoints() {
             for canary in self.book(|b| b.known.values().cloned().collect::<Vec<_>>()) {
                 if self.may_continue() {
-                    let _ = self.verify_canary(canary).await;
+                    let _ = self.verify_canary(endpoint, canary).await;
                 }
             }
         }
-        self.endpoint = 0;
         if self.may_continue() {
             self.rotate(config.keep as usize).await;
         }
@@ -146,28 +144,36 @@ impl Run<'_> {
         result
     }
 
-    /// Pulls a canary's manifest by tag and checks it is the one pushed, then HEADs and GETs
-    /// every blob.
-    async fn verify_canary(&mut self, canary: Canary) -> Result<(), Failure> {
-        let repo = self.client().repository().to_string();
-        let pushed = humantime::format_rfc3339_seconds(period_time(canary.period));
+    /// Pulls a canary's manifest by tag through `endpoint` and checks it is the one pushed,
+    /// then HEADs and GETs every blob.
+    async fn verify_canary(
+        &mut self,
+        endpoint: &'a Endpoint,
+        canary: Canary,
+    ) -> Result<(), Failure> {
+        let repo = endpoint.client.repository();
+        let pushed = humantime::format_rfc3339_seconds(period_time(canary.period)).to_string();
         let subject = format!("canary {} (pushed {pushed})", canary.tag);
-        let (body, _) = self
+        let manifest = self
             .pull_manifest(
+                endpoint,
                 Step::PullCanaryManifest,
-                subject.clone(),
-                &repo,
+                subject,
+                repo,
                 &canary.tag,
                 None,
             )
             .await?;
-        let actual = Digest::of(&body);
+        let actual = Digest::of(&manifest.body);
         let expected = match &canary.manifest {
             Some(d) => d.clone(),
             None => {
                 // First seen in the tag list: regenerate it from its seed and the layer sizes
                 // its manifest names, which gives the manifest it was pushed with.
-                let sizes = layer_sizes(&body).map_err(|f| self.note_failure(f))?;
+                let sizes = manifest
+                    .parse()
+                    .map_err(|f| self.note_failure(f))?
+                    .layer_sizes();
                 let (seed, period, manifest_type) =
                     (canary.seed, canary.period, self.target().manifest_type);
                 let image = tokio::task::spawn_blocking(move || {
@@ -178,16 +184,9 @@ impl Run<'_> {
                 image.manifest_digest
             }
         };
-        if actual != expected {
-            return Err(self.note_failure(Failure::new(
-                Reason::ContentChanged,
-                format!(
-                    "canary {} (pushed {pushed}) changed: its manifest is {actual}, it was pushed as {expected}",
-                    canary.tag
-                ),
-            )));
-        }
-        let blobs = blobs_of(&body, "").map_err(|f| self.note_failure(f))?;
+        verify::canary_unchanged(&canary.tag, &pushed, &actual, &expected)
+            .map_err(|f| self.note_failure(f))?;
+        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
         let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
         self.book(|b| {
             if let Some(c) = b.known.get_mut(&canary.period) {
@@ -202,7 +201,7 @@ impl Run<'_> {
                 b
             })
             .collect();
-        self.pull_old_blobs(Step::PullCanaryBlob, &repo, blobs)
+        self.pull_old_blobs(endpoint, Step::PullCanaryBlob, repo, blobs)
             .await
     }
 
@@ -216,7 +215,7 @@ impl Run<'_> {
             let subject = format!("expired canary {}", canary.tag);
             let deleted = match &canary.manifest {
                 Some(digest) => self
-                    .delete_in(
+                    .delete(
                         Step::DeleteManifest,
                         &subject,
                         None,
@@ -235,7 +234,7 @@ impl Run<'_> {
             if self.target().cleanup.delete_blobs {
                 for blob in &canary.blobs {
                     let _ = self
-                        .delete_in(
+                        .delete(
                             Step::DeleteBlob,
                             &subject,
                             None,
@@ -248,22 +247,6 @@ impl Run<'_> {
             self.book(|b| b.known.remove(&canary.period));
         }
     }
-}
-
-/// The layer sizes an image manifest names.
-fn layer_sizes(body: &[u8]) -> Result<Vec<u64>, Failure> {
-    #[derive(serde::Deserialize)]
-    struct Layer {
-        size: u64,
-    }
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        #[serde(default)]
-        layers: Vec<Layer>,
-    }
-    let doc: Doc = serde_json::from_slice(body)
-        .map_err(|e| Failure::new(Reason::Protocol, format!("canary manifest: {e}")))?;
-    Ok(doc.layers.into_iter().map(|l| l.size).collect())
 }
 
 #[cfg(test)]
@@ -291,9 +274,11 @@ mod tests {
 
     #[test]
     fn a_canary_regenerates_to_the_manifest_it_was_pushed_with() {
-        use crate::oci::image::ManifestType;
+        use crate::oci::manifest::ManifestType;
         let pushed = Image::generate_at(42, &[4096, 100], ManifestType::Oci, period_time(86_400));
-        let sizes = layer_sizes(&pushed.manifest).expect("parses");
+        let sizes = crate::oci::manifest::Pulled::parse(&pushed.manifest, "")
+            .expect("parses")
+            .layer_sizes();
         assert_eq!(sizes, vec![4096, 100]);
         let again = Image::generate_at(42, &sizes, ManifestType::Oci, period_time(86_400));
         assert_eq!(again.manifest_digest, pushed.manifest_digest);

@@ -9,10 +9,11 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::pull::blobs_of;
-use super::{parse_run_tag, unix_now, Prober, Run, Session};
-use crate::http::{Request, MAX_MANIFEST_BYTES};
-use crate::oci::digest::Digest;
+use super::run::step;
+use super::run::{Run, Session, Watch};
+use super::tags::{parse_run_tag, unix_now};
+use super::Prober;
+use crate::http::{Request, Response, MAX_MANIFEST_BYTES};
 use crate::outcome::{Failure, Reason, Step, SweepReport};
 
 /// Pages of the tag list read at most (a repository with more tags is not the prober's).
@@ -32,7 +33,8 @@ impl Prober {
     /// when cleanup deletes blobs, their blobs), and cancels remembered upload sessions.
     pub async fn sweep(&self) -> SweepReport {
         let class = &self.target.sizes[0];
-        let mut run = Run::new(self, class, Instant::now() + self.target.timeout);
+        let watch = Watch::default();
+        let mut run = Run::new(self, class, Instant::now() + self.target.timeout, &watch);
         let mut tags_deleted = 0;
         let oldest_live = unix_now()
             .saturating_sub((self.target.max_run_time() + Duration::from_secs(60)).as_secs());
@@ -61,96 +63,85 @@ impl Prober {
         run.cancel_open_sessions().await;
         let sessions_cancelled = run.sessions.iter().filter(|s| s.completed).count() as u32;
         run.remember_open_sessions();
-        let errors = run.steps.iter().filter_map(|s| s.error_line()).collect();
+        let steps = run.take_steps();
+        let errors = steps.iter().filter_map(|s| s.error_line()).collect();
         SweepReport {
             target: self.target.name.clone(),
             tags_deleted,
             sessions_cancelled,
             errors,
-            steps: run.steps,
+            steps,
         }
     }
 }
 
 impl Run<'_> {
-    /// GET the tag list of the endpoint's repository, following `Link` pages.
+    /// GET the tag list of the origin's repository, following `Link` pages.
     pub(super) async fn list_tags(&mut self) -> Result<Vec<String>, Failure> {
-        let c = self.client();
-        let mut url = c.url("tags/list")?;
-        url.query_pairs_mut()
-            .append_pair("n", &TAGS_PER_PAGE.to_string());
-        let subject = c.repository().to_string();
-        self.step(Step::ListTags, subject, |deadline, mut tr| async move {
-            let r = async {
-                let mut tags = Vec::new();
-                let mut next = Some(url);
-                for _ in 0..MAX_TAG_PAGES {
-                    let Some(url) = next.take() else { break };
-                    let resp = c
-                        .send(&Request::new(Method::GET, url), deadline, &mut tr)
-                        .await?;
-                    let not_found = resp.status == StatusCode::NOT_FOUND;
-                    let resp = match c
-                        .expect(
-                            resp,
-                            &[StatusCode::OK],
-                            Reason::NameUnknown,
-                            deadline,
-                            &mut tr,
-                        )
-                        .await
-                    {
-                        // A repository nothing was pushed to yet has no tags: an empty list.
-                        Err(f) if not_found && f.reason == Reason::NameUnknown => return Ok(tags),
-                        other => other?,
-                    };
-                    next = next_page(&resp);
-                    let (method, shown) = (resp.method.clone(), resp.url.clone());
-                    let body = c
-                        .read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr)
-                        .await?;
-                    let list: TagList = serde_json::from_slice(&body).map_err(|e| {
-                        Failure::new(
-                            Reason::Protocol,
-                            format!("{method} {shown}: tag list is not JSON: {e}"),
-                        )
-                    })?;
-                    tags.extend(list.tags.unwrap_or_default());
-                }
-                Ok(tags)
+        let origin = self.origin();
+        let subject = origin.client.repository();
+        step!(self, Step::ListTags, origin, subject, |call| async {
+            let mut url = call.url("tags/list")?;
+            url.query_pairs_mut()
+                .append_pair("n", &TAGS_PER_PAGE.to_string());
+            let mut tags = Vec::new();
+            let mut next = Some(url);
+            for _ in 0..MAX_TAG_PAGES {
+                let Some(url) = next.take() else { break };
+                let resp = call.send(&Request::new(Method::GET, url)).await?;
+                let not_found = resp.status == StatusCode::NOT_FOUND;
+                let resp = match call
+                    .expect(resp, &[StatusCode::OK], Reason::NameUnknown)
+                    .await
+                {
+                    // A repository nothing was pushed to yet has no tags: an empty list.
+                    Err(f) if not_found && f.reason == Reason::NameUnknown => return Ok(tags),
+                    other => other?,
+                };
+                next = next_page(&resp);
+                let (method, shown) = (resp.method.clone(), resp.url.clone());
+                let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+                let list: TagList = serde_json::from_slice(&body).map_err(|e| {
+                    Failure::new(
+                        Reason::Protocol,
+                        format!("{method} {shown}: tag list is not JSON: {e}"),
+                    )
+                })?;
+                tags.extend(list.tags.unwrap_or_default());
             }
-            .await;
-            (r, tr)
+            Ok(tags)
         })
-        .await
     }
 
     /// A leftover run tag: GET its manifest (for the digest and blobs), DELETE the manifest by
     /// digest, then its blobs.
     async fn delete_leftover_tag(&mut self, tag: &str) -> Result<(), Failure> {
-        let repo = self.client().repository().to_string();
-        let (body, _) = self
+        let origin = self.origin();
+        let repo = origin.client.repository();
+        let subject = format!("leftover {tag}");
+        let manifest = self
             .pull_manifest(
+                origin,
                 Step::DeleteManifest,
-                format!("leftover {tag}"),
-                &repo,
+                subject.clone(),
+                repo,
                 tag,
                 None,
             )
             .await?;
-        let digest = Digest::of(&body);
-        self.delete_in(
+        let digest = crate::oci::digest::Digest::of(&manifest.body);
+        self.delete(
             Step::DeleteManifest,
-            &format!("leftover {tag}"),
+            &subject,
             None,
             &format!("manifests/{digest}"),
             true,
         )
         .await?;
         if self.target().cleanup.delete_blobs {
-            for blob in blobs_of(&body, "").unwrap_or_default() {
+            for blob in manifest.blobs("").unwrap_or_default() {
                 let _ = self
-                    .delete_in(
+                    .delete(
                         Step::DeleteBlob,
                         &format!("leftover {tag}: {}", blob.label),
                         None,
@@ -182,8 +173,8 @@ impl Run<'_> {
 }
 
 /// The next page of a paginated list: `Link: </v2/...?n=..&last=..>; rel="next"`.
-fn next_page(resp: &crate::http::Response) -> Option<url::Url> {
-    let link = resp.headers.get(header::LINK)?.to_str().ok()?;
+fn next_page(resp: &Response) -> Option<url::Url> {
+    let link = resp.header(header::LINK)?;
     let (target, params) = link.split_once(';')?;
     if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
         return None;

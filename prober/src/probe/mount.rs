@@ -5,8 +5,10 @@
 
 use http::{Method, StatusCode};
 
-use super::push::{blob_body, check_digest_header, close_upload};
-use super::{Run, Session};
+use super::push::{blob_body, close_upload};
+use super::run::step;
+use super::run::{Run, Session};
+use super::verify;
 use crate::http::Request;
 use crate::oci::image::Image;
 use crate::outcome::{Failure, MountOutcome, Reason, Step};
@@ -21,72 +23,53 @@ impl Run<'_> {
         let Some(blob) = blobs.get(1).or(blobs.first()).cloned() else {
             return Ok(());
         };
-        let c = self.client();
-        let mut url = c.repo_url(&mount_repo, "blobs/uploads/")?;
-        url.query_pairs_mut()
-            .append_pair("mount", blob.digest.as_str())
-            .append_pair("from", c.repository());
+        let origin = self.origin();
+        let from = origin.client.repository();
         let body = blob_body(image, &blob);
-        let digest = blob.digest.clone();
-        let opened = std::sync::Mutex::new(None);
-        let opened_ref = &opened;
+        // The session a 202 opened, which cleanup cancels if the fallback upload fails.
+        let mut opened = None;
         let subject = format!("{} into {mount_repo}", blob.kind);
-        let result = self
-            .step(Step::MountBlob, subject, |deadline, mut tr| async move {
-                let r = async {
-                    let resp = c
-                        .send(&Request::new(Method::POST, url), deadline, &mut tr)
-                        .await?;
-                    match resp.status {
-                        StatusCode::CREATED => {
-                            check_digest_header(&resp, &digest)?;
-                            c.discard(resp, deadline, &mut tr).await?;
-                            Ok(MountOutcome::Mounted)
-                        }
-                        StatusCode::ACCEPTED => {
-                            let location = c.resolve_location(&resp)?;
-                            c.discard(resp, deadline, &mut tr).await?;
-                            if let Ok(mut o) = opened_ref.lock() {
-                                *o = Some(location.clone());
-                            }
-                            close_upload(c, location, &digest, body, deadline, &mut tr).await?;
-                            Ok(MountOutcome::Fallback)
-                        }
-                        _ => {
-                            let f = c
-                                .expect(
-                                    resp,
-                                    &[StatusCode::CREATED, StatusCode::ACCEPTED],
-                                    Reason::BlobUnknown,
-                                    deadline,
-                                    &mut tr,
-                                )
-                                .await
-                                .err()
-                                .unwrap_or_else(|| {
-                                    Failure::new(Reason::Protocol, "unexpected answer to a mount")
-                                });
-                            Err(f)
-                        }
-                    }
+        let result = step!(self, Step::MountBlob, origin, subject, |call| async {
+            let mut url = call.repo_url(&mount_repo, "blobs/uploads/")?;
+            url.query_pairs_mut()
+                .append_pair("mount", blob.digest.as_str())
+                .append_pair("from", from);
+            let resp = call.send(&Request::new(Method::POST, url)).await?;
+            match resp.status {
+                StatusCode::CREATED => {
+                    verify::digest_header(&resp, &blob.digest)?;
+                    call.discard(resp).await?;
+                    Ok(MountOutcome::Mounted)
                 }
-                .await;
-                (r, tr)
-            })
-            .await;
-        if let Some(url) = opened.into_inner().ok().flatten() {
+                StatusCode::ACCEPTED => {
+                    let location = resp.location()?;
+                    call.discard(resp).await?;
+                    opened = Some(location.clone());
+                    close_upload(call, location, &blob.digest, body).await?;
+                    Ok(MountOutcome::Fallback)
+                }
+                _ => Err(call
+                    .expect(
+                        resp,
+                        &[StatusCode::CREATED, StatusCode::ACCEPTED],
+                        Reason::BlobUnknown,
+                    )
+                    .await
+                    .err()
+                    .unwrap_or_else(|| {
+                        Failure::new(Reason::Protocol, "unexpected answer to a mount")
+                    })),
+            }
+        });
+        if let Some(url) = opened {
             self.sessions.push(Session {
                 url,
                 completed: result.is_ok(),
             });
         }
-        match result {
-            Ok(outcome) => {
-                self.mount = Some(outcome);
-                self.mounted = Some(blob.digest);
-                Ok(())
-            }
-            Err(f) => Err(f),
-        }
+        let outcome = result?;
+        self.mount = Some(outcome);
+        self.mounted = Some(blob.digest);
+        Ok(())
     }
 }

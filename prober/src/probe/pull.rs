@@ -1,97 +1,100 @@
-//! The pull path: GET the manifest by tag and by digest (both digests checked), then GET every
-//! blob it names, streamed through sha256 and compared in digest and length.
+//! The pull path, on any endpoint: GET the manifest by tag and by digest (both digests checked),
+//! then GET every blob it names, streamed through sha256 and compared in digest and length; for
+//! old content (golden images, canaries) every blob is also checked with HEAD.
 
 use bytes::Bytes;
 use http::header;
 use http::{Method, StatusCode};
-use serde::Deserialize;
 
-use super::push::check_digest_header as digest_header_matches;
-use super::Run;
+use super::run::step;
+use super::run::{Endpoint, Run};
+use super::verify;
 use crate::config::Reference;
 use crate::http::{Request, MAX_MANIFEST_BYTES};
 use crate::oci::digest::{Digest, Verifier};
 use crate::oci::image::Image;
+use crate::oci::manifest::{Named, Pulled, ACCEPT};
 use crate::outcome::{Failure, Reason, Step};
-
-/// Every manifest type we can verify; registries pick by Accept.
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Child manifests of an index verified per golden image, so a huge index cannot stall a run.
 const MAX_INDEX_CHILDREN: usize = 8;
 
-#[derive(Debug, Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: i64,
+/// A manifest as pulled: its bytes and the Content-Type it came with.
+pub(super) struct Manifest {
+    pub(super) body: Bytes,
+    pub(super) media_type: String,
 }
 
-/// The parts of an image manifest or index that name blobs or child manifests.
-#[derive(Debug, Deserialize)]
-struct ManifestDoc {
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
+impl Manifest {
+    /// The manifest parsed, or a protocol failure saying why it is not one.
+    pub(super) fn parse(&self) -> Result<Pulled, Failure> {
+        Pulled::parse(&self.body, &self.media_type)
+            .map_err(|e| Failure::new(Reason::Protocol, e.to_string()))
+    }
+
+    /// The blobs of the image manifest, config first, labels prefixed with `prefix`.
+    pub(super) fn blobs(&self, prefix: &str) -> Result<Vec<Named>, Failure> {
+        self.parse()?
+            .blobs(prefix)
+            .map_err(|e| Failure::new(Reason::Protocol, e.to_string()))
+    }
 }
 
-/// A blob to pull, from a manifest.
-pub(super) struct BlobToPull {
-    pub(super) label: String,
-    pub(super) digest: Digest,
-    pub(super) size: u64,
-}
-
-impl Run<'_> {
-    /// Pulls back what was pushed: manifest by tag, by digest, then every blob.
-    pub(super) async fn pull_image(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
-        let repo = self.client().repository().to_string();
+impl<'a> Run<'a> {
+    /// Pulls back what was pushed through `endpoint`: manifest by tag, by digest, then every
+    /// blob.
+    pub(super) async fn pull_image(
+        &mut self,
+        endpoint: &'a Endpoint,
+        image: &Image,
+        tag: &str,
+    ) -> Result<(), Failure> {
+        let repo = endpoint.client.repository();
         let expected = Some((&image.manifest_digest, image.manifest.len() as u64));
         self.pull_manifest(
+            endpoint,
             Step::PullManifestByTag,
             tag.to_string(),
-            &repo,
+            repo,
             tag,
             expected,
         )
         .await?;
-        let (body, _) = self
+        let digest = image.manifest_digest.as_str();
+        let manifest = self
             .pull_manifest(
+                endpoint,
                 Step::PullManifestByDigest,
-                image.manifest_digest.to_string(),
-                &repo,
-                image.manifest_digest.as_str(),
+                digest.to_string(),
+                repo,
+                digest,
                 expected,
             )
             .await?;
-        let blobs = blobs_of(&body, "").map_err(|f| self.note_failure(f))?;
+        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
         for blob in blobs {
-            self.pull_blob(Step::PullBlob, &repo, blob).await?;
+            self.pull_blob(endpoint, Step::PullBlob, repo, blob).await?;
         }
         Ok(())
     }
 
     /// Old content (a golden image or a canary): HEAD each blob, then GET it. Registries that
-    /// lost the data often still answer HEAD from their metadata, so both must agree.
+    /// lost the data often still answer HEAD from their metadata, so both must agree. Every
+    /// blob is checked, so one lost layer does not hide another.
     pub(super) async fn pull_old_blobs(
         &mut self,
+        endpoint: &'a Endpoint,
         step: Step,
         repository: &str,
-        blobs: Vec<BlobToPull>,
+        blobs: Vec<Named>,
     ) -> Result<(), Failure> {
         let mut first = Ok(());
         for blob in blobs {
-            // Every blob is checked, so one lost layer does not hide another.
-            let head = self.head_blob(repository, &blob).await;
-            let get = self.pull_blob(step, repository, blob).await.map(|_| ());
+            let head = self.head_blob(endpoint, repository, &blob).await;
+            let get = self
+                .pull_blob(endpoint, step, repository, blob)
+                .await
+                .map(|_| ());
             if first.is_ok() {
                 first = head.and(get);
             }
@@ -100,41 +103,48 @@ impl Run<'_> {
     }
 
     /// HEAD one blob: 200, and Content-Length and Docker-Content-Digest (when sent) name it.
-    async fn head_blob(&mut self, repository: &str, blob: &BlobToPull) -> Result<(), Failure> {
-        let c = self.client();
-        let url = c.repo_url(repository, &format!("blobs/{}", blob.digest))?;
-        let (digest, size) = (blob.digest.clone(), blob.size);
-        self.step(Step::HeadBlob, blob.label.clone(), |deadline, mut tr| async move {
-            let r = async {
-                let resp = c.send(&Request::new(Method::HEAD, url), deadline, &mut tr).await?;
-                let resp = c.expect(resp, &[StatusCode::OK], Reason::BlobUnknown, deadline, &mut tr).await?;
-                let len = resp.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::to_string);
-                if let Some(len) = len {
-                    if len.parse::<u64>().ok() != Some(size) {
-                        return Err(Failure::new(
-                            Reason::SizeMismatch,
-                            format!("{} {}: HEAD says Content-Length {len} but {digest} has {size} bytes", resp.method, resp.url),
-                        ));
-                    }
-                }
-                digest_header_matches(&resp, &digest)?;
-                c.discard(resp, deadline, &mut tr).await
+    async fn head_blob(
+        &mut self,
+        endpoint: &'a Endpoint,
+        repository: &str,
+        blob: &Named,
+    ) -> Result<(), Failure> {
+        step!(
+            self,
+            Step::HeadBlob,
+            endpoint,
+            blob.label.clone(),
+            |call| async {
+                let url = call.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+                let resp = call
+                    .fetch(
+                        &Request::new(Method::HEAD, url),
+                        &[StatusCode::OK],
+                        Reason::BlobUnknown,
+                    )
+                    .await?;
+                verify::content_length(&resp, &blob.digest, blob.size)?;
+                verify::digest_header(&resp, &blob.digest)?;
+                call.discard(resp).await
             }
-            .await;
-            (r, tr)
-        })
-        .await
+        )
     }
 
-    /// Pulls and verifies a golden image: read-only content the prober never pushed.
-    pub(super) async fn pull_golden(&mut self, golden: &Reference) -> Result<(), Failure> {
+    /// Pulls and verifies a golden image through `endpoint`: read-only content the prober
+    /// never pushed, an image or an index of images.
+    pub(super) async fn pull_golden(
+        &mut self,
+        endpoint: &'a Endpoint,
+        golden: &Reference,
+    ) -> Result<(), Failure> {
         let pinned = golden
             .reference
             .starts_with("sha256:")
             .then(|| Digest::parse(&golden.reference).ok())
             .flatten();
-        let (body, media_type) = self
+        let manifest = self
             .pull_manifest(
+                endpoint,
                 Step::PullGoldenManifest,
                 golden.to_string(),
                 &golden.repository,
@@ -142,265 +152,94 @@ impl Run<'_> {
                 pinned.as_ref().map(|d| (d, 0)),
             )
             .await?;
-        let doc = parse_manifest(&body).map_err(|f| self.note_failure(f))?;
-        if is_index(&media_type, &doc) {
-            for child in doc.manifests.iter().take(MAX_INDEX_CHILDREN) {
-                let digest = Digest::parse(&child.digest).map_err(|e| {
-                    self.note_failure(Failure::new(
-                        Reason::Protocol,
-                        format!("index of {golden} names an invalid digest: {e}"),
-                    ))
-                })?;
-                let subject = format!("{golden} > {digest}");
-                let (child_body, _) = self
-                    .pull_manifest(
-                        Step::PullGoldenManifest,
-                        subject.clone(),
-                        &golden.repository,
-                        digest.as_str(),
-                        Some((&digest, 0)),
-                    )
-                    .await?;
-                let blobs = blobs_of(&child_body, &subject).map_err(|f| self.note_failure(f))?;
-                self.pull_old_blobs(Step::PullGoldenBlob, &golden.repository, blobs)
-                    .await?;
-            }
-            return Ok(());
+        let pulled = manifest.parse().map_err(|f| self.note_failure(f))?;
+        if let Pulled::Image(_) = pulled {
+            let blobs = manifest
+                .blobs(&golden.to_string())
+                .map_err(|f| self.note_failure(f))?;
+            return self
+                .pull_old_blobs(endpoint, Step::PullGoldenBlob, &golden.repository, blobs)
+                .await;
         }
-        let blobs = blobs_of(&body, &golden.to_string()).map_err(|f| self.note_failure(f))?;
-        self.pull_old_blobs(Step::PullGoldenBlob, &golden.repository, blobs)
-            .await
+        let children = pulled.children(MAX_INDEX_CHILDREN).map_err(|e| {
+            self.note_failure(Failure::new(
+                Reason::Protocol,
+                format!("index of {golden} names an invalid digest: {e}"),
+            ))
+        })?;
+        for child in children {
+            let subject = format!("{golden} > {}", child.digest);
+            let manifest = self
+                .pull_manifest(
+                    endpoint,
+                    Step::PullGoldenManifest,
+                    subject.clone(),
+                    &golden.repository,
+                    child.digest.as_str(),
+                    Some((&child.digest, 0)),
+                )
+                .await?;
+            let blobs = manifest.blobs(&subject).map_err(|f| self.note_failure(f))?;
+            self.pull_old_blobs(endpoint, Step::PullGoldenBlob, &golden.repository, blobs)
+                .await?;
+        }
+        Ok(())
     }
 
-    /// GET a manifest. Checks: 200, at most 4 MiB, the body's sha256 equals the
-    /// Docker-Content-Digest header and (when known) the digest we expect, and it is JSON.
-    /// `expected` is (digest, length); a length of 0 means unknown.
+    /// GET a manifest: 200, at most 4 MiB, and what `verify::manifest_body` checks. `expected`
+    /// is (digest, length); a length of 0 means unknown.
     pub(super) async fn pull_manifest(
         &mut self,
+        endpoint: &'a Endpoint,
         step: Step,
         subject: String,
         repository: &str,
         reference: &str,
         expected: Option<(&Digest, u64)>,
-    ) -> Result<(Bytes, String), Failure> {
-        let c = self.client();
-        let url = c.repo_url(repository, &format!("manifests/{reference}"))?;
-        let expected = expected.map(|(d, n)| (d.clone(), n));
-        self.step(step, subject, |deadline, mut tr| async move {
-            let r = async {
-                let req = Request::new(Method::GET, url).header(header::ACCEPT, ACCEPT);
-                let resp = c.send(&req, deadline, &mut tr).await?;
-                let resp = c.expect(resp, &[StatusCode::OK], Reason::ManifestUnknown, deadline, &mut tr).await?;
-                let (method, url) = (resp.method.clone(), resp.url.clone());
-                let media_type = resp
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let header_digest = resp.headers.get("docker-content-digest").cloned();
-                let body = c.read_body(resp, MAX_MANIFEST_BYTES, deadline, &mut tr).await?;
-                // Not JSON is a protocol failure even when the digest would also differ: it
-                // says the answer came from something that is not a registry (a proxy's page).
-                serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
-                    Failure::new(Reason::Protocol, format!("{method} {url}: manifest is not JSON: {e}"))
-                })?;
-                let actual = Digest::of(&body);
-                if let Some((want, want_len)) = &expected {
-                    if *want != actual {
-                        let len = if *want_len > 0 { format!("{want_len} bytes") } else { "pinned".to_string() };
-                        return Err(Failure::new(
-                            Reason::DigestMismatch,
-                            format!("{method} {url}: manifest digest mismatch: expected {want} ({len}), got {actual} ({} bytes)", body.len()),
-                        ));
-                    }
-                }
-                if let Some(h) = header_digest {
-                    let got = h.to_str().unwrap_or("<not text>");
-                    if got != actual.as_str() {
-                        return Err(Failure::new(
-                            Reason::DigestMismatch,
-                            format!("{method} {url}: Docker-Content-Digest is {got} but the manifest body hashes to {actual} ({} bytes)", body.len()),
-                        ));
-                    }
-                }
-                Ok((body, media_type))
-            }
-            .await;
-            (r, tr)
+    ) -> Result<Manifest, Failure> {
+        step!(self, step, endpoint, subject, |call| async {
+            let url = call.repo_url(repository, &format!("manifests/{reference}"))?;
+            let req = Request::new(Method::GET, url).header(header::ACCEPT, ACCEPT);
+            let resp = call
+                .fetch(&req, &[StatusCode::OK], Reason::ManifestUnknown)
+                .await?;
+            let (method, url) = (resp.method.clone(), resp.url.clone());
+            let media_type = resp
+                .header(header::CONTENT_TYPE)
+                .unwrap_or_default()
+                .to_string();
+            let header_digest = resp
+                .headers
+                .get("docker-content-digest")
+                .map(|v| v.to_str().unwrap_or("<not text>").to_string());
+            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
+            Ok(Manifest { body, media_type })
         })
-        .await
     }
 
     /// GET one blob, streaming it through sha256; compares digest AND length.
     async fn pull_blob(
         &mut self,
+        endpoint: &'a Endpoint,
         step: Step,
         repository: &str,
-        blob: BlobToPull,
+        blob: Named,
     ) -> Result<u64, Failure> {
-        let c = self.client();
-        let url = c.repo_url(repository, &format!("blobs/{}", blob.digest))?;
-        self.step(step, blob.label, |deadline, mut tr| async move {
-            let r = async {
-                let resp = c.send(&Request::new(Method::GET, url), deadline, &mut tr).await?;
-                let resp = c.expect(resp, &[StatusCode::OK], Reason::BlobUnknown, deadline, &mut tr).await?;
-                if let Some(len) = resp.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
-                    if len.parse::<u64>().ok() != Some(blob.size) {
-                        return Err(Failure::new(
-                            Reason::SizeMismatch,
-                            format!(
-                                "{} {}: Content-Length is {len} but the manifest says {} bytes for {}",
-                                resp.method, resp.url, blob.size, blob.digest
-                            ),
-                        ));
-                    }
-                }
-                digest_header_matches(&resp, &blob.digest)?;
-                c.verify_body(resp, Verifier::new(blob.digest.clone(), blob.size), deadline, &mut tr).await
-            }
-            .await;
-            (r, tr)
+        let label = blob.label.clone();
+        step!(self, step, endpoint, label, |call| async {
+            let url = call.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+            let resp = call
+                .fetch(
+                    &Request::new(Method::GET, url),
+                    &[StatusCode::OK],
+                    Reason::BlobUnknown,
+                )
+                .await?;
+            verify::content_length(&resp, &blob.digest, blob.size)?;
+            verify::digest_header(&resp, &blob.digest)?;
+            call.verify_body(resp, Verifier::new(blob.digest, blob.size))
+                .await
         })
-        .await
-    }
-
-    /// A failure found between steps (a manifest that names an invalid digest): it belongs
-    /// to the step that produced the manifest, which is the last one recorded.
-    pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
-        if let Some(last) = self.steps.last_mut() {
-            last.success = false;
-            last.reason = Some(f.reason);
-            last.error = Some(f.message.clone());
-        }
-        f
-    }
-}
-
-fn parse_manifest(body: &[u8]) -> Result<ManifestDoc, Failure> {
-    serde_json::from_slice(body).map_err(|e| {
-        Failure::new(
-            Reason::Protocol,
-            format!("manifest is not an image manifest or index: {e}"),
-        )
-    })
-}
-
-fn is_index(content_type: &str, doc: &ManifestDoc) -> bool {
-    let t = doc.media_type.as_deref().unwrap_or(content_type);
-    t.contains("index")
-        || t.contains("manifest.list")
-        || (doc.config.is_none() && !doc.manifests.is_empty())
-}
-
-/// The blobs an image manifest names: config first, then layers.
-pub(super) fn blobs_of(body: &[u8], prefix: &str) -> Result<Vec<BlobToPull>, Failure> {
-    let doc = parse_manifest(body)?;
-    let config = doc
-        .config
-        .as_ref()
-        .ok_or_else(|| Failure::new(Reason::Protocol, "manifest has no config descriptor"))?;
-    let label = |what: String| {
-        if prefix.is_empty() {
-            what
-        } else {
-            format!("{prefix}: {what}")
-        }
-    };
-    let mut out = Vec::with_capacity(doc.layers.len() + 1);
-    for (what, d) in std::iter::once((label("config".into()), config)).chain(
-        doc.layers
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (label(format!("layer {}", i + 1)), d)),
-    ) {
-        let digest = Digest::parse(&d.digest).map_err(|e| {
-            Failure::new(
-                Reason::Protocol,
-                format!("manifest descriptor of {what}: {e}"),
-            )
-        })?;
-        let size = u64::try_from(d.size).map_err(|_| {
-            Failure::new(
-                Reason::Protocol,
-                format!(
-                    "manifest descriptor of {what} ({}) has negative size {}",
-                    d.media_type, d.size
-                ),
-            )
-        })?;
-        out.push(BlobToPull {
-            label: what,
-            digest,
-            size,
-        });
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_config_then_layers_from_a_manifest() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let body = serde_json::json!({
-            "schemaVersion": 2,
-            "config": {"mediaType": "c", "digest": d('a'), "size": 10},
-            "layers": [{"mediaType": "l", "digest": d('b'), "size": 20}, {"mediaType": "l", "digest": d('c'), "size": 0}]
-        })
-        .to_string();
-        let blobs = blobs_of(body.as_bytes(), "").expect("valid");
-        let got: Vec<(String, String, u64)> = blobs
-            .iter()
-            .map(|b| (b.label.clone(), b.digest.to_string(), b.size))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("config".into(), d('a'), 10),
-                ("layer 1".into(), d('b'), 20),
-                ("layer 2".into(), d('c'), 0)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_manifest_that_is_not_json_is_a_protocol_failure() {
-        let f = blobs_of(b"<html>oops</html>", "").err().expect("fails");
-        assert_eq!(f.reason, Reason::Protocol);
-        assert!(
-            f.message
-                .starts_with("manifest is not an image manifest or index"),
-            "{}",
-            f.message
-        );
-    }
-
-    #[test]
-    fn a_negative_or_invalid_descriptor_is_a_protocol_failure() {
-        let body = format!(
-            r#"{{"config":{{"mediaType":"c","digest":"sha256:{}","size":-1}}}}"#,
-            "a".repeat(64)
-        );
-        assert_eq!(
-            blobs_of(body.as_bytes(), "").err().expect("fails").reason,
-            Reason::Protocol
-        );
-        let body = r#"{"config":{"mediaType":"c","digest":"md5:abc","size":1}}"#;
-        assert_eq!(
-            blobs_of(body.as_bytes(), "").err().expect("fails").reason,
-            Reason::Protocol
-        );
-    }
-
-    #[test]
-    fn recognises_an_index() {
-        let doc: ManifestDoc =
-            serde_json::from_str(r#"{"manifests":[{"mediaType":"m","digest":"d","size":1}]}"#)
-                .expect("valid");
-        assert!(is_index("application/vnd.oci.image.index.v1+json", &doc));
-        assert!(is_index("", &doc));
     }
 }

@@ -11,8 +11,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ConfigError};
-use crate::outcome::{Failure, Reason, RunReport, Step, StepReport, SweepReport};
-use crate::probe::Prober;
+use crate::outcome::{RunReport, SweepReport};
+use crate::probe::{Prober, Watch};
 use crate::report::export::TraceExporter;
 use crate::report::health::Health;
 use crate::report::metrics::{Metrics, SkipCause};
@@ -250,12 +250,13 @@ async fn run_one(
     let hard_limit =
         target.sizes[class].timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
     let started_at = SystemTime::now();
+    let watch = Watch::default();
     // Boxed: the loop keeps this task's JoinHandle until its next tick, and with it the task's
     // allocation, which would otherwise hold the whole run's state (~13 KiB) while idle.
-    let run = Box::pin(prober.run_class(class, rand::random()));
+    let run = Box::pin(prober.run_class(class, rand::random(), &watch));
     let report = match tokio::time::timeout(hard_limit, run).await {
         Ok(report) => report,
-        Err(_) => wedged_report(&prober, class, started_at, hard_limit),
+        Err(_) => prober.cut_report(class, started_at, hard_limit, &watch),
     };
     if target.sizes[class].interval >= KEEP_CONNECTIONS_BELOW {
         prober.close_idle_connections();
@@ -307,54 +308,6 @@ fn log_sweep(sweep: &SweepReport) {
             errors = %sweep.errors.join("; "),
             "Sweep of leftovers failed in part"
         );
-    }
-}
-
-fn wedged_report(
-    prober: &Prober,
-    class: usize,
-    started_at: SystemTime,
-    limit: Duration,
-) -> RunReport {
-    let t = prober.target();
-    let f = Failure::new(
-        Reason::Timeout,
-        format!(
-            "run exceeded its hard limit of {}s and was cancelled",
-            limit.as_secs()
-        ),
-    );
-    RunReport {
-        trace_id: RunReport::new_trace_id(),
-        target: t.name.clone(),
-        size_class: t.sizes[class].name.clone(),
-        registry: t.registry.to_string(),
-        repository: t.repository.clone(),
-        tag: None,
-        manifest_digest: None,
-        success: false,
-        cleanup_failed: false,
-        started_at,
-        duration_seconds: limit,
-        steps: vec![StepReport {
-            step: Step::CheckBlob,
-            path: "origin".into(),
-            subject: "run".into(),
-            success: false,
-            started_at,
-            duration_seconds: limit,
-            reason: Some(f.reason),
-            error: Some(f.message),
-            status: None,
-            registry_code: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            requests: Vec::new(),
-        }],
-        retry_after: None,
-        propagation: Vec::new(),
-        mount: None,
-        canaries: None,
     }
 }
 
@@ -444,13 +397,21 @@ fn fingerprint(path: &Path) -> Option<u64> {
 
 fn log_run(report: &RunReport) {
     match report.first_failure() {
-        None => tracing::info!(
+        None if report.success => tracing::info!(
             target_name = %report.target,
             size_class = %report.size_class,
             trace_id = %report.trace_id,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             steps = report.steps.len(),
             "Run succeeded"
+        ),
+        // Cut at its hard limit between two steps.
+        None => tracing::warn!(
+            target_name = %report.target,
+            size_class = %report.size_class,
+            trace_id = %report.trace_id,
+            duration_seconds = report.duration_seconds.as_secs_f64(),
+            "Run failed: cut at its hard limit between steps"
         ),
         Some(step) => tracing::warn!(
             target_name = %report.target,

@@ -1,0 +1,525 @@
+//! A run in progress and the one shape every step has:
+//! `step!(run, Step::X, endpoint, subject, |call| async { ... })`. The step owns the deadline
+//! (the step timeout cut at the run's, cleanup's own, or the path's propagation timeout), the
+//! transcript of the step's exchanges and the token fetches made for it; its body only sends
+//! and checks, through `call`.
+//!
+//! A macro rather than a method taking an async closure: a closure whose future borrows its
+//! `&mut Call` argument makes the run's future fail rustc's `Send` check (a higher-ranked
+//! lifetime the compiler cannot prove general enough), and runs are spawned on the runtime.
+
+/// Runs one step of `run` against `endpoint` under the step's deadline, the body an async block
+/// that talks through `call`; evaluates to the body's `Result`, after the step was recorded
+/// with its transcript (and the token fetches made for it, as `token` steps before it).
+macro_rules! step {
+    ($run:expr, $step:expr, $endpoint:expr, $subject:expr, |$call:ident| $body:expr) => {{
+        let mut call = $run.begin($step, $endpoint, $subject);
+        let bound = call.bound();
+        let result = {
+            let $call = &mut call;
+            bound.wait($body).await
+        };
+        $run.finish(call, result)
+    }};
+}
+pub(super) use step;
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::time::Instant;
+use url::Url;
+
+use super::verify;
+use super::Prober;
+use crate::config::{Propagation, SizeClass, Target};
+use crate::http::{Client, Request, Response, TokenFetch, Transcript};
+use crate::oci::digest::{Digest, Verifier};
+use crate::outcome::{
+    Failure, HttpRecord, MountOutcome, PropagationReport, Reason, RunReport, Step, StepReport,
+};
+
+/// One endpoint a target is reached through, with its own client (and connection pool).
+pub(super) struct Endpoint {
+    pub(super) name: String,
+    pub(super) client: Client,
+    pub(super) propagation: Option<Propagation>,
+}
+
+/// An upload session the run opened; cleanup cancels the ones that never completed.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) url: Url,
+    pub(super) completed: bool,
+}
+
+/// A manifest the run PUT; `stored` once the registry answered 201 (until then a 404 on its
+/// DELETE means it never arrived, which is not a cleanup failure).
+#[derive(Clone, Debug)]
+pub(super) struct PushedManifest {
+    pub(super) digest: Digest,
+    pub(super) stored: bool,
+}
+
+/// What a run has done so far, readable from outside while the run goes on: the schedule cuts
+/// a run that outlives its hard limit and still reports the steps it finished and the one it
+/// was in.
+#[derive(Debug, Default)]
+pub struct Watch {
+    log: Mutex<Log>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    steps: Vec<StepReport>,
+    /// The step under way: (step, path, subject, when it started).
+    current: Option<(Step, String, String, SystemTime)>,
+}
+
+impl Watch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        // Steps are whole values pushed or read under the lock: a poisoned log is still right.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The steps of a run cut at `limit`: those it finished, then the one it was in, failed.
+    pub fn cut_steps(&self, limit: Duration) -> Vec<StepReport> {
+        let mut log = self.lock();
+        let mut steps = std::mem::take(&mut log.steps);
+        if let Some((step, path, subject, started_at)) = log.current.take() {
+            let f = Failure::new(
+                Reason::Timeout,
+                format!(
+                    "run exceeded its hard limit of {}s and was cancelled during this step",
+                    limit.as_secs()
+                ),
+            );
+            let duration = SystemTime::now()
+                .duration_since(started_at)
+                .unwrap_or_default();
+            steps.push(StepReport::new(
+                step,
+                path,
+                subject,
+                started_at,
+                duration,
+                Err(&f),
+                Vec::new(),
+            ));
+        }
+        steps
+    }
+}
+
+/// What a step body talks through: its endpoint's client, its deadline, its transcript.
+pub(super) struct Call<'a> {
+    endpoint: &'a Endpoint,
+    deadline: Instant,
+    tr: Transcript,
+    step: Step,
+    subject: String,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// A step's outer bound: past the step's deadline its body fails as a timeout. Every exchange
+/// checks the deadline at every phase; this bound only fires if something awaited without one,
+/// so nothing can hang a run.
+pub(super) struct Bound {
+    deadline: Instant,
+    started: Instant,
+    step: Step,
+    subject: String,
+}
+
+impl Bound {
+    pub(super) async fn wait<T>(
+        self,
+        body: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout_at(self.deadline, body).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::new(
+                Reason::Timeout,
+                format!(
+                    "{} ({}): deadline of {:?} passed",
+                    self.step,
+                    self.subject,
+                    self.deadline.saturating_duration_since(self.started)
+                ),
+            )),
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    /// The step's outer bound, taken before its body borrows the call.
+    pub(super) fn bound(&self) -> Bound {
+        Bound {
+            deadline: self.deadline,
+            started: self.started,
+            step: self.step,
+            subject: self.subject.clone(),
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Ends every exchange from now on at `deadline` (earlier than the step's).
+    pub(super) fn narrow(&mut self, deadline: Instant) {
+        self.deadline = self.deadline.min(deadline);
+    }
+
+    /// `<endpoint>/v2/<its repository>/<rest>`.
+    pub(super) fn url(&self, rest: &str) -> Result<Url, Failure> {
+        let client = &self.endpoint.client;
+        client.repo_url(client.repository(), rest)
+    }
+
+    /// `<endpoint>/v2/<repository>/<rest>`, for another repository of the same registry.
+    pub(super) fn repo_url(&self, repository: &str, rest: &str) -> Result<Url, Failure> {
+        self.endpoint.client.repo_url(repository, rest)
+    }
+
+    pub(super) async fn send(&mut self, req: &Request) -> Result<Response, Failure> {
+        self.endpoint
+            .client
+            .send(req, self.deadline, &mut self.tr)
+            .await
+    }
+
+    /// The response, unless its status is not one of `expected` (`not_found`: what a bare 404
+    /// means here).
+    pub(super) async fn expect(
+        &mut self,
+        resp: Response,
+        expected: &[StatusCode],
+        not_found: Reason,
+    ) -> Result<Response, Failure> {
+        resp.expect(expected, not_found, self.deadline, &mut self.tr)
+            .await
+    }
+
+    /// `send`, then `expect`.
+    pub(super) async fn fetch(
+        &mut self,
+        req: &Request,
+        expected: &[StatusCode],
+        not_found: Reason,
+    ) -> Result<Response, Failure> {
+        let resp = self.send(req).await?;
+        self.expect(resp, expected, not_found).await
+    }
+
+    pub(super) async fn discard(&mut self, resp: Response) -> Result<(), Failure> {
+        resp.discard(self.deadline, &mut self.tr).await
+    }
+
+    pub(super) async fn read_body(
+        &mut self,
+        resp: Response,
+        limit: usize,
+    ) -> Result<Bytes, Failure> {
+        resp.read_body(limit, self.deadline, &mut self.tr).await
+    }
+
+    /// Streams the body through `verifier` (sha256 and length) without buffering it; stops
+    /// reading at the first byte more than expected.
+    pub(super) async fn verify_body(
+        &mut self,
+        resp: Response,
+        mut verifier: Verifier,
+    ) -> Result<u64, Failure> {
+        let (method, url) = (resp.method.clone(), resp.url.clone());
+        resp.stream(self.deadline, &mut self.tr, |data| {
+            verifier
+                .update(data)
+                .map_err(|m| verify::mismatch(&method, &url, m))
+        })
+        .await?;
+        verifier
+            .finish()
+            .map_err(|m| verify::mismatch(&method, &url, m))
+    }
+}
+
+/// The state of one run: what it pushed and must undo, and where its steps go.
+pub(super) struct Run<'a> {
+    pub(super) prober: &'a Prober,
+    pub(super) class: &'a SizeClass,
+    /// Logged with every failed step, so a log line leads to the run's trace.
+    pub(super) trace_id: String,
+    pub(super) deadline: Instant,
+    watch: &'a Watch,
+    pub(super) sessions: Vec<Session>,
+    /// Blobs this run uploaded (cleanup deletes them).
+    pub(super) uploaded: Vec<Digest>,
+    /// Every manifest whose PUT was attempted (cleanup deletes them).
+    pub(super) manifests_pushed: Vec<PushedManifest>,
+    /// When the manifest PUT succeeded (propagation delays are measured from here).
+    pub(super) manifest_stored_at: Option<Instant>,
+    /// The blob mounted into the mount repository (cleanup deletes the link).
+    pub(super) mounted: Option<Digest>,
+    pub(super) mount: Option<MountOutcome>,
+    pub(super) propagation: Vec<PropagationReport>,
+    /// The longest Retry-After of a rate-limited answer; once set, the run sends nothing more
+    /// than its cleanup.
+    pub(super) rate_limited: Option<Duration>,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        prober: &'a Prober,
+        class: &'a SizeClass,
+        deadline: Instant,
+        watch: &'a Watch,
+    ) -> Run<'a> {
+        Run {
+            prober,
+            class,
+            trace_id: RunReport::new_trace_id(),
+            deadline,
+            watch,
+            sessions: Vec::new(),
+            uploaded: Vec::new(),
+            manifests_pushed: Vec::new(),
+            manifest_stored_at: None,
+            mounted: None,
+            mount: None,
+            propagation: Vec::new(),
+            rate_limited: None,
+        }
+    }
+
+    pub(super) fn target(&self) -> &'a Target {
+        &self.prober.target
+    }
+
+    /// The target's own endpoint, where pushes and cleanup go.
+    pub(super) fn origin(&self) -> &'a Endpoint {
+        &self.prober.endpoints[0]
+    }
+
+    /// The origin, then every configured pull path.
+    pub(super) fn endpoints(&self) -> &'a [Endpoint] {
+        &self.prober.endpoints
+    }
+
+    /// False once the registry rate-limited the run: nothing but cleanup is sent after that.
+    pub(super) fn may_continue(&self) -> bool {
+        self.rate_limited.is_none()
+    }
+
+    /// The steps, taken at the end of the run.
+    pub(super) fn take_steps(&mut self) -> Vec<StepReport> {
+        std::mem::take(&mut self.watch.lock().steps)
+    }
+
+    /// When a step must end: cleanup steps have their own deadline, so they still run after
+    /// the run's; a replicated path's wait has the path's propagation timeout; every other step
+    /// has the step timeout. All but cleanup are cut at the run's deadline.
+    fn deadline_of(&self, step: Step, endpoint: &Endpoint) -> Instant {
+        let now = Instant::now();
+        if step.is_cleanup() {
+            return now + self.target().cleanup_timeout;
+        }
+        let timeout = match (step, endpoint.propagation) {
+            (Step::WaitPropagation, Some(p)) => p.timeout,
+            _ => self.target().step_timeout,
+        };
+        (now + timeout).min(self.deadline)
+    }
+
+    /// Starts a step against `endpoint` (see `step!`): its deadline, and the watch told.
+    pub(super) fn begin(
+        &mut self,
+        step: Step,
+        endpoint: &'a Endpoint,
+        subject: impl Into<String>,
+    ) -> Call<'a> {
+        let subject = subject.into();
+        let started_at = SystemTime::now();
+        self.watch.lock().current =
+            Some((step, endpoint.name.clone(), subject.clone(), started_at));
+        Call {
+            endpoint,
+            deadline: self.deadline_of(step, endpoint),
+            tr: Transcript::default(),
+            step,
+            subject,
+            started: Instant::now(),
+            started_at,
+        }
+    }
+
+    /// Ends a step (see `step!`): records it with its transcript, the token fetches made for it
+    /// first, notes a rate limit, logs a failure, and hands the result back.
+    pub(super) fn finish<T>(
+        &mut self,
+        call: Call<'a>,
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let Call {
+            endpoint,
+            tr,
+            step,
+            subject,
+            started,
+            started_at,
+            ..
+        } = call;
+        let Transcript {
+            requests,
+            token_fetches,
+        } = tr;
+        if let Some(wait) = rate_limit_wait(&requests, result.as_ref().err()) {
+            self.rate_limited = Some(self.rate_limited.map_or(wait, |w| w.max(wait)));
+        }
+        if let Err(f) = &result {
+            tracing::warn!(
+                target_name = %self.target().name,
+                path = %endpoint.name,
+                trace_id = %self.trace_id,
+                step = step.as_str(),
+                subject = %subject,
+                reason = f.reason.as_str(),
+                status = f.status,
+                registry_code = f.registry_code.as_deref(),
+                error = %f.message,
+                "Step failed"
+            );
+        }
+        let report = StepReport::new(
+            step,
+            endpoint.name.clone(),
+            subject,
+            started_at,
+            started.elapsed(),
+            result.as_ref().map(|_| ()),
+            requests,
+        );
+        let mut log = self.watch.lock();
+        log.current = None;
+        log.steps.extend(
+            token_fetches
+                .into_iter()
+                .map(|fetch| token_step(fetch, &endpoint.name)),
+        );
+        log.steps.push(report);
+        drop(log);
+        result
+    }
+
+    /// A failure found between steps (a manifest that names an invalid digest): it belongs to
+    /// the step that produced the manifest, which is the last one recorded.
+    pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
+        if let Some(last) = self.watch.lock().steps.last_mut() {
+            last.success = false;
+            last.reason = Some(f.reason);
+            last.error = Some(f.message.clone());
+        }
+        f
+    }
+}
+
+/// A token fetch as the `token` step it is reported as.
+fn token_step(fetch: TokenFetch, path: &str) -> StepReport {
+    StepReport::new(
+        Step::Token,
+        path.to_string(),
+        fetch.scope,
+        fetch.started_at,
+        fetch.duration,
+        fetch.result.as_ref().map(|_| ()),
+        fetch.requests,
+    )
+}
+
+/// When a step was rate limited (429 or TOOMANYREQUESTS), how long the registry asked us to
+/// wait: its Retry-After in seconds, or zero when it named none (the run then waits one
+/// interval).
+fn rate_limit_wait(requests: &[HttpRecord], failure: Option<&Failure>) -> Option<Duration> {
+    let limited = failure.is_some_and(|f| f.reason == Reason::RateLimited)
+        || requests.iter().any(|r| r.status == Some(429));
+    if !limited {
+        return None;
+    }
+    let asked = requests
+        .iter()
+        .flat_map(|r| &r.rate_limit)
+        .filter(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    Some(Duration::from_secs(asked.min(24 * 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_step_waits_what_retry_after_asks() {
+        let record = |status, retry: Option<&str>| HttpRecord {
+            status: Some(status),
+            rate_limit: retry
+                .map(|r| vec![("Retry-After".to_string(), r.to_string())])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        assert_eq!(rate_limit_wait(&[record(200, None)], None), None);
+        assert_eq!(
+            rate_limit_wait(&[record(429, Some("7"))], None),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(&[record(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"))], None),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_cut_run_keeps_its_finished_steps_and_fails_the_one_it_was_in() {
+        let watch = Watch::default();
+        {
+            let mut log = watch.lock();
+            let done = StepReport::new(
+                Step::CheckBlob,
+                "origin".into(),
+                "config".into(),
+                SystemTime::now(),
+                Duration::from_millis(3),
+                Ok(()),
+                Vec::new(),
+            );
+            log.steps.push(done);
+            log.current = Some((
+                Step::UploadBlob,
+                "origin".into(),
+                "layer 1".into(),
+                SystemTime::now(),
+            ));
+        }
+        let steps = watch.cut_steps(Duration::from_secs(75));
+        let summary: Vec<(Step, bool, Option<Reason>)> = steps
+            .iter()
+            .map(|s| (s.step, s.success, s.reason))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Step::CheckBlob, true, None),
+                (Step::UploadBlob, false, Some(Reason::Timeout))
+            ]
+        );
+        assert_eq!(
+            steps[1].error.as_deref(),
+            Some("run exceeded its hard limit of 75s and was cancelled during this step")
+        );
+        assert_eq!(steps[1].subject, "layer 1");
+    }
+}

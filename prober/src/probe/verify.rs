@@ -1,0 +1,220 @@
+//! Every check the prober makes on what a registry sends, each a named function written once
+//! (cloudprober's validators): lengths and digests in headers, manifest bodies, blob bodies
+//! streamed through sha256, the progress an upload session reports. A check fails with the
+//! precise reason and a message that says what was sent, what came back and what was expected.
+
+use http::{header, Method};
+
+use crate::http::Response;
+use crate::oci::digest::{Digest, Mismatch};
+use crate::outcome::{Failure, Reason};
+
+/// Content-Length, when sent, is the size the manifest gives the blob.
+pub(super) fn content_length(resp: &Response, digest: &Digest, size: u64) -> Result<(), Failure> {
+    let Some(len) = resp.header(header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    if len.parse::<u64>().ok() == Some(size) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::SizeMismatch,
+        format!(
+            "{} {}: Content-Length is {len} but the manifest says {size} bytes for {digest}",
+            resp.method, resp.url
+        ),
+    ))
+}
+
+/// Docker-Content-Digest, when sent, names what the prober pushed or asked for.
+pub(super) fn digest_header(resp: &Response, expected: &Digest) -> Result<(), Failure> {
+    let Some(value) = resp.headers.get("docker-content-digest") else {
+        return Ok(());
+    };
+    let got = value.to_str().unwrap_or("<not text>");
+    if got == expected.as_str() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::DigestMismatch,
+        format!(
+            "{} {}: Docker-Content-Digest is {got}, expected {expected}",
+            resp.method, resp.url
+        ),
+    ))
+}
+
+/// A pulled manifest: JSON (anything else came from something that is not a registry, such as
+/// a proxy's error page), hashing to the digest expected when one is (`want_len` 0: a pinned
+/// digest whose length is not known), and to the Docker-Content-Digest the registry sent.
+pub(super) fn manifest_body(
+    method: &Method,
+    url: &str,
+    body: &[u8],
+    expected: Option<(&Digest, u64)>,
+    header_digest: Option<&str>,
+) -> Result<Digest, Failure> {
+    // Not JSON is a protocol failure even when the digest would also differ: it says the answer
+    // came from something that is not a registry.
+    serde_json::from_slice::<serde_json::Value>(body).map_err(|e| {
+        Failure::new(
+            Reason::Protocol,
+            format!("{method} {url}: manifest is not JSON: {e}"),
+        )
+    })?;
+    let actual = Digest::of(body);
+    if let Some((want, want_len)) = expected {
+        if *want != actual {
+            let len = if want_len > 0 {
+                format!("{want_len} bytes")
+            } else {
+                "pinned".to_string()
+            };
+            return Err(Failure::new(
+                Reason::DigestMismatch,
+                format!(
+                    "{method} {url}: manifest digest mismatch: expected {want} ({len}), got {actual} ({} bytes)",
+                    body.len()
+                ),
+            ));
+        }
+    }
+    if let Some(got) = header_digest {
+        if got != actual.as_str() {
+            return Err(Failure::new(
+                Reason::DigestMismatch,
+                format!(
+                    "{method} {url}: Docker-Content-Digest is {got} but the manifest body hashes to {actual} ({} bytes)",
+                    body.len()
+                ),
+            ));
+        }
+    }
+    Ok(actual)
+}
+
+/// A blob body that did not hash to its digest or was not its length.
+pub(super) fn mismatch(method: &Method, url: &str, m: Mismatch) -> Failure {
+    let reason = match m {
+        Mismatch::Size { .. } => Reason::SizeMismatch,
+        Mismatch::Digest { .. } => Reason::DigestMismatch,
+    };
+    Failure::new(reason, format!("{method} {url}: {m}"))
+}
+
+/// After a chunk, the Range an upload session reports holding, when it reports one, is every
+/// byte sent so far: `0-<last byte index>`.
+pub(super) fn upload_range(resp: &Response, end: u64) -> Result<(), Failure> {
+    let Some(range) = resp.header(header::RANGE) else {
+        return Ok(());
+    };
+    let want = format!("0-{}", end - 1);
+    if range == want {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::Protocol,
+        format!(
+            "{} {}: registry holds Range {range} after this chunk, expected {want}",
+            resp.method, resp.url
+        ),
+    ))
+}
+
+/// An aged canary's manifest is the one it was pushed with: a different one means the content
+/// under its tag was replaced.
+pub(super) fn canary_unchanged(
+    tag: &str,
+    pushed: &str,
+    actual: &Digest,
+    expected: &Digest,
+) -> Result<(), Failure> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::ContentChanged,
+        format!(
+            "canary {tag} (pushed {pushed}) changed: its manifest is {actual}, it was pushed as {expected}"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1:5000/v2/p/manifests/t";
+
+    #[test]
+    fn a_manifest_that_is_not_json_fails_as_protocol_before_its_digest_is_checked() {
+        let want = Digest::of(b"{}");
+        let f = manifest_body(&Method::GET, URL, b"<html>", Some((&want, 2)), None).unwrap_err();
+        assert_eq!(f.reason, Reason::Protocol);
+        assert!(f.message.contains("manifest is not JSON"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_manifest_checks_the_expected_digest_then_the_header() {
+        let body = br#"{"a":1}"#;
+        let actual = Digest::of(body);
+        assert_eq!(
+            manifest_body(
+                &Method::GET,
+                URL,
+                body,
+                Some((&actual, 7)),
+                Some(actual.as_str())
+            ),
+            Ok(actual.clone())
+        );
+        let other = Digest::of(b"{}");
+        let f = manifest_body(&Method::GET, URL, body, Some((&other, 2)), None).unwrap_err();
+        assert_eq!(f.reason, Reason::DigestMismatch);
+        assert_eq!(
+            f.message,
+            format!("GET {URL}: manifest digest mismatch: expected {other} (2 bytes), got {actual} (7 bytes)")
+        );
+        let f = manifest_body(&Method::GET, URL, body, Some((&other, 0)), None).unwrap_err();
+        assert!(f.message.contains(
+            "expected {other} (pinned)"
+                .replace("{other}", other.as_str())
+                .as_str()
+        ));
+        let f = manifest_body(&Method::GET, URL, body, None, Some(other.as_str())).unwrap_err();
+        assert_eq!(
+            f.message,
+            format!("GET {URL}: Docker-Content-Digest is {other} but the manifest body hashes to {actual} (7 bytes)")
+        );
+    }
+
+    #[test]
+    fn a_changed_canary_names_both_digests() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        assert_eq!(
+            canary_unchanged("t", "2026-01-01T00:00:00Z", &a, &a),
+            Ok(())
+        );
+        let f = canary_unchanged("t", "2026-01-01T00:00:00Z", &a, &b).unwrap_err();
+        assert_eq!(f.reason, Reason::ContentChanged);
+        assert_eq!(
+            f.message,
+            format!("canary t (pushed 2026-01-01T00:00:00Z) changed: its manifest is {a}, it was pushed as {b}")
+        );
+    }
+
+    #[test]
+    fn a_blob_mismatch_is_a_size_or_a_digest_failure() {
+        let m = Mismatch::Size {
+            expected: 2,
+            actual: 1,
+            more: false,
+        };
+        let f = mismatch(&Method::GET, URL, m);
+        assert_eq!(f.reason, Reason::SizeMismatch);
+        assert_eq!(
+            f.message,
+            format!("GET {URL}: size mismatch: expected 2 bytes, got 1 bytes")
+        );
+    }
+}
