@@ -96,7 +96,7 @@ fn every_top_level_module_is_a_layer() {
     let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
     let declared: Vec<&str> = lib
         .lines()
-        .filter_map(|l| l.strip_prefix("pub mod "))
+        .filter_map(|l| l.strip_prefix("pub(crate) mod "))
         .map(|l| l.trim_end_matches(';'))
         .collect();
     assert_eq!(

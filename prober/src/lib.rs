@@ -12,15 +12,24 @@
 //! - `server`: the HTTP endpoints, reading only `report`;
 //! - `cli`: the `registry-prober` command.
 
-pub mod oci;
-pub mod outcome;
-pub mod http;
-pub mod config;
-pub mod probe;
-pub mod report;
-pub mod service;
-pub mod server;
-pub mod cli;
+pub(crate) mod oci;
+pub(crate) mod outcome;
+pub(crate) mod http;
+pub(crate) mod config;
+pub(crate) mod probe;
+pub(crate) mod report;
+pub(crate) mod service;
+pub(crate) mod server;
+pub(crate) mod cli;
+
+// What is used from outside the crate: the binary's entry point, and what the end-to-end
+// tests (a resolver hook for the dns phase) and the hashing benchmark plug into.
+pub use cli::main;
+pub use config::{RawConfig, Target};
+pub use http::transport::Resolve;
+pub use oci::digest::{Digest, Verifier};
+pub use outcome::{HttpRecord, RunReport};
+pub use probe::Prober;
 
 #[cfg(test)]
 mod layers;

@@ -1,5 +1,5 @@
 //! The `registry-prober` binary: everything it does is in the library's `cli`.
 
 fn main() -> std::process::ExitCode {
-    registry_prober::cli::main()
+    registry_prober::main()
 }

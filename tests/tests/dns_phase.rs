@@ -9,10 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_prober::config::{RawConfig, Target};
-use registry_prober::http::transport::Resolve;
-use registry_prober::outcome::{HttpRecord, RunReport};
-use registry_prober::probe::Prober;
+use registry_prober::{HttpRecord, Prober, RawConfig, Resolve, RunReport, Target};
 use registry_prober_e2e::Registry;
 
 const HOST: &str = "registry.test";

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use registry_prober::oci::digest::{Digest, Verifier};
+use registry_prober::{Digest, Verifier};
 
 fn main() {
     let mut size_mib: usize = 256;

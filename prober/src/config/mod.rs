@@ -1,9 +1,9 @@
 //! Configuration: `RawConfig` is the YAML as written (unknown keys rejected, every field
 //! documented), `Config` is what the prober runs on, validated, with secrets read from files.
 
-mod otlp;
+pub(crate) mod otlp;
 
-pub use otlp::{parse_key_values, OtlpConfig, OtlpHeaders, RawOtlp};
+pub use otlp::{parse_key_values, OtlpConfig, RawOtlp};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -1245,22 +1245,6 @@ pub fn parse_size(field: &str, raw: &RawSize) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
-/// Formats a byte count the way sizes are written in the config ("1MiB", "4KiB", "100B").
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (mult, unit) in UNITS {
-        if bytes >= mult && bytes % mult == 0 {
-            return format!("{}{unit}", bytes / mult);
-        }
-    }
-    for (mult, unit) in UNITS {
-        if bytes >= mult {
-            return format!("{:.1}{unit}", bytes as f64 / mult as f64);
-        }
-    }
-    format!("{bytes}B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1303,14 +1287,6 @@ mod tests {
             s("3 parsecs").expect_err("unit").to_string(),
             "f: invalid size \"3 parsecs\": unknown unit \"parsecs\" (use B, KiB, MiB, GiB, KB, MB or GB)"
         );
-    }
-
-    #[test]
-    fn formats_sizes_as_they_are_written() {
-        assert_eq!(format_size(1 << 20), "1MiB");
-        assert_eq!(format_size(4096), "4KiB");
-        assert_eq!(format_size(1536), "1.5KiB");
-        assert_eq!(format_size(100), "100B");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod transport;
 pub mod url;
 
 pub use client::Client;
-pub use errors::{error_chain, RegistryErrors};
+pub use errors::error_chain;
 pub use request::{BodySource, Request};
 pub use response::{Response, MAX_MANIFEST_BYTES};
 pub use transcript::{TokenFetch, Transcript};

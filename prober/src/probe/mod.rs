@@ -31,7 +31,6 @@ use crate::outcome::RunReport;
 use run::{Endpoint, Run};
 
 pub use run::Watch;
-pub use tags::TAG_PREFIX;
 
 /// Everything needed to probe one target, kept across runs (connections and tokens are reused,
 /// canaries and leftovers remembered).

@@ -246,7 +246,7 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::config::OtlpHeaders;
+    use crate::config::otlp::OtlpHeaders;
     use crate::outcome::{Step, StepReport};
 
     /// What the test receiver saw: per request its headers and decoded body.
@@ -347,7 +347,10 @@ mod tests {
     }
 
     fn count(registry: &Registry, result: &str) -> String {
-        let text = crate::report::metrics::encode(registry);
+        let text = crate::report::metrics::encode_as(
+            registry,
+            crate::report::metrics::Format::OpenMetrics,
+        );
         let series = format!("registry_prober_trace_exports_total{{result=\"{result}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&series))

@@ -135,6 +135,8 @@ pub mod proto {
         pub value: Option<Value>,
     }
 
+    // The OTLP proto's own names (AnyValue's oneof), kept so the messages read like the spec.
+    #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(string, tag = "1")]

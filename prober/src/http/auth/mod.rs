@@ -5,12 +5,9 @@ mod challenge;
 mod credentials;
 mod token;
 
-pub use challenge::{parse_challenges, Challenge, ChallengeError};
-pub use credentials::{docker_config_credentials, Credentials, DockerConfigError};
-pub use token::{
-    parse_token_response, repository_scope, token_url, Action, Token, TokenCache, TokenError,
-    TokenKey,
-};
+pub use challenge::{parse_challenges, Challenge};
+pub use credentials::{docker_config_credentials, Credentials};
+pub use token::{parse_token_response, repository_scope, token_url, Action, TokenCache, TokenKey};
 
 #[cfg(test)]
 mod tests;

@@ -198,11 +198,6 @@ impl TokenCache {
         self.lock().insert(key, token);
     }
 
-    /// Drops one token, e.g. one the registry rejected before its expiry.
-    pub fn remove(&self, key: &TokenKey) {
-        self.lock().remove(key);
-    }
-
     pub fn clear(&self) {
         self.lock().clear();
     }

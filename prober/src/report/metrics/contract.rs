@@ -136,7 +136,8 @@ impl Contract {
     }
 
     /// The family queried as `name`.
-    pub fn family(&self, name: &str) -> Option<&FamilySpec> {
+    #[cfg(test)]
+    pub(super) fn family(&self, name: &str) -> Option<&FamilySpec> {
         self.families.iter().find(|f| f.name == name)
     }
 }

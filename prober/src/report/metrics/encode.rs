@@ -39,8 +39,9 @@ impl Format {
     }
 }
 
-/// The OpenMetrics text of `registry` (for /metrics), ending with `# EOF`.
-pub fn encode(registry: &Registry) -> String {
+/// The OpenMetrics text of `registry`, ending with `# EOF`.
+#[cfg(test)]
+pub(super) fn encode(registry: &Registry) -> String {
     encode_as(registry, Format::OpenMetrics)
 }
 

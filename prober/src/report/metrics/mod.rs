@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-pub use contract::{Contract, FamilySpec, LabelSpec};
-pub use encode::{encode, encode_as, encode_gzip, Format, CONTENT_TYPE, TEXT_CONTENT_TYPE};
+pub use contract::Contract;
+#[cfg(test)]
+use encode::encode;
+pub use encode::{encode_as, encode_gzip, Format};
 pub use run::SkipCause;
 pub use service::ExportResult;
 
