@@ -611,7 +611,7 @@ fn every_fault_shows_with_its_step_and_reason_and_the_prober_recovers_from_each(
         "origin registry stopped",
         "`kill` of docker-registry behind the proxy; restarted on the same port and storage",
         Expect {
-            step: "check_blob",
+            step: "ping",
             path: "origin",
             reasons: &["http_5xx"],
         },

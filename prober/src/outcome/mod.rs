@@ -23,6 +23,9 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Step {
+    /// GET /v2/ before an endpoint's first request, as docker does: learns how the registry
+    /// wants to be authenticated (200: not at all; 401: its challenge, or none).
+    Ping,
     /// A bearer token fetched from the registry's token service.
     Token,
     /// HEAD /v2/<repo>/blobs/<digest> before an upload.

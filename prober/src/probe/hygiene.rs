@@ -38,6 +38,16 @@ impl Prober {
         let mut tags_deleted = 0;
         let oldest_live = unix_now()
             .saturating_sub((self.target.max_run_time() + Duration::from_secs(60)).as_secs());
+        if !run.ping_all().await {
+            let steps = run.take_steps();
+            return SweepReport {
+                target: self.target.name.clone(),
+                tags_deleted: 0,
+                sessions_cancelled: 0,
+                errors: steps.iter().filter_map(|s| s.error_line()).collect(),
+                steps,
+            };
+        }
         if let Ok(tags) = run.list_tags().await {
             for tag in tags {
                 let ours = parse_run_tag(&tag)

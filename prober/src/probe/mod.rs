@@ -122,20 +122,22 @@ impl Prober {
                 .await
                 .expect("image generation does not panic");
 
-        let pushed = run.push_image(&image, &tag).await.is_ok();
+        let origin_up = run.ping_all().await;
+        let pushed = origin_up && run.push_image(&image, &tag).await.is_ok();
         if pushed && self.target.mount.is_some() && run.may_continue() {
             let _ = run.mount_blob(&image).await;
         }
         if pushed {
             // Replicated paths first, right after the push, so their delay is measured from it.
-            let mut propagated = Vec::with_capacity(self.endpoints.len());
-            for endpoint in &self.endpoints {
+            let endpoints = run.endpoints();
+            let mut propagated = Vec::with_capacity(endpoints.len());
+            for &endpoint in &endpoints {
                 propagated.push(
                     !run.may_continue()
                         || run.wait_propagation(endpoint, &image, &tag).await.is_ok(),
                 );
             }
-            for (endpoint, ok) in self.endpoints.iter().zip(propagated) {
+            for (endpoint, ok) in endpoints.into_iter().zip(propagated) {
                 if ok && run.may_continue() {
                     let _ = run.pull_image(endpoint, &image, &tag).await;
                 }
@@ -143,18 +145,20 @@ impl Prober {
         }
         let mut canaries = None;
         if first_class {
-            for endpoint in &self.endpoints {
+            for endpoint in run.endpoints() {
                 for golden in &self.target.golden_images {
                     if run.may_continue() {
                         let _ = run.pull_golden(endpoint, golden).await;
                     }
                 }
             }
-            if let Some(config) = &self.target.canaries {
+            if let Some(config) = self.target.canaries.as_ref().filter(|_| origin_up) {
                 canaries = Some(run.check_canaries(config).await);
             }
         }
-        if self.target.cleanup.enabled {
+        if !origin_up {
+            // Nothing was pushed; leftovers of earlier runs are the sweep's.
+        } else if self.target.cleanup.enabled {
             run.cleanup(&image).await;
         } else {
             run.cancel_open_sessions().await;

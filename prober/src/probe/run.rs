@@ -185,6 +185,11 @@ impl<'a> Call<'a> {
         self.endpoint.client.repo_url(repository, rest)
     }
 
+    /// GET /v2/ on the endpoint, learning how it wants to be authenticated.
+    pub(super) async fn ping(&mut self) -> Result<(), Failure> {
+        self.endpoint.client.ping(self.deadline, &mut self.tr).await
+    }
+
     pub(super) async fn send(&mut self, req: &Request) -> Result<Response, Failure> {
         self.endpoint
             .client
@@ -266,6 +271,8 @@ pub(super) struct Run<'a> {
     pub(super) mounted: Option<Digest>,
     pub(super) mount: Option<MountOutcome>,
     pub(super) propagation: Vec<PropagationReport>,
+    /// Per endpoint (in the prober's order), whether its ping failed: its steps are skipped.
+    down: Vec<bool>,
     /// The longest Retry-After of a rate-limited answer; once set, the run sends nothing more
     /// than its cleanup.
     pub(super) rate_limited: Option<Duration>,
@@ -291,6 +298,7 @@ impl<'a> Run<'a> {
             mounted: None,
             mount: None,
             propagation: Vec::new(),
+            down: vec![false; prober.endpoints.len()],
             rate_limited: None,
         }
     }
@@ -304,9 +312,28 @@ impl<'a> Run<'a> {
         &self.prober.endpoints[0]
     }
 
-    /// The origin, then every configured pull path.
-    pub(super) fn endpoints(&self) -> &'a [Endpoint] {
-        &self.prober.endpoints
+    /// The origin, then every configured pull path, but for those whose ping failed.
+    pub(super) fn endpoints(&self) -> Vec<&'a Endpoint> {
+        let all: &'a [Endpoint] = &self.prober.endpoints;
+        all.iter()
+            .zip(&self.down)
+            .filter(|(_, down)| !**down)
+            .map(|(endpoint, _)| endpoint)
+            .collect()
+    }
+
+    /// Pings every endpoint, as docker does before its first request to a registry; one that
+    /// does not answer as a registry is left out of the rest of the run. False when the origin
+    /// is down.
+    pub(super) async fn ping_all(&mut self) -> bool {
+        let all: &'a [Endpoint] = &self.prober.endpoints;
+        for (i, endpoint) in all.iter().enumerate() {
+            let up = step!(self, Step::Ping, endpoint, "/v2/", |call| async {
+                call.ping().await
+            });
+            self.down[i] = up.is_err();
+        }
+        !self.down[0]
     }
 
     /// False once the registry rate-limited the run: nothing but cleanup is sent after that.

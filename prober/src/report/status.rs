@@ -621,6 +621,7 @@ table.transcript td.url{word-break:break-all}
 /// One colour per step, so the timing bars read the same in every row; red is kept for failures.
 fn step_colour(step: Step) -> &'static str {
     match step {
+        Step::Ping => "#cfd8dc",
         Step::Token => "#9e9e9e",
         Step::CheckBlob => "#8ecae6",
         Step::StartUpload => "#219ebc",

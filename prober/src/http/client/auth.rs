@@ -10,6 +10,15 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Client, MAX_REDIRECTS};
+
+/// What authorization a request carried, so a 401 can say what was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// Basic credentials of this user.
+    Basic(String),
+    /// A bearer token for this scope, from this realm.
+    Bearer { scope: String, realm: String },
+}
 use crate::http::auth::{self, Action, Challenge, TokenKey};
 use crate::http::errors::{failure_for_status, RegistryErrors};
 use crate::http::request::BodySource;
@@ -19,15 +28,15 @@ use crate::http::url::redact_url;
 use crate::outcome::{Failure, Reason};
 
 impl Client {
-    /// The Authorization header for a request, fetching a bearer token when the registry
-    /// asked for one and none is cached for this request's scope.
+    /// The Authorization header for a request and what it is, fetching a bearer token when the
+    /// registry asked for one and none is cached for this request's scope.
     pub(super) async fn authorization(
         &self,
         method: &Method,
         url: &Url,
         deadline: Instant,
         tr: &mut Transcript,
-    ) -> Result<Option<HeaderValue>, Failure> {
+    ) -> Result<Option<(HeaderValue, Sent)>, Failure> {
         let scheme = self
             .scheme
             .lock()
@@ -35,11 +44,10 @@ impl Client {
             .clone();
         match scheme {
             None | Some(Challenge::Other { .. }) => Ok(None),
-            Some(Challenge::Basic { .. }) => Ok(self
-                .credentials
-                .as_ref()
-                .and_then(|c| HeaderValue::from_str(&c.basic_header()).ok())
-                .map(sensitive)),
+            Some(Challenge::Basic { .. }) => Ok(self.credentials.as_ref().and_then(|c| {
+                let value = HeaderValue::from_str(&c.basic_header()).ok()?;
+                Some((sensitive(value), Sent::Basic(c.username.clone())))
+            })),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let repository = repository_of(url.path()).unwrap_or(&self.repository);
                 let scope = auth::repository_scope(repository, actions_for(method));
@@ -54,9 +62,48 @@ impl Client {
                 };
                 Ok(HeaderValue::from_str(&format!("Bearer {token}"))
                     .ok()
-                    .map(sensitive))
+                    .map(|v| (sensitive(v), Sent::Bearer { scope, realm })))
             }
         }
+    }
+
+    /// GET /v2/, as docker does before its first request to a registry: 200 means no auth is
+    /// needed there; a 401 teaches the challenge, so later requests authenticate up front. A
+    /// 401 without a challenge (some registries send one only here, others nowhere) makes the
+    /// client send the configured credentials as basic auth up front.
+    pub async fn ping(&self, deadline: Instant, tr: &mut Transcript) -> Result<(), Failure> {
+        let url = self.base.join("v2/").map_err(|e| {
+            Failure::new(
+                Reason::Protocol,
+                format!("cannot build URL {}v2/: {e}", self.base),
+            )
+        })?;
+        let resp = self
+            .hop(
+                &Method::GET,
+                &url,
+                HeaderMap::new(),
+                &BodySource::Empty,
+                deadline,
+                tr,
+            )
+            .await?;
+        if resp.status == StatusCode::UNAUTHORIZED {
+            let challenge = resp.header(header::WWW_AUTHENTICATE).map(str::to_owned);
+            let _ = resp.read_error(deadline, tr).await;
+            match self.usable_challenge(challenge.as_deref()) {
+                Some(usable) => self.learn(usable),
+                None if challenge.is_none() && self.credentials.is_some() => {
+                    self.learn(Challenge::Basic { realm: None })
+                }
+                None => {}
+            }
+            return Ok(());
+        }
+        let resp = resp
+            .expect(&[StatusCode::OK], Reason::Protocol, deadline, tr)
+            .await?;
+        resp.discard(deadline, tr).await
     }
 
     /// A challenge the client can answer: later requests authenticate up front with it. A
@@ -178,10 +225,12 @@ impl Client {
             .cloned()
     }
 
+    /// Why a request stayed unauthorized, saying what was sent and what came back.
     pub(super) fn auth_failure(
         &self,
         method: &Method,
         url: &Url,
+        sent: Option<&Sent>,
         challenge: Option<&str>,
         errors: &RegistryErrors,
     ) -> Failure {
@@ -194,16 +243,49 @@ impl Client {
             Reason::Auth,
         );
         f.reason = Reason::Auth;
-        let creds = if self.credentials.is_some() {
-            "credentials were rejected"
-        } else {
-            "no credentials configured"
+        let what = match (sent, challenge) {
+            (Some(Sent::Basic(user)), _) => {
+                format!("basic credentials of user {user:?} were sent and rejected")
+            }
+            (Some(Sent::Bearer { scope, realm }), _) => format!(
+                "a bearer token for {scope} from {realm} was sent and rejected (expired, revoked, or not enough scope)"
+            ),
+            (None, None) if self.credentials.is_some() => {
+                "401 without a WWW-Authenticate challenge and no credentials sent".to_string()
+            }
+            (None, None) => {
+                "401 without a WWW-Authenticate challenge and no credentials configured"
+                    .to_string()
+            }
+            (None, Some(header)) => match auth::parse_challenges(header) {
+                Err(e) => format!("the challenge cannot be read: {e}"),
+                Ok(challenges)
+                    if challenges
+                        .iter()
+                        .any(|c| matches!(c, Challenge::Basic { .. })) =>
+                {
+                    "the registry asks for basic credentials and none are configured".to_string()
+                }
+                Ok(challenges) => {
+                    let schemes: Vec<&str> = challenges
+                        .iter()
+                        .filter_map(|c| match c {
+                            Challenge::Other { scheme } => Some(scheme.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    format!(
+                        "the registry asks for {}, which the prober does not speak",
+                        schemes.join(", ")
+                    )
+                }
+            },
         };
         let challenge = challenge
             .map(|c| format!(" (challenge: {c})"))
             .unwrap_or_default();
         f.message = format!(
-            "{method} {}: 401 Unauthorized, {creds}{challenge}",
+            "{method} {}: 401 Unauthorized, {what}{challenge}",
             redact_url(url)
         );
         if let (false, Some(msg)) = (errors.codes.is_empty(), &errors.message) {

@@ -86,9 +86,12 @@ impl Client {
         loop {
             let same_origin = url.origin() == self.base.origin();
             let mut headers = req.headers.clone();
+            let mut sent = None;
             if same_origin {
-                if let Some(v) = self.authorization(&req.method, &url, deadline, tr).await? {
+                if let Some((v, what)) = self.authorization(&req.method, &url, deadline, tr).await?
+                {
                     headers.insert(header::AUTHORIZATION, v);
+                    sent = Some(what);
                 }
             }
             let resp = self
@@ -99,16 +102,27 @@ impl Client {
                 let challenge = resp.header(header::WWW_AUTHENTICATE).map(str::to_owned);
                 let errors = resp.read_error(deadline, tr).await;
                 // Answer a challenge once; a second 401 means the credentials (or the token
-                // they bought) are not good enough.
-                if let Some(usable) = self
-                    .usable_challenge(challenge.as_deref())
-                    .filter(|_| !authed_retry)
-                {
-                    self.learn(usable);
+                // they bought) are not good enough. A 401 without a challenge, when nothing was
+                // sent, is answered with the configured credentials as basic auth.
+                let answer = match self.usable_challenge(challenge.as_deref()) {
+                    Some(usable) => Some(usable),
+                    None if challenge.is_none() && sent.is_none() && self.credentials.is_some() => {
+                        Some(Challenge::Basic { realm: None })
+                    }
+                    None => None,
+                };
+                if let Some(answer) = answer.filter(|_| !authed_retry) {
+                    self.learn(answer);
                     authed_retry = true;
                     continue;
                 }
-                return Err(self.auth_failure(&req.method, &url, challenge.as_deref(), &errors));
+                return Err(self.auth_failure(
+                    &req.method,
+                    &url,
+                    sent.as_ref(),
+                    challenge.as_deref(),
+                    &errors,
+                ));
             }
             if status.is_redirection()
                 && matches!(req.method, Method::GET | Method::HEAD)
@@ -212,3 +226,6 @@ impl Client {
         self.transport.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;

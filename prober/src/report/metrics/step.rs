@@ -30,10 +30,10 @@ fn step_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
-/// Steps that run against pull paths besides the origin: pulls, the token each path's auth may
-/// need, and the propagation wait of replicated paths.
+/// Steps that run against pull paths besides the origin: pulls, the ping and the token each
+/// path's auth may need, and the propagation wait of replicated paths.
 pub(super) fn runs_on_pull_paths(step: Step) -> bool {
-    step.is_pull() || matches!(step, Step::WaitPropagation | Step::Token)
+    step.is_pull() || matches!(step, Step::Ping | Step::WaitPropagation | Step::Token)
 }
 
 impl StepMetrics {

@@ -613,32 +613,32 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_85_series_and_an_observed_one_at_most_641_plus_step_failures() {
+fn a_new_target_has_87_series_and_an_observed_one_at_most_663_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 85);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 87);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     metrics.observe_run(&every_step_run("default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 641);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 663);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 53 + 32 C + 23 P (+2 mount, +1 canaries); at most
-    // 164 + 477 C + 151 P + 222 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 55 + 32 C + 25 P (+2 mount, +1 canaries); at most
+    // 166 + 497 C + 153 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        53 + 32 * c + 23 * p + 2 + 1
+        55 + 32 * c + 25 * p + 2 + 1
     );
     metrics.observe_run(&every_step_run("small", &["cache"], true));
     metrics.observe_run(&every_step_run("large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        164 + 477 * c + 151 * p + 222 * c * p + 2 + 2
+        166 + 497 * c + 153 * p + 242 * c * p + 2 + 2
     );
 }
 
