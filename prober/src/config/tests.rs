@@ -2,6 +2,7 @@
 //! with its exact message) and the `otlp` section read through a config file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -27,6 +28,31 @@ fn a_minimal_target_gets_the_documented_defaults() {
     assert_eq!(t.sizes[0].upload, UploadMode::Monolithic);
     assert_eq!(t.manifest_type, ManifestType::Oci);
     assert!(t.cleanup.enabled && t.cleanup.delete_blobs);
+}
+
+#[test]
+fn endpoints_share_tls_client_configs_instead_of_building_one_each() {
+    let c = load_str(
+        "targets:
+  - {name: a, registry: http://127.0.0.1:5000, repository: p/a}
+  - name: b
+    registry: http://127.0.0.1:5000
+    repository: p/b
+    tls: {insecure: true}
+    paths: [{name: mirror, registry: http://127.0.0.1:5001}]
+  - {name: c, registry: http://127.0.0.1:5000, repository: p/c}
+",
+    )
+    .expect("valid");
+    let config = |t: usize| c.targets[t].tls.client_config();
+    // Default options: one config for every such target (~14 KiB each at 1,000 targets).
+    assert!(Arc::ptr_eq(&config(0), &config(2)));
+    assert!(!Arc::ptr_eq(&config(0), &config(1)));
+    // A path without its own tls section uses its target's, not a copy.
+    assert!(Arc::ptr_eq(
+        &config(1),
+        &c.targets[1].paths[0].tls.client_config()
+    ));
 }
 
 #[test]
