@@ -119,7 +119,7 @@ struct OnceArgs {
     chunk_size: Option<String>,
     /// Run deadline, e.g. 60s.
     #[arg(long)]
-    timeout: Option<String>,
+    timeout: Option<humantime::Duration>,
     /// Leave the pushed image in place (for inspection or interoperability checks).
     #[arg(long)]
     no_cleanup: bool,
@@ -215,10 +215,7 @@ fn once(args: OnceArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
     };
-    let prober = match Prober::new(target) {
-        Ok(p) => p,
-        Err(e) => return usage_error(&format!("tls: {}", crate::http::error_chain(&e))),
-    };
+    let prober = Prober::new(target);
     let class = match &args.size_class {
         None => 0,
         Some(name) => match prober.target().sizes.iter().position(|c| &c.name == name) {
@@ -345,8 +342,11 @@ fn once_target(
         registry: args.registry.clone().unwrap_or_default(),
         repository: args.repository.clone().unwrap_or_default(),
         manifest_type: args.manifest_type.clone(),
-        interval: args.timeout.clone(),
-        timeout: args.timeout.clone().or_else(|| Some("60s".into())),
+        interval: args.timeout.map(Into::into),
+        timeout: Some(
+            args.timeout
+                .map_or(std::time::Duration::from_secs(60), Into::into),
+        ),
         step_timeout: None,
         cleanup_timeout: None,
         allow_plain_http: true,
@@ -383,7 +383,7 @@ fn once_target(
         hygiene: Default::default(),
     };
     let defaults = RawDefaults {
-        interval: Some("1h".into()),
+        interval: Some(std::time::Duration::from_secs(3600)),
         ..RawDefaults::default()
     };
     let target = raw.validate(&defaults, "default").map_err(|e| match e {
@@ -491,7 +491,7 @@ async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyho
             })
             .await
     });
-    schedule::serve(path, config, sinks, rx).await?;
+    schedule::serve(path, config, sinks, rx).await;
     if let Some(traces) = &traces {
         if !traces.flush(TRACE_FLUSH).await {
             tracing::warn!(

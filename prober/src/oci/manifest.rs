@@ -25,6 +25,7 @@ pub enum ManifestType {
 }
 
 impl ManifestType {
+    #[cfg(test)]
     pub fn as_str(self) -> &'static str {
         match self {
             ManifestType::Oci => "oci",

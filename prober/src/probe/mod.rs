@@ -23,7 +23,6 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use crate::config::{Target, ORIGIN};
-use crate::http::tls;
 use crate::http::transport::{Resolve, SystemResolver, Transport};
 use crate::http::Client;
 use crate::oci::image::Image;
@@ -44,20 +43,16 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn new(target: Target) -> Result<Prober, tls::TlsConfigError> {
+    pub fn new(target: Target) -> Prober {
         Self::with_resolver(target, Arc::new(SystemResolver))
     }
 
     /// A prober whose DNS lookups go through `resolver` (tests add delay or failures here).
-    pub fn with_resolver(
-        target: Target,
-        resolver: Arc<dyn Resolve>,
-    ) -> Result<Prober, tls::TlsConfigError> {
-        let origin_tls = tls::client_config(&target.tls)?;
+    pub fn with_resolver(target: Target, resolver: Arc<dyn Resolve>) -> Prober {
         let origin = Endpoint {
             name: ORIGIN.to_string(),
             client: Client::new(
-                Arc::new(Transport::new(origin_tls, resolver.clone())),
+                Arc::new(Transport::new(target.tls.client_config(), resolver.clone())),
                 target.registry.clone(),
                 &target.repository,
                 target.credentials.clone(),
@@ -66,11 +61,10 @@ impl Prober {
         };
         let mut endpoints = vec![origin];
         for path in &target.paths {
-            let tls = tls::client_config(&path.tls)?;
             endpoints.push(Endpoint {
                 name: path.name.clone(),
                 client: Client::new(
-                    Arc::new(Transport::new(tls, resolver.clone())),
+                    Arc::new(Transport::new(path.tls.client_config(), resolver.clone())),
                     path.registry.clone(),
                     &path.repository,
                     path.credentials.clone(),
@@ -78,12 +72,12 @@ impl Prober {
                 propagation: path.propagation,
             });
         }
-        Ok(Prober {
+        Prober {
             target,
             endpoints,
             canaries: Mutex::new(canary::Book::default()),
             leftover_sessions: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     pub fn target(&self) -> &Target {

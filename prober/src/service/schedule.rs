@@ -10,7 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::outcome::{RunReport, SweepReport};
 use crate::probe::{Prober, Watch};
 use crate::report::export::TraceExporter;
@@ -78,19 +78,12 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(config: &Config, sinks: &Sinks) -> Result<Generation, ConfigError> {
+    fn start(config: &Config, sinks: &Sinks) -> Generation {
         let (stop, stop_rx) = watch::channel(false);
         let limit = Arc::new(Limits::new(config));
         let mut probers = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
-            let name = target.name.clone();
-            let prober = Prober::new(target.clone()).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "target {name:?}: tls: {}",
-                    crate::http::error_chain(&e)
-                ))
-            })?;
-            probers.push(Arc::new(prober));
+            probers.push(Arc::new(Prober::new(target.clone())));
         }
         let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
         sinks.history.set_targets(&names);
@@ -145,7 +138,7 @@ impl Generation {
                 stop_rx.clone(),
             ));
         }
-        Ok(Generation { stop, tasks })
+        Generation { stop, tasks }
     }
 
     /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`.
@@ -325,8 +318,8 @@ pub async fn serve(
     config: Config,
     sinks: Sinks,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ConfigError> {
-    let mut generation = Generation::start(&config, &sinks)?;
+) {
+    let mut generation = Generation::start(&config, &sinks);
     let mut current = config;
     let mut seen = fingerprint(&path);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -351,24 +344,14 @@ pub async fn serve(
             Event::Reload(why) => match Config::load(&path) {
                 Ok(new) => {
                     generation.drain(current.shutdown_grace).await;
-                    match Generation::start(&new, &sinks) {
-                        Ok(g) => {
-                            generation = g;
-                            sinks.metrics.config_reload(true);
-                            tracing::info!(
-                                trigger = why,
-                                targets = new.targets.len(),
-                                "Config reloaded"
-                            );
-                            current = new;
-                        }
-                        Err(e) => {
-                            // Validation accepted it but a target could not be built: go back.
-                            sinks.metrics.config_reload(false);
-                            tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
-                            generation = Generation::start(&current, &sinks)?;
-                        }
-                    }
+                    generation = Generation::start(&new, &sinks);
+                    sinks.metrics.config_reload(true);
+                    tracing::info!(
+                        trigger = why,
+                        targets = new.targets.len(),
+                        "Config reloaded"
+                    );
+                    current = new;
                 }
                 Err(e) => {
                     sinks.metrics.config_reload(false);
@@ -383,7 +366,6 @@ pub async fn serve(
         "Shutting down, letting running cycles finish"
     );
     generation.drain(grace).await;
-    Ok(())
 }
 
 /// The config file's content as seen through any symlinks; changes when a ConfigMap swaps it.
@@ -435,7 +417,7 @@ mod tests {
     use crate::config::RawConfig;
 
     fn limits(yaml: &str) -> Limits {
-        let raw: RawConfig = serde_yaml::from_str(yaml).expect("yaml");
+        let raw = RawConfig::from_yaml(yaml).expect("yaml");
         Limits::new(&raw.validate().expect("valid"))
     }
 

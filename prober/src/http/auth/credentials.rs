@@ -23,6 +23,7 @@ impl Credentials {
         }
     }
 
+    #[cfg(test)]
     pub fn password(&self) -> &str {
         &self.password
     }

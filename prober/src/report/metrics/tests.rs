@@ -45,7 +45,7 @@ targets:
 "#;
 
 fn targets(yaml: &str) -> Vec<Target> {
-    let raw: RawConfig = serde_yaml::from_str(yaml).expect("the test config parses");
+    let raw = RawConfig::from_yaml(yaml).expect("the test config parses");
     raw.validate().expect("the test config is valid").targets
 }
 

@@ -1,0 +1,294 @@
+//! The config file as written: serde structs with every field documented (the user reference),
+//! unknown keys rejected, durations read by humantime-serde ("30s", "2m"). Nothing is checked
+//! here beyond types; `validate` turns these into the types the prober runs on.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::RawOtlp;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address of the HTTP server for /metrics, /healthz, /readyz and the status page
+    /// (`run` only). Default 127.0.0.1:9115; in a pod use 0.0.0.0:9115.
+    #[serde(default)]
+    pub(crate) listen: Option<String>,
+    /// Values every target inherits unless it sets its own.
+    #[serde(default)]
+    pub(crate) defaults: RawDefaults,
+    /// Runs in flight at once across all targets (default 16); more wait for a slot.
+    pub(crate) max_concurrent_runs: Option<i64>,
+    /// Bytes of layers in flight at once across all runs (default 1GiB): a run waits until its
+    /// image fits, so big size classes take turns instead of saturating the link or the disk.
+    pub(crate) max_in_flight_bytes: Option<RawSize>,
+    /// On SIGTERM, how long running cycles may take to finish and clean up (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) shutdown_grace: Option<Duration>,
+    /// Names this prober in every tag it pushes ([a-z0-9]{1,16}, default "default"), so two
+    /// probers sharing a repository never sweep each other's images.
+    pub(crate) instance: Option<String>,
+    /// The registries to probe; each target pushes to and pulls from one repository.
+    #[serde(default)]
+    pub(crate) targets: Vec<RawTarget>,
+    /// Where to send a trace of every run (OTLP over HTTP, protobuf). Without this section the
+    /// standard OTEL_EXPORTER_OTLP_* environment variables decide; with neither, no traces.
+    /// Read at start only: a reload does not change it.
+    pub(crate) otlp: Option<RawOtlp>,
+}
+
+/// Target settings that may be given once for all targets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    /// Time between the starts of two runs of a target, e.g. "30s" (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+    /// Hard deadline of a whole run, e.g. "25s" (default 25s); at most the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    /// Deadline of each single step, e.g. "10s" (default: the run timeout).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) step_timeout: Option<Duration>,
+    /// Deadline of each cleanup step, which runs even after the run deadline (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) cleanup_timeout: Option<Duration>,
+}
+
+/// One registry path to probe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    /// Unique name, used as the `target` label: letters, digits, '-', '_' and '.'.
+    pub(crate) name: String,
+    /// Base URL of the registry, e.g. "https://registry.example.com" or "http://127.0.0.1:5000".
+    pub(crate) registry: String,
+    /// Repository the prober pushes to and deletes from, e.g. "registry-prober/probe".
+    pub(crate) repository: String,
+    /// "oci" (default) or "docker": the manifest media type pushed.
+    pub(crate) manifest_type: Option<String>,
+    /// Overrides defaults.interval.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+    /// Overrides defaults.timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    /// Overrides defaults.step_timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) step_timeout: Option<Duration>,
+    /// Overrides defaults.cleanup_timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) cleanup_timeout: Option<Duration>,
+    /// Allow "http://" for a registry that is not on loopback (in-cluster registries).
+    #[serde(default)]
+    pub(crate) allow_plain_http: bool,
+    /// How to trust the registry's certificate and present ours (default: system roots).
+    #[serde(default)]
+    pub(crate) tls: RawTls,
+    /// Credentials for the registry (default: anonymous).
+    #[serde(default)]
+    pub(crate) auth: RawAuth,
+    /// The image pushed every run (instead of `sizes`).
+    #[serde(default)]
+    pub(crate) image: RawImage,
+    /// How blobs are uploaded.
+    #[serde(default)]
+    pub(crate) upload: RawUpload,
+    /// What a run deletes after itself.
+    #[serde(default)]
+    pub(crate) cleanup: RawCleanup,
+    /// Images the prober never pushed, pulled and verified every run, read-only: references
+    /// in this registry, "repo@sha256:..." (pinned, preferred) or "repo:tag".
+    #[serde(default)]
+    pub(crate) golden_images: Vec<String>,
+    /// Size tiers, each on its own interval (instead of `image`): big uploads probed rarely.
+    pub(crate) sizes: Option<Vec<RawSizeClass>>,
+    /// Pull paths besides the target's own endpoint (replicas, mirrors, caches, CDNs).
+    #[serde(default)]
+    pub(crate) paths: Vec<RawPath>,
+    /// Aged canaries: pushed once, kept and verified every run, rotated.
+    #[serde(default)]
+    pub(crate) canaries: RawCanaries,
+    /// Cross-repository blob mount, probed as its own step.
+    #[serde(default)]
+    pub(crate) mount: RawMount,
+    /// Sweeps of the prober's own leftovers.
+    #[serde(default)]
+    pub(crate) hygiene: RawHygiene,
+}
+
+/// One size tier of a target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSizeClass {
+    /// Name, the `size_class` label: [a-z0-9_]{1,32}.
+    pub(crate) class: String,
+    /// Size of each layer, e.g. [4KiB, 4KiB] or [512MiB].
+    pub(crate) layer_sizes: Vec<RawSize>,
+    /// Time between runs of this class (default: the target's interval).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+    /// Hard deadline of a run of this class (default: the target's timeout).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    /// Chunk size of chunked uploads of this class (default: upload.chunk_size).
+    pub(crate) chunk_size: Option<RawSize>,
+}
+
+/// A pull path: another endpoint serving the target's content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPath {
+    /// Name, the `path` label: [a-z0-9_]{1,32}, not "origin".
+    pub(crate) name: String,
+    /// Base URL of the endpoint.
+    pub(crate) registry: String,
+    /// The repository as this path names it (default: the target's repository).
+    pub(crate) repository: Option<String>,
+    /// For replicated paths: poll until the pushed image appears, at most this long.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) propagation_timeout: Option<Duration>,
+    /// Time between polls while waiting for propagation (default 500ms).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) poll_interval: Option<Duration>,
+    /// Allow "http://" for an endpoint that is not on loopback.
+    #[serde(default)]
+    pub(crate) allow_plain_http: bool,
+    /// TLS settings (default: the target's).
+    pub(crate) tls: Option<RawTls>,
+    /// Credentials (default: the target's when the host is the same, else none).
+    pub(crate) auth: Option<RawAuth>,
+}
+
+/// Aged canaries: images pushed once and verified every run until rotated out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanaries {
+    /// Push, keep and verify canaries (default false).
+    #[serde(default)]
+    pub(crate) enabled: bool,
+    /// A new canary per period (default 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) every: Option<Duration>,
+    /// Canaries kept; older ones are deleted (default 7).
+    pub(crate) keep: Option<i64>,
+    /// Layer sizes of a canary (default [4KiB, 64KiB]).
+    pub(crate) layer_sizes: Option<Vec<RawSize>>,
+}
+
+/// The cross-repository blob mount step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMount {
+    /// Probe mounting a pushed blob into another repository (default false).
+    #[serde(default)]
+    pub(crate) enabled: bool,
+    /// The repository mounted into (default: "<repository>-mount").
+    pub(crate) repository: Option<String>,
+}
+
+/// Sweeps of what earlier, crashed runs left behind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHygiene {
+    /// Sweep at start and then every interval (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) interval: Option<Duration>,
+}
+
+/// How to trust an endpoint's certificate and how to present ourselves to it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// PEM file of CA certificates trusted in addition to the system roots.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with client_key_file).
+    pub(crate) client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub(crate) client_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for test registries.
+    #[serde(default)]
+    pub(crate) insecure: bool,
+}
+
+/// Where an endpoint's credentials come from; secrets never sit in the config file itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    /// User name for basic auth or the token service.
+    pub(crate) username: Option<String>,
+    /// File holding the password (a trailing newline is ignored).
+    pub(crate) password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub(crate) password_env: Option<String>,
+    /// A Docker config.json whose `auths` entry for this registry supplies the credentials.
+    pub(crate) docker_config: Option<PathBuf>,
+}
+
+/// The layers of the image a target pushes every run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImage {
+    /// Number of layers, each `layer_size` (default: 3 layers of 4KiB, 64KiB and 1MiB).
+    pub(crate) layers: Option<i64>,
+    /// Size of each layer, e.g. "1MiB", "4KiB", "512" (bytes).
+    pub(crate) layer_size: Option<RawSize>,
+    /// Explicit size of each layer, instead of layers + layer_size.
+    pub(crate) layer_sizes: Option<Vec<RawSize>>,
+}
+
+/// How blobs are uploaded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpload {
+    /// "monolithic" (POST then one PUT, default) or "chunked" (POST, PATCH per chunk, PUT).
+    pub(crate) mode: Option<String>,
+    /// Chunk size for chunked uploads (default 5MiB); raised to the registry's OCI-Chunk-Min-Length.
+    pub(crate) chunk_size: Option<RawSize>,
+}
+
+/// What a run deletes after itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCleanup {
+    /// Delete what a run pushed (default true). Off leaves the image for inspection.
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// Also DELETE the blobs (default true); turn off for registries that refuse blob deletes.
+    #[serde(default = "yes")]
+    pub(crate) delete_blobs: bool,
+}
+
+impl Default for RawCleanup {
+    fn default() -> Self {
+        RawCleanup {
+            enabled: true,
+            delete_blobs: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A size as written: a number of bytes or a string with a unit ("4KiB", "16MB").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Bytes(n) => write!(f, "{n}"),
+            RawSize::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
