@@ -1,7 +1,6 @@
 //! An OTLP/HTTP trace receiver for tests: `POST /v1/traces` on 127.0.0.1 (a port of its own),
-//! each body kept raw and decoded with the official opentelemetry-proto types (which
-//! cross-checks the prober's hand-written encoding), answered 200 with an empty
-//! ExportTraceServiceResponse, after a delay if asked (a slow collector). Stopped on drop.
+//! each body kept raw and decoded with the official opentelemetry-proto types, answered 200 with
+//! an empty ExportTraceServiceResponse, after a delay if asked (a slow collector). Stopped on drop.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

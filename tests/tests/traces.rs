@@ -301,7 +301,11 @@ fn the_endpoint_headers_and_service_name_can_come_from_the_otel_environment() {
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=env%20s3cret-key"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_SERVICE_NAME", "prober-e2e"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            // OTEL_SERVICE_NAME wins over a service.name here, as the spec says.
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,service.name=overridden",
+            ),
         ],
     )
     .expect("service starts");
@@ -448,5 +452,25 @@ fn an_unsupported_otlp_protocol_stops_run_at_start_with_exit_64() {
     assert_eq!(
         out.stderr.trim(),
         "error: OTEL_EXPORTER_OTLP_PROTOCOL: protocol \"grpc\" is not supported (only \"http/protobuf\")"
+    );
+}
+
+#[test]
+fn an_endpoint_the_exporter_refuses_stops_once_with_exit_64_naming_the_variable() {
+    let out = prober_with_env(
+        &[
+            "once",
+            "--registry",
+            "http://127.0.0.1:5000",
+            "--repository",
+            "probe/x",
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+    )
+    .expect("once exits");
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: otlp: invalid exporter configuration: OTEL_EXPORTER_OTLP_ENDPOINT: invalid endpoint 'collector:4318': invalid format"
     );
 }

@@ -6,17 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{
-    Config, ConfigError, OtlpConfig, RawAuth, RawCleanup, RawDefaults, RawImage, RawSize,
-    RawTarget, RawTls, RawUpload,
+    Config, ConfigError, OtlpConfig, OtlpSource, RawAuth, RawCleanup, RawDefaults, RawImage,
+    RawSize, RawTarget, RawTls, RawUpload,
 };
 use crate::outcome::RunReport;
 use crate::probe::{Prober, Watch};
 use crate::report;
-use crate::report::export::TraceExporter;
+use crate::report::export::{ExporterError, OtlpExporter, TraceExporter};
 use crate::report::health::Health;
 use crate::report::metrics::Metrics;
 use crate::report::status::History;
-use crate::report::trace::Resource;
 use crate::server::{self, AppState};
 use crate::service::schedule::{self, Sinks};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -208,12 +207,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn once(args: OnceArgs) -> ExitCode {
-    let (target, otlp) = match once_target(&args).and_then(|(target, file)| {
-        let otlp = otlp_settings(file)?;
-        Ok((target, otlp))
-    }) {
+    let (target, file) = match once_target(&args) {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
+    };
+    let otlp = match otlp_exporter(file) {
+        Ok(otlp) => otlp.map(|(_, exporter)| exporter),
+        Err(code) => return code,
     };
     let prober = Prober::new(target);
     let class = match &args.size_class {
@@ -264,35 +264,34 @@ fn once(args: OnceArgs) -> ExitCode {
 }
 
 /// Sends the trace of `once`'s run and waits for it to go out (failures are logged).
-async fn export_once(otlp: OtlpConfig, report: &RunReport) {
+async fn export_once(otlp: OtlpExporter, report: &RunReport) {
     let metrics = Arc::new(Metrics::register(
         &mut prometheus_client::registry::Registry::default(),
     ));
-    match TraceExporter::start(otlp, resource(), metrics) {
-        Ok(traces) => {
-            traces.record(report);
-            if !traces.flush(TRACE_FLUSH).await {
-                tracing::error!("The run's trace was not sent within {TRACE_FLUSH:?}");
-            }
+    let traces = TraceExporter::start(otlp, metrics);
+    traces.record(report);
+    if !traces.flush(TRACE_FLUSH).await {
+        tracing::error!("The run's trace was not sent within {TRACE_FLUSH:?}");
+    }
+}
+
+/// The trace exporter, if traces go anywhere: the config file's `otlp` section, else the
+/// OTEL_* environment variables. Err is the exit status, the error printed: a setting the
+/// exporter refuses is a config error.
+fn otlp_exporter(file: Option<OtlpConfig>) -> Result<Option<(OtlpSource, OtlpExporter)>, ExitCode> {
+    let source = match OtlpSource::resolve(file, |name| std::env::var(name).ok()) {
+        Ok(Some(source)) => source,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(usage_error(&e)),
+    };
+    match OtlpExporter::build(&source) {
+        Ok(exporter) => Ok(Some((source, exporter))),
+        Err(ExporterError::Config(e)) => Err(usage_error(&format!("otlp: {e}"))),
+        Err(e) => {
+            eprintln!("error: otlp: {}", crate::http::error_chain(&e));
+            Err(ExitCode::from(EXIT_FAILED))
         }
-        Err(e) => tracing::error!(
-            error = %crate::http::error_chain(&e),
-            "Cannot export traces"
-        ),
     }
-}
-
-/// The trace exporter's settings: the config file's `otlp` section, else the OTEL_*
-/// environment variables.
-fn otlp_settings(file: Option<OtlpConfig>) -> Result<Option<OtlpConfig>, ConfigError> {
-    match file {
-        Some(otlp) => Ok(Some(otlp)),
-        None => OtlpConfig::from_env(|name| std::env::var(name).ok()),
-    }
-}
-
-fn resource() -> Resource {
-    Resource::from_env(|name| std::env::var(name).ok())
 }
 
 /// The target of `once`, and the config file's `otlp` section if any: from a config file, or
@@ -394,12 +393,13 @@ fn once_target(
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let (config, otlp) = match Config::load(path).and_then(|c| {
-        let otlp = otlp_settings(c.otlp.clone())?;
-        Ok((c, otlp))
-    }) {
+    let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
+    };
+    let otlp = match otlp_exporter(config.otlp.clone()) {
+        Ok(otlp) => otlp,
+        Err(code) => return code,
     };
     let result: anyhow::Result<()> = runtime().block_on(serve(path.to_path_buf(), config, otlp));
     match result {
@@ -442,25 +442,31 @@ fn raise_open_files_limit() {
 
 /// The service: HTTP endpoints and the schedule, until SIGTERM or Ctrl-C; then the traces still
 /// queued go out (within TRACE_FLUSH).
-async fn serve(path: PathBuf, config: Config, otlp: Option<OtlpConfig>) -> anyhow::Result<()> {
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    otlp: Option<(OtlpSource, OtlpExporter)>,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     raise_open_files_limit();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let traces = match otlp {
-        Some(otlp) => {
-            tracing::info!(
-                url = %crate::http::redact_url(&otlp.traces_url),
-                headers = ?otlp.headers,
-                timeout_seconds = otlp.timeout.as_secs_f64(),
+    let traces = otlp.map(|(source, exporter)| {
+        match &source {
+            OtlpSource::File(file) => tracing::info!(
+                url = %crate::http::redact_url(&file.traces_url),
+                headers = ?file.headers,
+                timeout_seconds = file.timeout.as_secs_f64(),
                 "Exporting a trace of every run over OTLP/HTTP"
-            );
-            let exporter = TraceExporter::start(otlp, resource(), metrics.clone())
-                .map_err(|e| anyhow::anyhow!("otlp: {}", crate::http::error_chain(&e)))?;
-            Some(exporter)
+            ),
+            OtlpSource::Env { timeout } => tracing::info!(
+                from = "OTEL_EXPORTER_OTLP_* variables",
+                timeout_seconds = timeout.as_secs_f64(),
+                "Exporting a trace of every run over OTLP/HTTP"
+            ),
         }
-        None => None,
-    };
+        TraceExporter::start(exporter, metrics.clone())
+    });
     let sinks = Sinks {
         metrics,
         history: Arc::new(History::new(50, 10)),

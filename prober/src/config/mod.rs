@@ -13,7 +13,7 @@ mod size;
 mod validate;
 mod yaml;
 
-pub use otlp::{parse_key_values, OtlpConfig, RawOtlp};
+pub use otlp::{OtlpConfig, OtlpHeaders, OtlpSource, RawOtlp};
 
 #[cfg(test)]
 pub(crate) use model::DEFAULT_SIZE_CLASS;

@@ -26,7 +26,7 @@ pub struct Config {
     pub(crate) max_in_flight_bytes: u64,
     pub(crate) shutdown_grace: Duration,
     pub targets: Vec<Target>,
-    /// The config file's `otlp` section; see [`OtlpConfig::from_env`] for the environment.
+    /// The config file's `otlp` section; see [`OtlpSource::from_env`] for the environment.
     pub(crate) otlp: Option<OtlpConfig>,
 }
 

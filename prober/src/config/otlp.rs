@@ -1,5 +1,6 @@
-//! The `otlp` section: where traces go (one OTLP/HTTP endpoint, optional headers, a timeout),
-//! from the config file or, without the section, the standard OTEL_* environment variables.
+//! The `otlp` section: where traces go (one OTLP/HTTP endpoint, optional headers, a timeout).
+//! Without it the standard OTEL_EXPORTER_OTLP_* variables configure the OpenTelemetry exporter,
+//! which reads them itself; `OtlpSource::from_env` reads only what the SDK leaves to us.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use url::Url;
 
 use super::{duration, invalid, ConfigError};
 
+/// The OpenTelemetry default for OTEL_EXPORTER_OTLP_TIMEOUT, and ours for `otlp.timeout`.
 const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The OTLP trace exporter: one endpoint, optional headers, a timeout per export.
@@ -23,13 +25,14 @@ pub struct RawOtlp {
     /// (as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Set this or endpoint.
     pub traces_endpoint: Option<String>,
     /// File of headers sent with every export, one "name: value" a line (e.g. an API key);
-    /// blank lines and lines starting with '#' are skipped. Values are never logged.
+    /// blank lines and lines starting with '#' are skipped. They win over
+    /// OTEL_EXPORTER_OTLP_HEADERS of the same name. Values are never logged.
     pub headers_file: Option<PathBuf>,
-    /// Deadline of one export request, e.g. "10s" (default 10s).
+    /// Deadline of one export, retries included, e.g. "10s" (default 10s).
     pub timeout: Option<String>,
 }
 
-/// Where and how traces are exported.
+/// The config file's `otlp` section, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtlpConfig {
     /// The URL traces are POSTed to.
@@ -48,6 +51,17 @@ impl fmt::Debug for OtlpHeaders {
             .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
             .finish()
     }
+}
+
+/// Where the trace exporter takes its settings from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OtlpSource {
+    /// The config file's `otlp` section: its endpoint, headers and timeout win over the
+    /// environment's.
+    File(OtlpConfig),
+    /// The OTEL_EXPORTER_OTLP_* variables, read by the exporter itself; only the timeout is
+    /// read here (see `from_env`).
+    Env { timeout: Duration },
 }
 
 impl RawOtlp {
@@ -73,28 +87,44 @@ impl RawOtlp {
     }
 }
 
-impl OtlpConfig {
-    /// The exporter as the OpenTelemetry environment variables configure it, for a config file
-    /// without an `otlp` section: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is) or
-    /// OTEL_EXPORTER_OTLP_ENDPOINT (+ "v1/traces"), and the plain or TRACES_ variants of
-    /// _HEADERS (name=value,... URL-encoded), _TIMEOUT (milliseconds) and _PROTOCOL (only
-    /// "http/protobuf"). None without an endpoint, or when OTEL_SDK_DISABLED=true or
-    /// OTEL_TRACES_EXPORTER=none. `var` looks a variable up (`std::env::var` outside tests).
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        let disabled = var("OTEL_SDK_DISABLED")
+impl OtlpSource {
+    /// The config file's section if there is one, else the environment's (`from_env`).
+    pub(crate) fn resolve(
+        file: Option<OtlpConfig>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<OtlpSource>, ConfigError> {
+        match file {
+            Some(config) => Ok(Some(OtlpSource::File(config))),
+            None => OtlpSource::from_env(var),
+        }
+    }
+
+    /// Traces go where the OTEL_* variables say when one of them names an endpoint. What the
+    /// OpenTelemetry Rust SDK does not do is done here, and only that: OTEL_SDK_DISABLED=true
+    /// and OTEL_TRACES_EXPORTER=none turn exporting off (opentelemetry-rust#1936); no endpoint
+    /// means no exporting (the exporter would try localhost:4318); a protocol other than
+    /// http/protobuf is refused (the exporter would warn and send http/protobuf anyway); and the
+    /// TIMEOUT variables (milliseconds) are read because the exporter leaves the deadline to its
+    /// HTTP client, which is ours. The signal-specific TRACES_ variable wins over the general one.
+    /// `var` looks a variable up (`std::env::var` outside tests).
+    pub(crate) fn from_env(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<OtlpSource>, ConfigError> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let disabled = set("OTEL_SDK_DISABLED")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
-        if disabled {
+            || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+        let either = |name: &str| {
+            [
+                format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+                format!("OTEL_EXPORTER_OTLP_{name}"),
+            ]
+            .into_iter()
+            .find_map(|key| set(&key).map(|value| (key, value)))
+        };
+        if disabled || either("ENDPOINT").is_none() {
             return Ok(None);
         }
-        // The signal-specific variable wins over the general one; an empty one counts as unset.
-        let either = |name: &str| {
-            let specific = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
-            let general = format!("OTEL_EXPORTER_OTLP_{name}");
-            [specific, general]
-                .into_iter()
-                .find_map(|key| var(&key).filter(|v| !v.trim().is_empty()).map(|v| (key, v)))
-        };
         if let Some((key, protocol)) = either("PROTOCOL") {
             if protocol.trim() != "http/protobuf" {
                 return Err(invalid(format!(
@@ -102,22 +132,6 @@ impl OtlpConfig {
                 )));
             }
         }
-        let Some((key, endpoint)) = either("ENDPOINT") else {
-            return Ok(None);
-        };
-        // The signal-specific endpoint is the full URL; the general one a base.
-        let traces_url = otlp_url(&key, endpoint.trim(), !key.contains("_TRACES_"))?;
-        let headers = match either("HEADERS") {
-            Some((key, list)) => {
-                let pairs = parse_key_values(&list).map_err(|e| invalid(format!("{key}: {e}")))?;
-                let mut headers = Vec::with_capacity(pairs.len());
-                for (name, value) in pairs {
-                    headers.push(header(&key, &name, &value)?);
-                }
-                OtlpHeaders(headers)
-            }
-            None => OtlpHeaders::default(),
-        };
         let timeout = match either("TIMEOUT") {
             Some((key, ms)) => match ms.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
@@ -129,11 +143,15 @@ impl OtlpConfig {
             },
             None => DEFAULT_OTLP_TIMEOUT,
         };
-        Ok(Some(OtlpConfig {
-            traces_url,
-            headers,
-            timeout,
-        }))
+        Ok(Some(OtlpSource::Env { timeout }))
+    }
+
+    /// The deadline of one export, retries included.
+    pub(crate) fn timeout(&self) -> Duration {
+        match self {
+            OtlpSource::File(config) => config.timeout,
+            OtlpSource::Env { timeout } => *timeout,
+        }
     }
 }
 
@@ -180,57 +198,118 @@ fn read_headers_file(path: &Path) -> Result<OtlpHeaders, ConfigError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, value) = line.split_once(':').ok_or_else(|| {
+        let at = format!("{field}: {} line {}", path.display(), i + 1);
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("{at}: expected \"name: value\"")))?;
+        let name = http::HeaderName::try_from(name.trim())
+            .map_err(|_| invalid(format!("{at}: {name:?} is not a valid header name")))?;
+        // The value is secret and stays out of the message.
+        let mut value = http::HeaderValue::try_from(value.trim()).map_err(|_| {
             invalid(format!(
-                "{field}: {} line {}: expected \"name: value\"",
-                path.display(),
-                i + 1
+                "{at}: the value of header {name} is not a valid header value"
             ))
         })?;
-        let at = format!("{field}: {} line {}", path.display(), i + 1);
-        headers.push(header(&at, name.trim(), value.trim())?);
+        value.set_sensitive(true);
+        headers.push((name, value));
     }
     Ok(OtlpHeaders(headers))
 }
 
-/// One export header, checked; the value is secret and stays out of the message.
-fn header(
-    field: &str,
-    name: &str,
-    value: &str,
-) -> Result<(http::HeaderName, http::HeaderValue), ConfigError> {
-    let name = http::HeaderName::try_from(name)
-        .map_err(|_| invalid(format!("{field}: {name:?} is not a valid header name")))?;
-    let mut value = http::HeaderValue::try_from(value).map_err(|_| {
-        invalid(format!(
-            "{field}: the value of header {name} is not a valid header value"
-        ))
-    })?;
-    value.set_sensitive(true);
-    Ok((name, value))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Parses the OpenTelemetry "key=value,key=value" list (OTEL_EXPORTER_OTLP_HEADERS,
-/// OTEL_RESOURCE_ATTRIBUTES): keys and values trimmed, values percent-decoded. Errors name the
-/// entry's position only, since values may be secrets.
-pub fn parse_key_values(list: &str) -> Result<Vec<(String, String)>, String> {
-    let mut pairs = Vec::new();
-    for (i, entry) in list.split(',').enumerate() {
-        if entry.trim().is_empty() {
-            continue;
-        }
-        let bad = |why: &str| format!("entry {} {why}", i + 1);
-        let (key, value) = entry
-            .split_once('=')
-            .ok_or_else(|| bad("is not key=value"))?;
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(bad("has an empty key"));
-        }
-        let value = percent_encoding::percent_decode_str(value.trim())
-            .decode_utf8()
-            .map_err(|_| bad("has a value that is not UTF-8 once percent-decoded"))?;
-        pairs.push((key.to_string(), value.into_owned()));
+    /// An environment of these variables only.
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
-    Ok(pairs)
+
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    #[test]
+    fn an_otel_endpoint_turns_exporting_on_with_the_timeout_of_the_environment() {
+        assert_eq!(OtlpSource::from_env(env(&[])).expect("valid"), None);
+        assert_eq!(
+            OtlpSource::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])).expect("valid"),
+            None,
+            "an empty variable counts as unset"
+        );
+        let on = |vars: &[(&str, &str)]| OtlpSource::from_env(env(vars)).expect("valid");
+        assert_eq!(
+            on(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+            Some(OtlpSource::Env {
+                timeout: DEFAULT_OTLP_TIMEOUT
+            })
+        );
+        assert_eq!(
+            on(&[
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:9999/in"
+                ),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+            ]),
+            Some(OtlpSource::Env {
+                timeout: Duration::from_millis(700)
+            }),
+            "the signal-specific variable wins"
+        );
+    }
+
+    #[test]
+    fn the_switches_turn_exporting_off_and_a_file_section_wins() {
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert_eq!(
+                OtlpSource::from_env(env(&[ENDPOINT, off])).expect("valid"),
+                None,
+                "{off:?}"
+            );
+        }
+        let file = OtlpConfig {
+            traces_url: "http://a:4318/v1/traces".parse().expect("url"),
+            headers: OtlpHeaders::default(),
+            timeout: Duration::from_secs(3),
+        };
+        let source = OtlpSource::resolve(
+            Some(file.clone()),
+            env(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+        )
+        .expect("valid");
+        assert_eq!(source, Some(OtlpSource::File(file)));
+        assert_eq!(source.map(|s| s.timeout()), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn an_unsupported_protocol_or_a_bad_timeout_is_refused_naming_the_variable() {
+        let err = |vars: &[(&str, &str)]| {
+            OtlpSource::from_env(env(vars))
+                .expect_err("invalid")
+                .to_string()
+        };
+        assert_eq!(
+            err(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: protocol \"grpc\" is not supported (only \"http/protobuf\")"
+        );
+        assert_eq!(
+            err(&[
+                ENDPOINT,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ]),
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: protocol \"http/json\" is not supported (only \"http/protobuf\")"
+        );
+        assert_eq!(
+            err(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]),
+            "OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a positive number of milliseconds"
+        );
+    }
 }

@@ -105,15 +105,6 @@ fn every_good_fixture_is_accepted() {
     }
 }
 
-/// An environment of these variables only.
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-}
-
 #[test]
 fn the_otlp_section_appends_v1_traces_to_a_base_endpoint_only() {
     let c = load_str(&format!(
@@ -202,76 +193,4 @@ fn otlp_headers_come_from_a_file_and_never_show_their_values() {
         )
     );
     assert!(!e.contains("s3cret"));
-}
-
-#[test]
-fn otlp_environment_variables_configure_the_exporter_like_an_sdk() {
-    assert_eq!(OtlpConfig::from_env(env(&[])).expect("valid"), None);
-    let otlp = OtlpConfig::from_env(env(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-        (
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "api-key=a%20b%3Dc, x-tenant=blue",
-        ),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-    ]))
-    .expect("valid")
-    .expect("on");
-    assert_eq!(otlp.traces_url.as_str(), "http://collector:4318/v1/traces");
-    assert_eq!(otlp.timeout, Duration::from_millis(2500));
-    assert_eq!(otlp.headers.0[0].1, "a b=c");
-    assert_eq!(otlp.headers.0[1].0, "x-tenant");
-
-    // The signal-specific variables win, and the endpoint is used as is.
-    let otlp = OtlpConfig::from_env(env(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-        (
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "http://traces:9999/in",
-        ),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
-    ]))
-    .expect("valid")
-    .expect("on");
-    assert_eq!(otlp.traces_url.as_str(), "http://traces:9999/in");
-    assert_eq!(otlp.timeout, Duration::from_millis(700));
-}
-
-#[test]
-fn otlp_environment_switches_and_mistakes() {
-    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
-    for off in [
-        ("OTEL_SDK_DISABLED", "true"),
-        ("OTEL_TRACES_EXPORTER", "none"),
-    ] {
-        assert_eq!(
-            OtlpConfig::from_env(env(&[endpoint, off])).expect("valid"),
-            None,
-            "{off:?}"
-        );
-    }
-    let err = |vars: &[(&str, &str)]| {
-        OtlpConfig::from_env(env(vars))
-            .expect_err("invalid")
-            .to_string()
-    };
-    assert_eq!(
-        err(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
-        "OTEL_EXPORTER_OTLP_PROTOCOL: protocol \"grpc\" is not supported (only \"http/protobuf\")"
-    );
-    assert_eq!(
-        err(&[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]),
-        "OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a positive number of milliseconds"
-    );
-    let e = err(&[
-        endpoint,
-        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=ok,s3cret"),
-    ]);
-    assert_eq!(e, "OTEL_EXPORTER_OTLP_HEADERS: entry 2 is not key=value");
-    assert_eq!(
-        err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]),
-        "OTEL_EXPORTER_OTLP_ENDPOINT: URL \"collector:4318\" has scheme \"collector\"; expected http or https (e.g. http://otel-collector:4318)"
-    );
 }
