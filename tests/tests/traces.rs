@@ -23,7 +23,8 @@ const PASSWORD: &str = "otlp-hunter2-secret";
 const SLACK_NANOS: u64 = 5_000_000;
 
 /// The cycle's steps with a registry that needs no token (basic auth).
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
+    "ping",
     "check_blob",
     "start_upload",
     "upload_blob",
