@@ -142,6 +142,72 @@ fn the_text_report_names_every_step_and_the_result() {
     }
 }
 
+/// The requests of the upload of layer 1, as "METHOD status".
+fn layer_upload_requests(report: &Value) -> Vec<String> {
+    let step = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| {
+            s["step"] == "upload_blob"
+                && s["subject"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("layer 1"))
+        })
+        .expect("layer upload step");
+    step["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| format!("{} {}", r["method"].as_str().expect("method"), r["status"]))
+        .collect()
+}
+
+#[test]
+fn every_upload_mode_pushes_as_its_clients_do_and_leaves_nothing_behind() {
+    let reg = Registry::start_default().expect("registry starts");
+    let url = reg.url();
+    // Distribution 2.8 answers a single POST ?digest= with 202 (it has no monolithic POST), so
+    // the post mode completes the session it opened as docker would.
+    for (mode, expected) in [
+        (None, vec!["PATCH 202", "PUT 201"]),
+        (Some("streamed"), vec!["PATCH 202", "PUT 201"]),
+        (Some("monolithic"), vec!["PUT 201"]),
+        (Some("post"), vec!["POST 202", "PATCH 202", "PUT 201"]),
+    ] {
+        let mut args = vec![
+            "--registry",
+            url.as_str(),
+            "--repository",
+            REPO,
+            "--layers",
+            "1",
+            "--layer-size",
+            "300KiB",
+        ];
+        if let Some(mode) = mode {
+            args.extend(["--upload-mode", mode]);
+        }
+        let (code, report) = once_json(&args).expect("once runs");
+        assert_eq!(code, 0, "{mode:?}: {report:#}");
+        all_steps_passed(&report);
+        assert_eq!(
+            report["upload_mode"],
+            mode.unwrap_or("streamed"),
+            "the report names the mode"
+        );
+        assert_eq!(layer_upload_requests(&report), expected, "{mode:?}");
+        if mode == Some("post") {
+            assert_eq!(
+                count(&report, "start_upload"),
+                0,
+                "post opens no session first"
+            );
+        }
+        assert_nothing_left_behind(&reg, REPO);
+    }
+}
+
 #[test]
 fn chunked_upload_of_a_docker_manifest_image_sends_every_chunk() {
     let reg = Registry::start_default().expect("registry starts");
@@ -276,7 +342,9 @@ fn basic_auth_with_a_wrong_password_fails_with_reason_auth() {
         "{error}"
     );
     assert!(
-        error.contains("401 Unauthorized, credentials were rejected"),
+        error.contains(
+            "401 Unauthorized, basic credentials of user \"prober\" were sent and rejected"
+        ),
         "{error}"
     );
     assert!(!report.to_string().contains("wrong-pw"));

@@ -110,7 +110,7 @@ struct OnceArgs {
     /// Manifest media type: oci or docker.
     #[arg(long)]
     manifest_type: Option<String>,
-    /// Upload mode: monolithic or chunked.
+    /// Upload mode: streamed (default), monolithic, chunked or post.
     #[arg(long)]
     upload_mode: Option<String>,
     /// Chunk size for chunked uploads, e.g. 5MiB.

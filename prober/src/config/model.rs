@@ -88,11 +88,27 @@ impl fmt::Debug for Tls {
     }
 }
 
-/// How a target uploads blobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a target uploads blobs (the `upload_mode` label of `size_class_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum UploadMode {
+    /// POST, one PATCH carrying the whole blob (no Content-Range), PUT `?digest=` with an empty
+    /// body: what docker, containerd and skopeo do, and all some registries support.
+    Streamed,
+    /// POST, then one PUT `?digest=` carrying the whole blob.
     Monolithic,
+    /// POST, a PATCH per chunk with Content-Range (at least the registry's
+    /// OCI-Chunk-Min-Length), PUT `?digest=` with an empty body.
     Chunked { chunk_size: u64 },
+    /// The OCI spec's single `POST ?digest=` carrying the whole blob (201); a registry that
+    /// answers 202 opened a session instead, which the upload then completes as streamed.
+    Post,
+}
+
+impl UploadMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// What a run deletes after itself.

@@ -245,7 +245,10 @@ pub(crate) struct RawImage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpload {
-    /// "monolithic" (POST then one PUT, default) or "chunked" (POST, PATCH per chunk, PUT).
+    /// "streamed" (default: POST, one PATCH with the whole blob, PUT; what docker, containerd
+    /// and skopeo do), "monolithic" (POST, then one PUT with the blob), "chunked" (POST, a PATCH
+    /// per chunk with Content-Range, PUT) or "post" (the OCI spec's single POST ?digest= with
+    /// the blob).
     pub(crate) mode: Option<String>,
     /// Chunk size for chunked uploads (default 5MiB); raised to the registry's OCI-Chunk-Min-Length.
     pub(crate) chunk_size: Option<RawSize>,

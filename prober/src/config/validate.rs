@@ -284,7 +284,7 @@ impl RawSizeClass {
                 }
                 UploadMode::Chunked { chunk_size }
             }
-            (UploadMode::Monolithic, Some(_)) => {
+            (UploadMode::Streamed | UploadMode::Monolithic | UploadMode::Post, Some(_)) => {
                 return Err(invalid(format!(
                     "{} is set but upload.mode is not \"chunked\"",
                     at("chunk_size")
@@ -431,19 +431,22 @@ impl RawUpload {
         if chunk_size == 0 {
             return Err(invalid("upload.chunk_size: must be at least 1 byte"));
         }
-        match self.mode.as_deref() {
-            None | Some("monolithic") => {
-                if self.chunk_size.is_some() {
-                    return Err(invalid(
-                        "upload.chunk_size is set but upload.mode is not \"chunked\"",
-                    ));
-                }
-                Ok(UploadMode::Monolithic)
+        let mode = match self.mode.as_deref() {
+            None | Some("streamed") => UploadMode::Streamed,
+            Some("monolithic") => UploadMode::Monolithic,
+            Some("chunked") => return Ok(UploadMode::Chunked { chunk_size }),
+            Some("post") => UploadMode::Post,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "upload.mode: unknown mode {other:?} (expected \"streamed\", \"monolithic\", \"chunked\" or \"post\")"
+                )))
             }
-            Some("chunked") => Ok(UploadMode::Chunked { chunk_size }),
-            Some(other) => Err(invalid(format!(
-                "upload.mode: unknown mode {other:?} (expected \"monolithic\" or \"chunked\")"
-            ))),
+        };
+        if self.chunk_size.is_some() {
+            return Err(invalid(
+                "upload.chunk_size is set but upload.mode is not \"chunked\"",
+            ));
         }
+        Ok(mode)
     }
 }

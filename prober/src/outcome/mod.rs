@@ -379,6 +379,8 @@ pub struct RunReport {
     pub target: String,
     /// The size class the run pushed ("default" when the target has no size classes).
     pub size_class: String,
+    /// How the run uploaded blobs: streamed, monolithic, chunked or post.
+    pub upload_mode: &'static str,
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,

@@ -1,6 +1,7 @@
-//! The push path, on the origin: HEAD each blob, open an upload session, upload the blob
-//! (monolithic PUT, or chunked PATCHes and a closing PUT), then PUT the manifest under the run's
-//! unique tag.
+//! The push path, on the origin: HEAD each blob, upload it in the target's mode (an upload
+//! session opened by POST, then one PATCH and a closing PUT as docker does, one PUT, or chunked
+//! PATCHes and a closing PUT; or the OCI spec's single POST), then PUT the manifest under the
+//! run's unique tag.
 
 use http::header;
 use http::{Method, StatusCode};
@@ -24,6 +25,10 @@ impl Run<'_> {
     pub(super) async fn push_image(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
         for blob in image.blobs() {
             if self.check_blob(&blob).await? {
+                continue;
+            }
+            if self.class.upload == UploadMode::Post {
+                self.post_blob(image, &blob).await?;
                 continue;
             }
             let min_chunk = self.start_upload(&blob).await?;
@@ -110,6 +115,10 @@ impl Run<'_> {
                     upload_chunks(call, &mut location, &body, chunk).await?;
                     BodySource::Empty
                 }
+                UploadMode::Streamed | UploadMode::Post => {
+                    upload_whole(call, &mut location, &body).await?;
+                    BodySource::Empty
+                }
             };
             close_upload(call, location.clone(), &blob.digest, put_body).await
         });
@@ -117,6 +126,55 @@ impl Run<'_> {
         session.url = location;
         if result.is_ok() {
             session.completed = true;
+            self.uploaded.push(blob.digest.clone());
+        }
+        result
+    }
+
+    /// The OCI spec's single `POST /blobs/uploads/?digest=` carrying the whole blob: 201 with our
+    /// digest. A registry that answers 202 opened an upload session instead (the spec allows
+    /// it), which the same step completes as docker would: one PATCH, then the closing PUT.
+    async fn post_blob(&mut self, image: &Image, blob: &BlobRef) -> Result<(), Failure> {
+        let origin = self.origin();
+        let body = blob_body(image, blob);
+        let mut session = None;
+        let subject = format!("{} ({} bytes)", blob.kind, blob.size);
+        let result = step!(self, Step::UploadBlob, origin, subject, |call| async {
+            let mut url = call.url("blobs/uploads/")?;
+            url.query_pairs_mut()
+                .append_pair("digest", blob.digest.as_str());
+            let req = Request::new(Method::POST, url)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone());
+            let resp = call
+                .fetch(
+                    &req,
+                    &[StatusCode::CREATED, StatusCode::ACCEPTED],
+                    Reason::NameUnknown,
+                )
+                .await?;
+            if resp.status == StatusCode::CREATED {
+                verify::digest_header(&resp, &blob.digest)?;
+                return call.discard(resp).await;
+            }
+            let mut location = resp.location()?;
+            call.discard(resp).await?;
+            session = Some(location.clone());
+            let completed = async {
+                upload_whole(call, &mut location, &body).await?;
+                close_upload(call, location.clone(), &blob.digest, BodySource::Empty).await
+            }
+            .await;
+            session = Some(location);
+            completed
+        });
+        if let Some(url) = session {
+            self.sessions.push(Session {
+                url,
+                completed: result.is_ok(),
+            });
+        }
+        if result.is_ok() {
             self.uploaded.push(blob.digest.clone());
         }
         result
@@ -195,6 +253,27 @@ async fn upload_chunks(
         offset = end;
     }
     Ok(())
+}
+
+/// PATCH the whole blob into the session, as docker, containerd and skopeo do: no
+/// Content-Range; the 202 answer carries the Location to close, and the Range the registry holds
+/// (when it says) must be the whole blob.
+async fn upload_whole(
+    call: &mut Call<'_>,
+    location: &mut Url,
+    body: &BodySource,
+) -> Result<(), Failure> {
+    let req = Request::new(Method::PATCH, location.clone())
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body.clone());
+    let resp = call
+        .fetch(&req, &[StatusCode::ACCEPTED], Reason::BlobUploadUnknown)
+        .await?;
+    if body.len() > 0 {
+        verify::upload_range(&resp, body.len())?;
+    }
+    *location = resp.location()?;
+    call.discard(resp).await
 }
 
 /// Closes an upload session: `PUT <location>?digest=<digest>` with the rest of the blob (all

@@ -1204,6 +1204,7 @@ mod tests {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
             target: target.to_string(),
             size_class: "default".into(),
+            upload_mode: "streamed",
             registry: "registry.example".into(),
             repository: "probe/e2e".into(),
             tag: Some("t1".into()),

@@ -13,6 +13,11 @@ pub fn render(report: &RunReport) -> String {
         "target {:?}: {} repository {}",
         report.target, report.registry, report.repository
     );
+    let _ = writeln!(
+        out,
+        "size class {}, {} upload",
+        report.size_class, report.upload_mode
+    );
     let _ = writeln!(out, "trace {}", report.trace_id);
     if let Some(tag) = &report.tag {
         let _ = writeln!(

@@ -69,6 +69,7 @@ fn report(target: &str) -> RunReport {
     RunReport {
         trace_id: RunReport::new_trace_id(),
         size_class: "default".into(),
+        upload_mode: "streamed",
         retry_after: None,
         propagation: Vec::new(),
         mount: None,

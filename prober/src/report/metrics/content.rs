@@ -313,15 +313,25 @@ impl ContentMetrics {
         }
     }
 
-    /// Sessions are opened by `start_upload`, or by a mount the registry answered with 202
-    /// (fallback), and closed by a completed `upload_blob` or a `cancel_upload`; whatever a run
+    /// Sessions are opened by `start_upload`, by a mount or a single POST the registry answered
+    /// with 202 (fallback), and closed by a completed `upload_blob` or a `cancel_upload`; whatever a run
     /// opened and did not close stays open on the registry.
     fn observe_upload_sessions(&self, target: &Name, report: &RunReport) {
         let steps = &report.steps;
         let succeeded =
             |step: Step| steps.iter().filter(|s| s.step == step && s.success).count() as u64;
         let fallback = u64::from(report.mount == Some(MountOutcome::Fallback));
-        let opened = succeeded(Step::StartUpload) + fallback;
+        // A single POST ?digest= that the registry answered 202 opened a session too.
+        let posted = steps
+            .iter()
+            .filter(|s| s.step == Step::UploadBlob)
+            .filter(|s| {
+                s.requests
+                    .first()
+                    .is_some_and(|r| r.method == "POST" && r.status == Some(202))
+            })
+            .count() as u64;
+        let opened = succeeded(Step::StartUpload) + fallback + posted;
         let completed = succeeded(Step::UploadBlob);
         let cancelled = succeeded(Step::CancelUpload);
         // A monolithic upload without a session of its own would make this negative: saturate.

@@ -11,7 +11,7 @@ use super::family::{
     closed_label, label_sets, unix_seconds, Configured, Families, FloatGauge, Name, Outcome,
     Tracked,
 };
-use crate::config::Target;
+use crate::config::{Target, UploadMode};
 use crate::outcome::{Reason, RunReport};
 
 /// `cause` of a skipped run: `overrun`, the previous run of the size class was still going;
@@ -23,13 +23,14 @@ pub enum SkipCause {
     RateLimited,
 }
 
-closed_label!(SkipCause);
+closed_label!(SkipCause, UploadMode);
 
 label_sets! {
     ClassLabels { target: Name, size_class: Name } [size_class];
     RunLabels { target: Name, size_class: Name, result: Outcome } [size_class];
     FailureLabels { target: Name, size_class: Name, reason: Reason } [size_class];
     SkipLabels { target: Name, size_class: Name, cause: SkipCause } [size_class];
+    ClassInfoLabels { target: Name, size_class: Name, upload_mode: UploadMode } [size_class];
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +43,7 @@ pub(super) struct RunMetrics {
     skipped: Tracked<SkipLabels, Counter>,
     in_flight: Tracked<ClassLabels, Gauge>,
     interval: Tracked<ClassLabels, FloatGauge>,
+    info: Tracked<ClassInfoLabels, Gauge>,
 }
 
 /// 10 ms to 328 s: a run is cut at its timeout, plus cleanup's own deadline.
@@ -60,6 +62,7 @@ impl RunMetrics {
             skipped: Tracked::counter(),
             in_flight: Tracked::gauge(),
             interval: Tracked::float_gauge(),
+            info: Tracked::gauge(),
         };
         f.tracked(
             "runs",
@@ -109,6 +112,12 @@ impl RunMetrics {
             Some(Unit::Seconds),
             &m.interval,
         );
+        f.tracked(
+            "size_class_info",
+            "Always 1; says how the size class uploads blobs (join on target and size_class)",
+            None,
+            &m.info,
+        );
         m
     }
 
@@ -146,6 +155,21 @@ impl RunMetrics {
             self.in_flight.touch(class_labels());
             self.interval
                 .set(class_labels(), class.interval.as_secs_f64());
+            // One series, of the configured mode: a reload that changes it drops the old one.
+            for mode in UploadMode::iter() {
+                let labels = ClassInfoLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    upload_mode: mode,
+                };
+                if mode.as_str() == class.upload.as_str() {
+                    self.info.with(labels, |g| {
+                        g.set(1);
+                    });
+                } else {
+                    self.info.remove(&labels);
+                }
+            }
         }
     }
 
@@ -159,6 +183,7 @@ impl RunMetrics {
         self.skipped.retain(kept);
         self.in_flight.retain(kept);
         self.interval.retain(kept);
+        self.info.retain(kept);
     }
 
     /// A finished run: its result, its duration, when it ended, and the reason of its first

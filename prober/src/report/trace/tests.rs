@@ -57,6 +57,7 @@ fn report() -> RunReport {
     RunReport {
         trace_id: TRACE_ID.to_string(),
         size_class: "default".into(),
+        upload_mode: "streamed",
         retry_after: None,
         propagation: Vec::new(),
         mount: None,
