@@ -372,7 +372,7 @@ fn once_target(
         },
         cleanup: RawCleanup {
             enabled: !args.no_cleanup,
-            delete_blobs: true,
+            ..RawCleanup::default()
         },
         golden_images: args.golden.clone(),
         sizes: None,

@@ -111,11 +111,32 @@ impl UploadMode {
     }
 }
 
-/// What a run deletes after itself.
+/// What a run does about what it pushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Cleanup {
     pub(crate) enabled: bool,
-    pub(crate) delete_blobs: bool,
+    pub(crate) mode: CleanupMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CleanupMode {
+    /// DELETE the manifest, and the blobs when `blobs`.
+    Delete { blobs: bool },
+    /// Push under `tags` rotating tags and delete nothing: the registry's lifecycle policy
+    /// reclaims the images each run untags.
+    Rotate { tags: u32 },
+}
+
+impl Cleanup {
+    /// Whether cleanup DELETEs blobs (and so also the manifest).
+    pub(crate) fn deletes_blobs(&self) -> bool {
+        matches!(self.mode, CleanupMode::Delete { blobs: true })
+    }
+
+    /// Whether cleanup DELETEs anything.
+    pub(crate) fn deletes(&self) -> bool {
+        self.enabled && matches!(self.mode, CleanupMode::Delete { .. })
+    }
 }
 
 /// A size tier: its layers, interval, deadline and upload mode.

@@ -254,23 +254,32 @@ pub(crate) struct RawUpload {
     pub(crate) chunk_size: Option<RawSize>,
 }
 
-/// What a run deletes after itself.
+/// What a run does about what it pushed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCleanup {
-    /// Delete what a run pushed (default true). Off leaves the image for inspection.
+    /// Clean up after each run (default true). Off leaves the image for inspection.
     #[serde(default = "yes")]
     pub(crate) enabled: bool,
-    /// Also DELETE the blobs (default true); turn off for registries that refuse blob deletes.
-    #[serde(default = "yes")]
-    pub(crate) delete_blobs: bool,
+    /// "delete" (default): DELETE the manifest and blobs a run pushed. "rotate", for registries
+    /// that refuse DELETE through their API (GHCR, Docker Hub, ECR, ...): runs push under a
+    /// small fixed set of tags in turn, so each run untags the image of the run before it, and
+    /// the registry's own untagged-image lifecycle policy reclaims them (docs/registries.md).
+    pub(crate) mode: Option<String>,
+    /// With mode "rotate": how many tags runs of a size class push under in turn (default 3).
+    pub(crate) rotate_tags: Option<i64>,
+    /// With mode "delete": also DELETE the blobs (default true); off for registries that refuse
+    /// blob deletes but delete manifests.
+    pub(crate) delete_blobs: Option<bool>,
 }
 
 impl Default for RawCleanup {
     fn default() -> Self {
         RawCleanup {
             enabled: true,
-            delete_blobs: true,
+            mode: None,
+            rotate_tags: None,
+            delete_blobs: None,
         }
     }
 }

@@ -27,7 +27,7 @@ fn a_minimal_target_gets_the_documented_defaults() {
     assert_eq!(t.sizes[0].layer_sizes, vec![4096, 65536, 1048576]);
     assert_eq!(t.sizes[0].upload, UploadMode::Streamed);
     assert_eq!(t.manifest_type, ManifestType::Oci);
-    assert!(t.cleanup.enabled && t.cleanup.delete_blobs);
+    assert!(t.cleanup.enabled && t.cleanup.deletes_blobs());
 }
 
 #[test]

@@ -10,14 +10,15 @@ use url::Url;
 
 use super::durations::{not_longer, positive};
 use super::model::{
-    Canaries, Cleanup, Config, Propagation, PullPath, SizeClass, Target, Tls, UploadMode,
-    DEFAULT_SIZE_CLASS, ORIGIN,
+    Canaries, Cleanup, CleanupMode, Config, Propagation, PullPath, SizeClass, Target, Tls,
+    UploadMode, DEFAULT_SIZE_CLASS, ORIGIN,
 };
 use super::names::{
     parse_reference, validate_instance, validate_label, validate_name, validate_repository,
 };
 use super::raw::{
-    RawCanaries, RawConfig, RawDefaults, RawImage, RawPath, RawSizeClass, RawTarget, RawUpload,
+    RawCanaries, RawCleanup, RawConfig, RawDefaults, RawImage, RawPath, RawSizeClass, RawTarget,
+    RawUpload,
 };
 use super::registry_url::parse_registry_url;
 use super::size::{parse_size, size_list, MAX_LAYERS};
@@ -241,10 +242,7 @@ impl RawTarget {
             cleanup_timeout,
             tls,
             credentials,
-            cleanup: Cleanup {
-                enabled: self.cleanup.enabled,
-                delete_blobs: self.cleanup.delete_blobs,
-            },
+            cleanup: self.cleanup.validate()?,
             golden_images,
             sizes,
             paths,
@@ -419,6 +417,53 @@ impl RawImage {
                 Ok(vec![size; n as usize])
             }
         }
+    }
+}
+
+/// Rotating tags a size class may push under at most (each holds an image until it is reused).
+const MAX_ROTATE_TAGS: i64 = 100;
+const DEFAULT_ROTATE_TAGS: u32 = 3;
+
+impl RawCleanup {
+    fn validate(self) -> Result<Cleanup, ConfigError> {
+        let mode = match self.mode.as_deref() {
+            None | Some("delete") => {
+                if self.rotate_tags.is_some() {
+                    return Err(invalid(
+                        "cleanup.rotate_tags is set but cleanup.mode is not \"rotate\"",
+                    ));
+                }
+                CleanupMode::Delete {
+                    blobs: self.delete_blobs.unwrap_or(true),
+                }
+            }
+            Some("rotate") => {
+                if self.delete_blobs.is_some() {
+                    return Err(invalid(
+                        "cleanup.delete_blobs is set but cleanup.mode is \"rotate\", which deletes nothing",
+                    ));
+                }
+                let tags = match self.rotate_tags {
+                    None => DEFAULT_ROTATE_TAGS,
+                    Some(n) if (1..=MAX_ROTATE_TAGS).contains(&n) => n as u32,
+                    Some(n) => {
+                        return Err(invalid(format!(
+                            "cleanup.rotate_tags: {n} is out of range (1 to {MAX_ROTATE_TAGS})"
+                        )))
+                    }
+                };
+                CleanupMode::Rotate { tags }
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "cleanup.mode: unknown mode {other:?} (expected \"delete\" or \"rotate\")"
+                )))
+            }
+        };
+        Ok(Cleanup {
+            enabled: self.enabled,
+            mode,
+        })
     }
 }
 

@@ -362,6 +362,12 @@ impl StepReport {
         }
     }
 
+    /// A cleanup step the registry refused (it does not allow DELETE): a known limit of the
+    /// registry, reported and counted as left behind, which fails neither the run nor cleanup.
+    pub fn is_refused_cleanup(&self) -> bool {
+        !self.success && self.step.is_cleanup() && self.reason == Some(Reason::Unsupported)
+    }
+
     /// The one-line error as an on-call engineer reads it: step, subject, then the failure.
     pub fn error_line(&self) -> Option<String> {
         self.error
@@ -410,6 +416,9 @@ pub struct RunReport {
     /// The canaries kept, when canaries are enabled (runs of the first size class).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canaries: Option<CanarySummary>,
+    /// What the run left on the registry knowingly, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_behind: Option<LeftBehind>,
 }
 
 /// How long a replicated path took to serve a pushed image.
@@ -439,6 +448,15 @@ impl MountOutcome {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+}
+
+/// What a run left on the registry knowingly: in rotate mode its image (for the registry's
+/// lifecycle policy), or what a registry that refuses DELETE kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LeftBehind {
+    pub manifests: u32,
+    /// The bytes of the blobs the run uploaded and did not delete.
+    pub bytes: u64,
 }
 
 /// The aged canaries a target keeps.
@@ -476,7 +494,9 @@ impl RunReport {
 
     /// The first failed step, which is what stopped the run.
     pub fn first_failure(&self) -> Option<&StepReport> {
-        self.steps.iter().find(|s| !s.success)
+        self.steps
+            .iter()
+            .find(|s| !s.success && !s.is_refused_cleanup())
     }
 }
 

@@ -205,12 +205,22 @@ impl<'a> Run<'a> {
             .await
     }
 
-    /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs).
+    /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs). A
+    /// target whose cleanup deletes nothing (rotate mode: the registry refuses DELETE) only
+    /// stops checking them; the registry's lifecycle policy is to expire them.
     async fn rotate(&mut self, keep: usize) {
         let expired: Vec<Canary> = self.book(|b| {
             let n = b.known.len().saturating_sub(keep);
             b.known.values().take(n).cloned().collect()
         });
+        if !self.target().cleanup.deletes() {
+            self.book(|b| {
+                for canary in &expired {
+                    b.known.remove(&canary.period);
+                }
+            });
+            return;
+        }
         for canary in expired {
             let subject = format!("expired canary {}", canary.tag);
             let deleted = match &canary.manifest {
@@ -231,7 +241,7 @@ impl<'a> Run<'a> {
             if !deleted {
                 continue;
             }
-            if self.target().cleanup.delete_blobs {
+            if self.target().cleanup.deletes_blobs() {
                 for blob in &canary.blobs {
                     let _ = self
                         .delete(

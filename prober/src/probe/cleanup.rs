@@ -1,6 +1,9 @@
 //! Cleanup, on the origin: cancel every upload session the run left open, DELETE the manifest
 //! by digest and the blobs it pushed. Cleanup steps have their own deadline, so they run even
-//! after the run deadline; a failure is reported as a cleanup failure, never hidden.
+//! after the run deadline; a failure is reported as a cleanup failure, never hidden. A registry
+//! that refuses DELETE (405, UNSUPPORTED, DENIED, or an HTML 404 for what the run just pushed:
+//! DELETE is not routed) is said to, as `unsupported`, never as lost content; what it keeps is
+//! counted as left behind, and the run stops asking.
 
 use http::{Method, StatusCode};
 
@@ -9,53 +12,90 @@ use super::run::Run;
 use crate::http::{redact_url, Request};
 use crate::oci::digest::Digest;
 use crate::oci::image::Image;
-use crate::outcome::{Failure, Reason, Step};
+use crate::outcome::{Failure, LeftBehind, Reason, Step};
 
 impl Run<'_> {
-    /// Undoes everything the run created.
+    /// Undoes everything the run created; what a registry that refuses DELETE keeps, or what
+    /// cleanup does not delete by configuration, is counted as left behind.
     pub(super) async fn cleanup(&mut self, image: &Image) {
         self.cancel_open_sessions().await;
+        if !self.target().cleanup.deletes() {
+            self.leave(image, self.stored_manifests(), &self.uploaded.clone());
+            return;
+        }
+        let deletes_blobs = self.target().cleanup.deletes_blobs();
         if let (Some(digest), Some(repo)) = (self.mounted.clone(), self.target().mount.clone()) {
-            if self.target().cleanup.delete_blobs {
+            if deletes_blobs {
                 let subject = format!("mounted blob in {repo}");
-                let _ = self
-                    .delete(
-                        Step::DeleteBlob,
-                        &subject,
-                        Some(&repo),
-                        &format!("blobs/{digest}"),
-                        false,
-                    )
-                    .await;
+                let rest = format!("blobs/{digest}");
+                if refused(
+                    &self
+                        .delete(Step::DeleteBlob, &subject, Some(&repo), &rest, false)
+                        .await,
+                ) {
+                    self.leave(image, self.stored_manifests(), &self.uploaded.clone());
+                    return;
+                }
             }
         }
         // Manifests go first: distribution refuses nothing here, but a registry that
         // garbage-collects would otherwise still see the blobs referenced.
-        for m in self.manifests_pushed.clone() {
+        let manifests = self.manifests_pushed.clone();
+        for (i, m) in manifests.iter().enumerate() {
             let rest = format!("manifests/{}", m.digest);
-            let _ = self
+            let result = self
                 .delete(Step::DeleteManifest, "manifest", None, &rest, !m.stored)
                 .await;
-        }
-        if self.target().cleanup.delete_blobs {
-            let uploaded: Vec<Digest> = self.uploaded.clone();
-            for digest in uploaded {
-                let label = image
-                    .blobs()
-                    .into_iter()
-                    .find(|b| b.digest == digest)
-                    .map(|b| b.kind.to_string())
-                    .unwrap_or_else(|| digest.to_string());
-                let _ = self
-                    .delete(
-                        Step::DeleteBlob,
-                        &label,
-                        None,
-                        &format!("blobs/{digest}"),
-                        false,
-                    )
-                    .await;
+            if refused(&result) {
+                let left = manifests[i..].iter().filter(|m| m.stored).count() as u32;
+                self.leave(image, left, &self.uploaded.clone());
+                return;
             }
+        }
+        let uploaded: Vec<Digest> = self.uploaded.clone();
+        if !deletes_blobs {
+            self.leave(image, 0, &uploaded);
+            return;
+        }
+        for (i, digest) in uploaded.iter().enumerate() {
+            let label = image
+                .blobs()
+                .into_iter()
+                .find(|b| b.digest == *digest)
+                .map(|b| b.kind.to_string())
+                .unwrap_or_else(|| digest.to_string());
+            let result = self
+                .delete(
+                    Step::DeleteBlob,
+                    &label,
+                    None,
+                    &format!("blobs/{digest}"),
+                    false,
+                )
+                .await;
+            if refused(&result) {
+                self.leave(image, 0, &uploaded[i..]);
+                return;
+            }
+        }
+    }
+
+    /// The manifests the registry stored for this run.
+    fn stored_manifests(&self) -> u32 {
+        self.manifests_pushed.iter().filter(|m| m.stored).count() as u32
+    }
+
+    /// Records `manifests` and the bytes of `blobs` (of this run's image) as left on the
+    /// registry: for its lifecycle policy or garbage collection, not for a later sweep.
+    fn leave(&mut self, image: &Image, manifests: u32, blobs: &[Digest]) {
+        let bytes = image
+            .blobs()
+            .iter()
+            .filter(|b| blobs.contains(&b.digest))
+            .map(|b| b.size)
+            .sum();
+        if manifests > 0 || bytes > 0 {
+            self.left_behind = Some(LeftBehind { manifests, bytes });
         }
     }
 
@@ -129,15 +169,81 @@ impl Run<'_> {
             let resp = call
                 .fetch(&Request::new(Method::DELETE, url), &ok, not_found)
                 .await
-                .map_err(|mut f| {
-                    if f.reason == Reason::Unsupported {
-                        f.message.push_str(
-                            " (the registry does not allow deletes: enable them, e.g. storage.delete.enabled, or set cleanup.delete_blobs: false)",
-                        );
-                    }
-                    f
-                })?;
+                .map_err(|f| refusal(f, !gone_ok))?;
             call.discard(resp).await
         })
+    }
+}
+
+/// A DELETE the registry refused, rather than one that found nothing: 405 or UNSUPPORTED (the
+/// spec's answers), DENIED (not allowed to delete here), or, for something known to be there
+/// (`present`: the run stored it), a 404 without the registry's error envelope: no DELETE route,
+/// which a registry that lost the content would have answered with MANIFEST_UNKNOWN or
+/// BLOB_UNKNOWN.
+fn refusal(mut f: Failure, present: bool) -> Failure {
+    let not_routed = present && f.status == Some(404) && f.registry_code.is_none();
+    let denied = f.registry_code.as_deref() == Some("DENIED");
+    if f.reason == Reason::Unsupported || denied || not_routed {
+        f.reason = Reason::Unsupported;
+        f.message.push_str(
+            " (the registry does not allow DELETE through its API: set cleanup.mode: rotate and a lifecycle policy that expires untagged images, see docs/registries.md; on Distribution, storage.delete.enabled)",
+        );
+    }
+    f
+}
+
+/// Whether a cleanup step found the registry refusing DELETE.
+fn refused(result: &Result<(), Failure>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|f| f.reason == Reason::Unsupported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(status: u16, code: Option<&str>, reason: Reason) -> Failure {
+        Failure {
+            reason,
+            message: "DELETE u: got ...".into(),
+            status: Some(status),
+            registry_code: code.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_refused_delete_is_unsupported_and_says_what_to_do() {
+        for f in [
+            failure(405, None, Reason::Unsupported),
+            failure(405, Some("UNSUPPORTED"), Reason::Unsupported),
+            failure(403, Some("DENIED"), Reason::Auth),
+            failure(404, None, Reason::ManifestUnknown),
+        ] {
+            let f = refusal(f, true);
+            assert_eq!(f.reason, Reason::Unsupported);
+            assert!(
+                f.message.contains("set cleanup.mode: rotate"),
+                "{}",
+                f.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_404_with_the_registry_envelope_is_lost_content_not_a_refusal() {
+        let f = refusal(
+            failure(404, Some("MANIFEST_UNKNOWN"), Reason::ManifestUnknown),
+            true,
+        );
+        assert_eq!(f.reason, Reason::ManifestUnknown);
+        let f = refusal(
+            failure(404, Some("BLOB_UNKNOWN"), Reason::BlobUnknown),
+            true,
+        );
+        assert_eq!(f.reason, Reason::BlobUnknown);
+        // Something the run never stored may just not be there.
+        let f = refusal(failure(404, None, Reason::ManifestUnknown), false);
+        assert_eq!(f.reason, Reason::ManifestUnknown);
     }
 }

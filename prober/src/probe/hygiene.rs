@@ -148,7 +148,7 @@ impl Run<'_> {
             true,
         )
         .await?;
-        if self.target().cleanup.delete_blobs {
+        if self.target().cleanup.deletes_blobs() {
             for blob in manifest.blobs("").unwrap_or_default() {
                 let _ = self
                     .delete(

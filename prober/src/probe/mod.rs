@@ -17,12 +17,13 @@ mod run;
 mod tags;
 mod verify;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use crate::config::{Target, ORIGIN};
+use crate::config::{CleanupMode, Target, ORIGIN};
 use crate::http::transport::{Resolve, SystemResolver, Transport};
 use crate::http::Client;
 use crate::oci::image::Image;
@@ -40,6 +41,8 @@ pub struct Prober {
     canaries: Mutex<canary::Book>,
     /// Upload sessions whose cancel failed: the next sweep tries again.
     leftover_sessions: Mutex<Vec<url::Url>>,
+    /// Per size class, how many runs have started: picks the rotating tag in rotate mode.
+    turns: Vec<AtomicU64>,
 }
 
 impl Prober {
@@ -73,6 +76,7 @@ impl Prober {
             });
         }
         Prober {
+            turns: target.sizes.iter().map(|_| AtomicU64::new(0)).collect(),
             target,
             endpoints,
             canaries: Mutex::new(canary::Book::default()),
@@ -107,7 +111,7 @@ impl Prober {
         let started_at = SystemTime::now();
         let started = Instant::now();
         let mut run = Run::new(self, class, started + class.timeout, watch);
-        let tag = tags::run_tag(&self.target.instance, seed);
+        let tag = self.tag_for(index, seed);
         let sizes = class.layer_sizes.clone();
         let manifest_type = self.target.manifest_type;
         // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
@@ -160,8 +164,12 @@ impl Prober {
         run.remember_open_sessions();
 
         let steps = run.take_steps();
-        let cleanup_failed = steps.iter().any(|s| s.step.is_cleanup() && !s.success);
-        let success = steps.iter().all(|s| s.success);
+        // A registry that refuses DELETE is a known limit (counted as left behind), not a
+        // failure of the run or of its cleanup.
+        let cleanup_failed = steps
+            .iter()
+            .any(|s| s.step.is_cleanup() && !s.success && !s.is_refused_cleanup());
+        let success = steps.iter().all(|s| s.success || s.is_refused_cleanup());
         // The registry's Retry-After, or one interval when it named none.
         let retry_after = run
             .rate_limited
@@ -188,6 +196,20 @@ impl Prober {
             propagation: run.propagation,
             mount: run.mount,
             canaries,
+            left_behind: run.left_behind,
+        }
+    }
+
+    /// The tag a run of size class `class` pushes under: its own, or in rotate mode the next of
+    /// the class's rotating tags.
+    fn tag_for(&self, class: usize, seed: u64) -> String {
+        match self.target.cleanup.mode {
+            CleanupMode::Rotate { tags } if self.target.cleanup.enabled => {
+                let turn = self.turns[class].fetch_add(1, Ordering::Relaxed);
+                let name = &self.target.sizes[class].name;
+                tags::rotating_tag(&self.target.instance, name, turn % u64::from(tags))
+            }
+            _ => tags::run_tag(&self.target.instance, seed),
         }
     }
 
@@ -219,6 +241,46 @@ impl Prober {
             propagation: Vec::new(),
             mount: None,
             canaries: None,
+            left_behind: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn prober(cleanup: &str) -> Prober {
+        let yaml = format!(
+            "targets:\n  - name: t\n    registry: https://r.example\n    repository: p\n    sizes:\n      - {{class: small, layer_sizes: [4KiB]}}\n      - {{class: big, layer_sizes: [1MiB]}}\n    cleanup: {cleanup}\n"
+        );
+        let config = RawConfig::from_yaml(&yaml)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        Prober::new(config.targets.into_iter().next().expect("a target"))
+    }
+
+    #[test]
+    fn rotate_mode_takes_each_classs_tags_in_turn() {
+        let p = prober("{mode: rotate, rotate_tags: 2}");
+        let small: Vec<String> = (0..3).map(|seed| p.tag_for(0, seed)).collect();
+        assert_eq!(
+            small,
+            [
+                "registry-prober-default-small-rotating-0",
+                "registry-prober-default-small-rotating-1",
+                "registry-prober-default-small-rotating-0"
+            ]
+        );
+        assert_eq!(p.tag_for(1, 0), "registry-prober-default-big-rotating-0");
+    }
+
+    #[test]
+    fn delete_mode_tags_every_run_uniquely() {
+        let p = prober("{mode: delete}");
+        assert_ne!(p.tag_for(0, 1), p.tag_for(0, 2));
+        assert!(tags::parse_run_tag(&p.tag_for(0, 1)).is_some());
     }
 }

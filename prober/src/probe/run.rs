@@ -38,7 +38,8 @@ use crate::config::{Propagation, SizeClass, Target};
 use crate::http::{Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
 use crate::outcome::{
-    Failure, HttpRecord, MountOutcome, PropagationReport, Reason, RunReport, Step, StepReport,
+    Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason, RunReport, Step,
+    StepReport,
 };
 
 /// One endpoint a target is reached through, with its own client (and connection pool).
@@ -271,6 +272,8 @@ pub(super) struct Run<'a> {
     pub(super) mounted: Option<Digest>,
     pub(super) mount: Option<MountOutcome>,
     pub(super) propagation: Vec<PropagationReport>,
+    /// What the run leaves on the registry knowingly (rotate mode, or DELETE refused).
+    pub(super) left_behind: Option<LeftBehind>,
     /// Per endpoint (in the prober's order), whether its ping failed: its steps are skipped.
     down: Vec<bool>,
     /// The longest Retry-After of a rate-limited answer; once set, the run sends nothing more
@@ -298,6 +301,7 @@ impl<'a> Run<'a> {
             mounted: None,
             mount: None,
             propagation: Vec::new(),
+            left_behind: None,
             down: vec![false; prober.endpoints.len()],
             rate_limited: None,
         }

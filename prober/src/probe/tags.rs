@@ -12,6 +12,13 @@ pub(super) fn run_tag(instance: &str, seed: u64) -> String {
     format!("{TAG_PREFIX}{instance}-{}-{:08x}", unix_now(), seed as u32)
 }
 
+/// `registry-prober-<instance>-<size class>-rotating-<n>`, the tag of turn `n` in rotate mode:
+/// each run re-tags one of a few fixed tags, leaving the image it untags to the registry's
+/// lifecycle policy. Never a run tag, so sweeps leave it alone.
+pub(super) fn rotating_tag(instance: &str, class: &str, n: u64) -> String {
+    format!("{TAG_PREFIX}{instance}-{class}-rotating-{n}")
+}
+
 /// A run tag's parts: (instance, unix seconds). Canary tags and foreign tags are None.
 pub(super) fn parse_run_tag(tag: &str) -> Option<(&str, u64)> {
     let rest = tag.strip_prefix(TAG_PREFIX)?;
@@ -43,6 +50,14 @@ mod tests {
         let (instance, secs) = parse_run_tag(&t).expect("parses");
         assert_eq!(instance, "eu1");
         assert!(secs > 1_700_000_000);
+    }
+
+    #[test]
+    fn rotating_tags_are_valid_and_never_run_tags() {
+        let t = rotating_tag("eu1", "small", 2);
+        assert_eq!(t, "registry-prober-eu1-small-rotating-2");
+        assert_eq!(parse_run_tag(&t), None);
+        assert_eq!(parse_run_tag(&rotating_tag("eu1", "1700000000", 2)), None);
     }
 
     #[test]

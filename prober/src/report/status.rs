@@ -1218,6 +1218,7 @@ mod tests {
             propagation: Vec::new(),
             mount: None,
             canaries: None,
+            left_behind: None,
         }
     }
 

@@ -74,6 +74,7 @@ fn report(target: &str) -> RunReport {
         propagation: Vec::new(),
         mount: None,
         canaries: None,
+        left_behind: None,
         target: target.into(),
         registry: "http://127.0.0.1:5000/".into(),
         repository: "probe/x".into(),

@@ -93,6 +93,8 @@ pub(super) struct ContentMetrics {
     sweeps: Tracked<SweepLabels, Counter>,
     swept_objects: Tracked<SweptLabels, Counter>,
     blob_mounts: Tracked<MountLabels, Counter>,
+    left_behind_manifests: Tracked<TargetLabels, Counter>,
+    left_behind_bytes: Tracked<TargetLabels, Counter>,
 }
 
 /// 64 KiB/s to 16 GiB/s: a throttled link to a blob served from a local cache.
@@ -117,6 +119,8 @@ impl ContentMetrics {
             sweeps: Tracked::counter(),
             swept_objects: Tracked::counter(),
             blob_mounts: Tracked::counter(),
+            left_behind_manifests: Tracked::counter(),
+            left_behind_bytes: Tracked::counter(),
         };
         f.tracked(
             "upload_sessions",
@@ -172,6 +176,18 @@ impl ContentMetrics {
             None,
             &m.blob_mounts,
         );
+        f.tracked(
+            "left_behind_manifests",
+            "Manifests runs left on the registry knowingly: in cleanup mode rotate, for the registry's lifecycle policy, or because the registry refuses DELETE",
+            None,
+            &m.left_behind_manifests,
+        );
+        f.tracked(
+            "left_behind",
+            "Bytes of blobs runs uploaded and left on the registry knowingly (see left_behind_manifests)",
+            Some(Unit::Bytes),
+            &m.left_behind_bytes,
+        );
         m
     }
 
@@ -207,6 +223,9 @@ impl ContentMetrics {
         for kind in SweptKind::iter() {
             self.swept_objects.touch(SweptLabels { target: t(), kind });
         }
+        self.left_behind_manifests
+            .touch(TargetLabels { target: t() });
+        self.left_behind_bytes.touch(TargetLabels { target: t() });
         if target.mount.is_some() {
             for outcome in MountOutcome::iter() {
                 self.blob_mounts.touch(MountLabels {
@@ -232,6 +251,8 @@ impl ContentMetrics {
         self.propagation_delay.retain(kept);
         self.sweeps.retain(kept);
         self.swept_objects.retain(kept);
+        self.left_behind_manifests.retain(kept);
+        self.left_behind_bytes.retain(kept);
         let with_canaries = |l: &dyn Scope| {
             configured
                 .target_of(l)
@@ -273,9 +294,18 @@ impl ContentMetrics {
         }
     }
 
-    /// What a whole run did to the registry's content: sessions, propagation, mount, canaries.
+    /// What a whole run did to the registry's content: sessions, propagation, mount, canaries,
+    /// what it left behind.
     pub(super) fn observe_run(&self, target: &Name, report: &RunReport) {
         self.observe_upload_sessions(target, report);
+        if let Some(left) = report.left_behind {
+            let labels = || TargetLabels {
+                target: target.clone(),
+            };
+            self.left_behind_manifests
+                .inc_by(labels(), u64::from(left.manifests));
+            self.left_behind_bytes.inc_by(labels(), left.bytes);
+        }
         // A path that missed its deadline has no delay: its `wait_propagation` step failed with
         // `propagation_timeout`, which is where that is counted.
         for propagation in &report.propagation {

@@ -141,7 +141,9 @@ impl StepMetrics {
                 1,
             );
         }
-        if step.step.is_cleanup() {
+        // A registry that refuses DELETE left something behind knowingly, which the content
+        // metrics count: that is not a failed cleanup.
+        if step.step.is_cleanup() && !step.is_refused_cleanup() {
             self.cleanup_failures.inc_by(
                 CleanupLabels {
                     target: target.clone(),

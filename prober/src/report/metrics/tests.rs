@@ -132,6 +132,7 @@ fn run(size_class: &str, success: bool, started_unix: u64, steps: Vec<StepReport
         propagation: Vec::new(),
         mount: None,
         canaries: None,
+        left_behind: None,
     }
 }
 
@@ -614,32 +615,32 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_88_series_and_an_observed_one_at_most_664_plus_step_failures() {
+fn a_new_target_has_90_series_and_an_observed_one_at_most_666_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 88);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 90);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     metrics.observe_run(&every_step_run("default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 664);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 666);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 55 + 33 C + 25 P (+2 mount, +1 canaries); at most
-    // 166 + 498 C + 153 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 57 + 33 C + 25 P (+2 mount, +1 canaries); at most
+    // 168 + 498 C + 153 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        55 + 33 * c + 25 * p + 2 + 1
+        57 + 33 * c + 25 * p + 2 + 1
     );
     metrics.observe_run(&every_step_run("small", &["cache"], true));
     metrics.observe_run(&every_step_run("large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        166 + 498 * c + 153 * p + 242 * c * p + 2 + 2
+        168 + 498 * c + 153 * p + 242 * c * p + 2 + 2
     );
 }
 
@@ -753,7 +754,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 32);
+    assert_eq!(contract.families.len(), 34);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -881,7 +882,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(32));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(34));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));

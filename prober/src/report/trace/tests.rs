@@ -62,6 +62,7 @@ fn report() -> RunReport {
         propagation: Vec::new(),
         mount: None,
         canaries: None,
+        left_behind: None,
         target: "local".to_string(),
         registry: "http://127.0.0.1:5000/".to_string(),
         repository: "probe/x".to_string(),
