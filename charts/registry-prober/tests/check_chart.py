@@ -6,7 +6,7 @@ kubernetes-validate). Every check prints one `ok:` or `FAIL:` line; the last lin
 
   - Chart.yaml's appVersion is the workspace crate version; files/ is a fresh render of mixin/
     (mixin/build --check, which also checks every query against the binary's metric contract)
-  - the schema's `config` keys are exactly the fields of prober/src/config.rs's Raw* structs
+  - the schema's `config` keys are exactly the fields of the Raw* structs of prober/src/config/
   - helm lint (strict) passes for the defaults and every ci/*-values.yaml
   - each renders; non-CRD objects pass kubernetes-validate --strict (oldest and newest
     supported Kubernetes); ServiceMonitor and PrometheusRule are checked structurally, the
@@ -118,8 +118,8 @@ def check_generated():
 
 
 def raw_struct_fields():
-    """prober/src/config.rs: Raw struct name -> its field names."""
-    src = (ROOT / "prober/src/config.rs").read_text()
+    """prober/src/config/*.rs: Raw struct name -> its field names."""
+    src = "\n".join(p.read_text() for p in sorted((ROOT / "prober/src/config").glob("*.rs")))
     structs = {}
     for m in re.finditer(r"pub struct (Raw\w+) \{(.*?)\n\}", src, re.S):
         structs[m.group(1)] = set(re.findall(r"^\s*pub (\w+):", m.group(2), re.M))
@@ -159,10 +159,10 @@ def check_schema_matches_config_rs():
         have = set(node["properties"])
         want = structs.get(name, set()) - chart_owned
         check(have == want and node.get("additionalProperties") is False,
-              f"schema config keys of {name} are exactly prober/src/config.rs's",
+              f"schema config keys of {name} are exactly prober/src/config/'s",
               f"missing {sorted(want - have)}, unknown {sorted(have - want)}")
     unchecked = set(structs) - set(pairs) - {"RawSize"}
-    check(not unchecked, "every Raw* struct of config.rs has its place in the schema",
+    check(not unchecked, "every Raw* struct of prober/src/config/ has its place in the schema",
           f"not in the schema: {sorted(unchecked)}")
 
 
