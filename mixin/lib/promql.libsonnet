@@ -4,7 +4,8 @@
 {
   // `x` as a PromQL literal: 3 not 3.0, 0.05 not 0.050000000000000003 (jsonnet prints numbers
   // with %.17g, and its %g rounds small numbers wrongly): the fewest decimals that read back as
-  // x. k / 10^p is exact for p <= 22, so it equals the parse of the decimal k * 10^-p.
+  // x. 10^p is exact for p <= 22, so the one rounding of k / 10^p gives the double nearest the
+  // decimal k * 10^-p, as parsing that decimal does.
   num(x)::
     local decimals(p) = if p >= 17 || std.floor(x * std.pow(10, p) + 0.5) / std.pow(10, p) == x then p else decimals(p + 1);
     if std.floor(x) == x then '%d' % x else ('%.' + decimals(1) + 'f') % x,
