@@ -1,4 +1,4 @@
-//! The Grafana dashboards in dashboards/ against real data: a real registry over TLS (plus a
+//! The Grafana dashboards in dashboards/ (rendered from mixin/) against real data: a real registry over TLS (plus a
 //! pull-through cache of it as a second path), the prober service probing it every second, and
 //! a real Prometheus scraping the prober. Every template variable and every panel query of every
 //! dashboard must parse and return data, with the variables rendered as Grafana renders them.
@@ -14,12 +14,12 @@ use registry_prober_e2e::{
 };
 use serde_json::Value;
 
-/// The prober configuration of this test, written for metric contract v2
-/// (docs/contract-v2.md): an instance name, two size classes, a pull path through a
+/// The prober configuration of this test, exercising the families the dashboards query
+/// (docs/metrics.md): an instance name, two size classes, a pull path through a
 /// pull-through cache (with propagation polling), canaries, blob mounts, hygiene sweeps and a
 /// golden image on a TLS target reached by host name (so dns, connect and tls are all timed),
-/// plus a target nobody listens on (so failure panels have data). A prober that predates v2
-/// rejects it (unknown field `instance`/`sizes`/...): this test then fails at the start.
+/// plus a target nobody listens on (so failure panels have data). A prober that predates these
+/// keys rejects it (unknown field `instance`/`sizes`/...): this test then fails at the start.
 /// Placeholders: @ORIGIN_PORT@, @CACHE_PORT@, @CA@, @GOLDEN@, @DOWN_PORT@.
 const V2_CONFIG: &str = r#"instance: e2e
 defaults: {interval: 1s, timeout: 1s}
@@ -122,9 +122,8 @@ fn every_dashboard_query_returns_data_from_a_real_prober() {
         .replace("@DOWN_PORT@", &free_port().to_string());
     let mut svc = Service::start(&config).unwrap_or_else(|e| {
         panic!(
-            "the prober did not start with this test's contract-v2 config; a binary that \
-             predates metric contract v2 rejects its keys (instance, sizes, paths, canaries, \
-             mount, hygiene): {e:#}"
+            "the prober did not start with this test's config; a binary that predates its \
+             keys rejects them (instance, sizes, paths, canaries, mount, hygiene): {e:#}"
         )
     });
     let address = svc.url().trim_start_matches("http://").to_string();

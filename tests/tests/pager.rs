@@ -1,6 +1,6 @@
 //! The pager path end to end: a real docker-registry -> registry-prober (1 s interval) -> a real
-//! Prometheus (1 s scrape and evaluation) loading the rules of alerts/, generated with short
-//! windows -> a real Alertmanager (group_wait 0s) -> a webhook receiver in the test. Each fault
+//! Prometheus (1 s scrape and evaluation) loading the rules of the mixin (mixin/), rendered with
+//! short windows -> a real Alertmanager (group_wait 0s) -> a webhook receiver in the test. Each fault
 //! must page with the right alert, and a healthy registry with a few transient errors must not
 //! page at all. `fault_to_page_table` (ignored; scripts/fault-to-page) measures the seconds
 //! from a fault to the webhook POST over several repetitions.
@@ -47,60 +47,36 @@ const HEALTHY: Duration = Duration::from_secs(60);
 /// Repetitions per fault in the measuring mode.
 const REPEATS_ENV: &str = "FAULT_TO_PAGE_REPEATS";
 
-/// alerts/config.yml scaled for a 1 s interval, scrape and evaluation: every window and `for`
-/// divided by 60 (a production minute is a second here), thresholds and counts unchanged.
+/// The mixin's alert settings (mixin/config.libsonnet) scaled for a 1 s interval, scrape and
+/// evaluation: every window and `for` divided by 60 (a production minute is a second here),
+/// thresholds and counts unchanged. Merged over the mixin as a user's override would be.
 const SHORT_RULES: &str = "\
-# alerts/config.yml with every window and `for` divided by 60, for a 1 s prober interval,
-# scrape and evaluation (tests/tests/pager.rs).
-alerts:
-  RegistryProberPathFailing:
-    for: 5s
-    window: 15s
-  RegistryProberPushFailingPullsWork:
-    for: 5s
-    window: 15s
-  RegistryProberContentMismatch:
-    window: 1m
-  RegistryProberContentLost:
-    window: 1m
-  RegistryProberTargetStale:
-    reasons_window: 1m
-  RegistryProberDown:
-    for: 5s
-  RegistryProberAbsent:
-    for: 10s
-  RegistryProberStepLatencyRegression:
-    for: 15s
-    window: 30s
-    baseline_window: 24m
-  RegistryProberPropagationSlow:
-    for: 15s
-    window: 30s
-  RegistryProberPropagationFailing:
-    for: 5s
-    window: 15s
-  RegistryProberCleanupFailing:
-    for: 15s
-    window: 1m
-  RegistryProberUploadSessionsAbandoned:
-    for: 5s
-    window: 1m
-  RegistryProberSweepsFailing:
-    window: 6m
-  RegistryProberTLSCertificateExpiring:
-    warning_for: 1m
-    critical_for: 15s
-  RegistryProberRateLimited:
-    for: 15s
-    window: 1m
-  RegistryProberRunsOverrunning:
-    for: 15s
-    window: 1m
-  RegistryProberScheduleLagging:
-    for: 15s
-    window: 15s
-  RegistryProberConfigReloadFailed:
-    for: 10s
+// The _config defaults with every window and `for` divided by 60, for a 1 s prober interval,
+// scrape and evaluation (tests/tests/pager.rs).
+{
+  _config+:: {
+    registryProberAlerts+: {
+      RegistryProberPathFailing+: { 'for': '5s', window: '15s' },
+      RegistryProberPushFailingPullsWork+: { 'for': '5s', window: '15s' },
+      RegistryProberContentMismatch+: { window: '1m' },
+      RegistryProberContentLost+: { window: '1m' },
+      RegistryProberTargetStale+: { reasonsWindow: '1m' },
+      RegistryProberDown+: { 'for': '5s' },
+      RegistryProberAbsent+: { 'for': '10s' },
+      RegistryProberStepLatencyRegression+: { 'for': '15s', window: '30s', baselineWindow: '24m' },
+      RegistryProberPropagationSlow+: { 'for': '15s', window: '30s' },
+      RegistryProberPropagationFailing+: { 'for': '5s', window: '15s' },
+      RegistryProberCleanupFailing+: { 'for': '15s', window: '1m' },
+      RegistryProberUploadSessionsAbandoned+: { 'for': '5s', window: '1m' },
+      RegistryProberSweepsFailing+: { window: '6m' },
+      RegistryProberTLSCertificateExpiring+: { warningFor: '1m', criticalFor: '15s' },
+      RegistryProberRateLimited+: { 'for': '15s', window: '1m' },
+      RegistryProberRunsOverrunning+: { 'for': '15s', window: '1m' },
+      RegistryProberScheduleLagging+: { 'for': '15s', window: '15s' },
+      RegistryProberConfigReloadFailed+: { 'for': '10s' },
+    },
+  },
+}
 ";
 
 /// The prober: one target with a fresh 2-layer image, a golden image pinned by digest and one
@@ -469,28 +445,30 @@ impl Chain {
     }
 }
 
-/// `alerts/generate --override SHORT_RULES --output DIR/registry-prober.short.rules.yml`.
+/// `mixin/build --config SHORT_RULES --output-dir DIR`: the mixin's rules with short windows,
+/// checked against the metric contract of the binary under test.
 fn generate_short_rules(dir: &Path) -> PathBuf {
-    let generate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerts/generate");
-    let overrides = dir.join("short.yml");
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mixin/build");
+    let overrides = dir.join("short.libsonnet");
     std::fs::write(&overrides, SHORT_RULES).expect("override written");
-    let rules = dir.join("registry-prober.short.rules.yml");
+    let prober = registry_prober_e2e::bins::prober_bin().expect("the prober binary");
     let out = run_with_timeout(
         Command::new("python3")
-            .arg(&generate)
-            .arg("--override")
+            .arg(&build)
+            .arg("--config")
             .arg(&overrides)
-            .arg("--output")
-            .arg(&rules),
-        Duration::from_secs(60),
+            .arg("--output-dir")
+            .arg(dir)
+            .env("REGISTRY_PROBER_BIN", prober),
+        Duration::from_secs(120),
     )
-    .expect("alerts/generate runs");
+    .expect("mixin/build runs");
     assert!(
         out.status.success(),
-        "alerts/generate --override failed: {}",
+        "mixin/build --config failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    rules
+    dir.join("registry-prober.rules.yml")
 }
 
 /// The `for` of an alerting rule in a generated rules file (0 when it has none).
@@ -864,7 +842,7 @@ fn fault_to_page_table() {
     let mut out = String::new();
     out.push_str("=== fault-to-page ===\n");
     out.push_str(&format!(
-        "Prober interval {}s, scrape {}s, evaluation {}s, group_wait {}s; rules: alerts/config.yml with windows and `for` / 60 (tests/tests/pager.rs SHORT_RULES). {repeats} repetition(s) per fault, each on a fresh chain.\n\n",
+        "Prober interval {}s, scrape {}s, evaluation {}s, group_wait {}s; rules: the mixin's _config with windows and `for` / 60 (tests/tests/pager.rs SHORT_RULES). {repeats} repetition(s) per fault, each on a fresh chain.\n\n",
         INTERVAL.as_secs(),
         SCRAPE_INTERVAL.as_secs(),
         SCRAPE_INTERVAL.as_secs(),

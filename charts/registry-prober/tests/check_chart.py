@@ -4,8 +4,9 @@
 Run through scripts/test-chart, which makes the venv this needs (helm-python-sdk,
 kubernetes-validate). Every check prints one `ok:` or `FAIL:` line; the last line counts them.
 
-  - Chart.yaml's appVersion is the workspace crate version; files/ is what ./generate writes
-  - the schema's `config` keys are exactly the fields of the Raw* structs in prober/src/config/
+  - Chart.yaml's appVersion is the workspace crate version; files/ is a fresh render of mixin/
+    (mixin/build --check, which also checks every query against the binary's metric contract)
+  - the schema's `config` keys are exactly the fields of the Raw* structs of prober/src/config/
   - helm lint (strict) passes for the defaults and every ci/*-values.yaml
   - each renders; non-CRD objects pass kubernetes-validate --strict (oldest and newest
     supported Kubernetes); ServiceMonitor and PrometheusRule are checked structurally, the
@@ -110,10 +111,9 @@ def check_versions():
 
 
 def check_generated():
-    out = subprocess.run([sys.executable, str(CHART / "generate"), "--check"],
-                         capture_output=True, text=True)
+    out = subprocess.run([str(ROOT / "mixin" / "build"), "--check"], capture_output=True, text=True)
     check(out.returncode == 0,
-          "files/ (rules and dashboards) match alerts/ and dashboards/ (generate --check)",
+          "files/ (rules and dashboards) are a fresh render of mixin/ (mixin/build --check)",
           (out.stdout + out.stderr).strip())
 
 
@@ -168,16 +168,16 @@ def check_schema_matches_config_rs():
 
 
 def check_package(tmp):
-    """The packaged chart carries files/ and the templates, not the tests or the generator."""
+    """The packaged chart carries files/ and the templates, not the tests."""
     archive = helm.package(CHART, destination=tmp)
     with tarfile.open(archive) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     want = {"Chart.yaml", "values.yaml", "values.schema.json", "templates/NOTES.txt",
             "files/registry-prober.rules.yml", "files/dashboards/registry-prober-overview.json",
             "files/dashboards/registry-prober-details.json"}
-    check(want <= names and not any(n.startswith("tests/") or n == "generate" for n in names),
+    check(want <= names and not any(n.startswith("tests/") for n in names),
           f"helm package: {Path(archive).name} ({Path(archive).stat().st_size} bytes) has the "
-          "templates and files/, not tests/ or generate", f"missing {sorted(want - names)}")
+          "templates and files/, not tests/", f"missing {sorted(want - names)}")
 
 
 def check_bad_values():

@@ -1,0 +1,2 @@
+// expect: _config.registryProberSelector: "" must be label matchers such as job="registry-prober"
+{ _config+:: { registryProberSelector: '' } }

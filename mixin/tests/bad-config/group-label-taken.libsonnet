@@ -1,0 +1,2 @@
+// expect: _config.registryProberGroupLabels: "target" is grouped on already
+{ _config+:: { registryProberGroupLabels: ['cluster', 'target'] } }

@@ -1,0 +1,2 @@
+// expect: _config.registryProberAlerts.RegistryProberPathFailing.window: missing (merge with `RegistryProberPathFailing+: {...}`
+{ _config+:: { registryProberAlerts+: { RegistryProberPathFailing: { enabled: false } } } }

@@ -1,0 +1,2 @@
+// expect: _config.registryProberAlerts.RegistryProberPathFailng: unknown alert
+{ _config+:: { registryProberAlerts+: { RegistryProberPathFailng+: { window: '1h' } } } }
