@@ -115,6 +115,12 @@ pub enum Fault {
     /// under the new header and then closes the connection: with a larger value the client
     /// sees a short body, with a smaller one it stops early and the rest is never read.
     SetHeader { name: String, value: String },
+    /// Removes every header `name` from the upstream's answer (e.g. `Docker-Content-Digest`, or
+    /// `WWW-Authenticate` as registries that send no challenge do).
+    RemoveHeader { name: String },
+    /// Forwards the request and the upstream's answer with another status (e.g. 200 where the
+    /// registry said 201), headers and body unchanged.
+    SetStatus { status: u16 },
     /// Replaces the body (`Content-Length` updated, `Transfer-Encoding` dropped) and, if given,
     /// the `Content-Type`. Other headers such as `Docker-Content-Digest` stay the upstream's.
     ReplaceBody {
@@ -610,6 +616,11 @@ impl Plan {
                     plan.after = After::Close;
                 }
                 resp.set_header(&name, &value);
+            }
+            Fault::RemoveHeader { name } => resp.remove_header(&name),
+            Fault::SetStatus { status } => {
+                resp.status = status;
+                resp.reason = reason(status).to_string();
             }
             Fault::ReplaceBody { body, content_type } => {
                 resp.remove_header("transfer-encoding");

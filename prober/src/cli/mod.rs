@@ -110,6 +110,9 @@ struct OnceArgs {
     /// Manifest media type: oci or docker.
     #[arg(long)]
     manifest_type: Option<String>,
+    /// Fail a step on any tolerated deviation from the distribution spec (conformance testing).
+    #[arg(long)]
+    strict: bool,
     /// Upload mode: streamed (default), monolithic, chunked or post.
     #[arg(long)]
     upload_mode: Option<String>,
@@ -341,6 +344,7 @@ fn once_target(
         registry: args.registry.clone().unwrap_or_default(),
         repository: args.repository.clone().unwrap_or_default(),
         manifest_type: args.manifest_type.clone(),
+        strict: args.strict,
         interval: args.timeout.map(Into::into),
         timeout: Some(
             args.timeout

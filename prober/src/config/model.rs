@@ -44,6 +44,8 @@ pub struct Target {
     pub(crate) tls: Tls,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) cleanup: Cleanup,
+    /// Tolerated deviations from the spec fail the step.
+    pub(crate) strict: bool,
     pub(crate) golden_images: Vec<Reference>,
     /// At least one; the first one also pulls golden images and canaries.
     pub(crate) sizes: Vec<SizeClass>,

@@ -71,6 +71,11 @@ pub(crate) struct RawTarget {
     pub(crate) repository: String,
     /// "oci" (default) or "docker": the manifest media type pushed.
     pub(crate) manifest_type: Option<String>,
+    /// Fail a step on any deviation from the distribution spec that real clients tolerate (a
+    /// Range off by one, 200 where 201 is specified, no Docker-Content-Digest on a HEAD, ...),
+    /// for conformance testing (default false: they are counted and shown).
+    #[serde(default)]
+    pub(crate) strict: bool,
     /// Overrides defaults.interval.
     #[serde(default, with = "humantime_serde")]
     pub(crate) interval: Option<Duration>,

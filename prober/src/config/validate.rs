@@ -243,6 +243,7 @@ impl RawTarget {
             tls,
             credentials,
             cleanup: self.cleanup.validate()?,
+            strict: self.strict,
             golden_images,
             sizes,
             paths,

@@ -237,6 +237,37 @@ impl fmt::Display for Phase {
     }
 }
 
+/// A way a registry departs from the distribution spec that real clients (docker, containerd,
+/// skopeo) tolerate: counted and shown, failing a step only on a `strict` target (the `kind`
+/// label of `protocol_deviations`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DeviationKind {
+    /// An upload session reports `Range: 0-<bytes held>` instead of `0-<last byte index>`.
+    RangeOffByOne,
+    /// A Range value in another form than `0-<end>` (e.g. `bytes=0-<end>`).
+    RangeFormat,
+    /// A HEAD answered 200 without the Docker-Content-Digest header.
+    MissingDigestHeader,
+    /// A success status other than the one the spec gives (200 where 201 or 202 is specified).
+    UnexpectedStatus,
+    /// The tag list is not implemented (404 without NAME_UNKNOWN, or 405): canaries and
+    /// leftovers cannot be listed.
+    TagListUnsupported,
+    /// A 401 without a WWW-Authenticate challenge.
+    MissingAuthChallenge,
+}
+
+/// One deviation a step met: its kind, and what was sent and what came back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deviation {
+    pub kind: DeviationKind,
+    pub detail: String,
+}
+
 /// One HTTP exchange (one hop of a request), as recorded in a step's transcript.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HttpRecord {
@@ -328,6 +359,9 @@ pub struct StepReport {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub requests: Vec<HttpRecord>,
+    /// What the registry did that real clients tolerate, against the spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deviations: Vec<Deviation>,
 }
 
 impl StepReport {
@@ -359,6 +393,7 @@ impl StepReport {
             bytes_sent,
             bytes_received,
             requests,
+            deviations: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::run::{Run, Session, Watch};
 use super::tags::{parse_run_tag, unix_now};
 use super::Prober;
 use crate::http::{Request, Response, MAX_MANIFEST_BYTES};
-use crate::outcome::{Failure, Reason, Step, SweepReport};
+use crate::outcome::{DeviationKind, Failure, Reason, Step, SweepReport};
 
 /// Pages of the tag list read at most (a repository with more tags is not the prober's).
 const MAX_TAG_PAGES: usize = 20;
@@ -105,7 +105,18 @@ impl Run<'_> {
                     .await
                 {
                     // A repository nothing was pushed to yet has no tags: an empty list.
-                    Err(f) if not_found && f.reason == Reason::NameUnknown => return Ok(tags),
+                    Err(f) if not_found && f.registry_code.as_deref() == Some("NAME_UNKNOWN") => {
+                        return Ok(tags)
+                    }
+                    // No tag list route (an HTML 404, or 405): canaries and leftovers cannot
+                    // be listed, which pushing and pulling do not need.
+                    Err(f) if f.registry_code.is_none() && matches!(f.status, Some(404 | 405)) => {
+                        call.deviate(
+                            DeviationKind::TagListUnsupported,
+                            format!("{} (the tag list is not implemented)", f.message),
+                        );
+                        return Ok(tags);
+                    }
                     other => other?,
                 };
                 next = next_page(&resp);

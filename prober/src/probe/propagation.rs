@@ -54,6 +54,7 @@ impl<'a> Run<'a> {
                 };
                 if resp.status == StatusCode::OK {
                     verify::digest_header(&resp, digest)?;
+                    call.tolerate(verify::digest_header_on_head(&resp));
                     call.discard(resp).await?;
                     delay = Some(pushed.elapsed());
                     return Ok(());

@@ -17,6 +17,10 @@ use crate::oci::digest::Digest;
 use crate::oci::image::{BlobKind, BlobRef, Image};
 use crate::outcome::{Failure, Reason, Step};
 
+/// What some registries answer a PATCH with instead of the 202 the spec gives, which clients
+/// tolerate.
+const PATCH_TOLERATED: &[StatusCode] = &[StatusCode::OK, StatusCode::NO_CONTENT];
+
 /// Registries may require a minimum chunk size (OCI-Chunk-Min-Length on the POST answer).
 const CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
 
@@ -73,9 +77,10 @@ impl Run<'_> {
             |call| async {
                 let url = call.url("blobs/uploads/")?;
                 let resp = call
-                    .fetch(
+                    .fetch_spec(
                         &Request::new(Method::POST, url),
-                        &[StatusCode::ACCEPTED],
+                        StatusCode::ACCEPTED,
+                        &[StatusCode::OK],
                         Reason::NameUnknown,
                     )
                     .await?;
@@ -245,9 +250,15 @@ async fn upload_chunks(
             .header(header::CONTENT_RANGE, &format!("{}-{}", offset, end - 1))
             .body(body.slice(offset..end));
         let resp = call
-            .fetch(&req, &[StatusCode::ACCEPTED], Reason::BlobUploadUnknown)
+            .fetch_spec(
+                &req,
+                StatusCode::ACCEPTED,
+                PATCH_TOLERATED,
+                Reason::BlobUploadUnknown,
+            )
             .await?;
-        verify::upload_range(&resp, end)?;
+        let range = verify::upload_range(&resp, end)?;
+        call.tolerate(range);
         *location = resp.location()?;
         call.discard(resp).await?;
         offset = end;
@@ -267,10 +278,16 @@ async fn upload_whole(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(body.clone());
     let resp = call
-        .fetch(&req, &[StatusCode::ACCEPTED], Reason::BlobUploadUnknown)
+        .fetch_spec(
+            &req,
+            StatusCode::ACCEPTED,
+            PATCH_TOLERATED,
+            Reason::BlobUploadUnknown,
+        )
         .await?;
     if body.len() > 0 {
-        verify::upload_range(&resp, body.len())?;
+        let range = verify::upload_range(&resp, body.len())?;
+        call.tolerate(range);
     }
     *location = resp.location()?;
     call.discard(resp).await
@@ -301,7 +318,9 @@ async fn put_created(
     not_found: Reason,
     digest: &Digest,
 ) -> Result<(), Failure> {
-    let resp = call.fetch(req, &[StatusCode::CREATED], not_found).await?;
+    let resp = call
+        .fetch_spec(req, StatusCode::CREATED, &[StatusCode::OK], not_found)
+        .await?;
     verify::digest_header(&resp, digest)?;
     call.discard(resp).await
 }

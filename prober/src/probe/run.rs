@@ -38,8 +38,8 @@ use crate::config::{Propagation, SizeClass, Target};
 use crate::http::{Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
 use crate::outcome::{
-    Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason, RunReport, Step,
-    StepReport,
+    DeviationKind, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason,
+    RunReport, Step, StepReport,
 };
 
 /// One endpoint a target is reached through, with its own client (and connection pool).
@@ -186,6 +186,12 @@ impl<'a> Call<'a> {
         self.endpoint.client.repo_url(repository, rest)
     }
 
+    /// Notes a deviation from the spec that real clients tolerate (a strict target fails the
+    /// step for it when the step ends).
+    pub(super) fn deviate(&mut self, kind: DeviationKind, detail: impl Into<String>) {
+        self.tr.deviate(kind, detail);
+    }
+
     /// GET /v2/ on the endpoint, learning how it wants to be authenticated.
     pub(super) async fn ping(&mut self) -> Result<(), Failure> {
         self.endpoint.client.ping(self.deadline, &mut self.tr).await
@@ -208,6 +214,37 @@ impl<'a> Call<'a> {
     ) -> Result<Response, Failure> {
         resp.expect(expected, not_found, self.deadline, &mut self.tr)
             .await
+    }
+
+    /// `send`, then `expect` the status the spec gives, tolerating `tolerated` (e.g. 200 where
+    /// 201 is specified) as a deviation.
+    pub(super) async fn fetch_spec(
+        &mut self,
+        req: &Request,
+        specified: StatusCode,
+        tolerated: &[StatusCode],
+        not_found: Reason,
+    ) -> Result<Response, Failure> {
+        let mut ok = vec![specified];
+        ok.extend_from_slice(tolerated);
+        let resp = self.fetch(req, &ok, not_found).await?;
+        if resp.status != specified {
+            self.deviate(
+                DeviationKind::UnexpectedStatus,
+                format!(
+                    "{} {}: {} where the spec gives {specified}",
+                    resp.method, resp.url, resp.status
+                ),
+            );
+        }
+        Ok(resp)
+    }
+
+    /// Notes what `check` found tolerable.
+    pub(super) fn tolerate(&mut self, found: Option<verify::Tolerated>) {
+        if let Some((kind, detail)) = found {
+            self.deviate(kind, detail);
+        }
     }
 
     /// `send`, then `expect`.
@@ -406,7 +443,19 @@ impl<'a> Run<'a> {
         let Transcript {
             requests,
             token_fetches,
+            deviations,
         } = tr;
+        // On a strict target a tolerated deviation fails the step that met it.
+        let result = match (result, deviations.first()) {
+            (Ok(_), Some(d)) if self.target().strict => Err(Failure::new(
+                Reason::Protocol,
+                format!(
+                    "{} (a deviation from the distribution spec; the target is strict)",
+                    d.detail
+                ),
+            )),
+            (result, _) => result,
+        };
         if let Some(wait) = rate_limit_wait(&requests, result.as_ref().err()) {
             self.rate_limited = Some(self.rate_limited.map_or(wait, |w| w.max(wait)));
         }
@@ -424,7 +473,7 @@ impl<'a> Run<'a> {
                 "Step failed"
             );
         }
-        let report = StepReport::new(
+        let mut report = StepReport::new(
             step,
             endpoint.name.clone(),
             subject,
@@ -433,6 +482,7 @@ impl<'a> Run<'a> {
             result.as_ref().map(|_| ()),
             requests,
         );
+        report.deviations = deviations;
         let mut log = self.watch.lock();
         log.current = None;
         log.steps.extend(

@@ -7,7 +7,10 @@ use http::{header, Method};
 
 use crate::http::Response;
 use crate::oci::digest::{Digest, Mismatch};
-use crate::outcome::{Failure, Reason};
+use crate::outcome::{DeviationKind, Failure, Reason};
+
+/// A deviation from the spec that real clients tolerate: its kind and what came back.
+pub(super) type Tolerated = (DeviationKind, String);
 
 /// Content-Length, when sent, is the size the manifest gives the blob.
 pub(super) fn content_length(resp: &Response, digest: &Digest, size: u64) -> Result<(), Failure> {
@@ -102,20 +105,57 @@ pub(super) fn mismatch(method: &Method, url: &str, m: Mismatch) -> Failure {
     Failure::new(reason, format!("{method} {url}: {m}"))
 }
 
-/// After a chunk, the Range an upload session reports holding, when it reports one, is every
-/// byte sent so far: `0-<last byte index>`.
-pub(super) fn upload_range(resp: &Response, end: u64) -> Result<(), Failure> {
+/// After a PATCH, the Range an upload session reports holding, when it reports one, is every
+/// byte sent so far: `0-<last byte index>`. What real clients tolerate is a deviation: the end
+/// off by one (`0-<bytes held>`), or a `bytes=` prefix. Anything else means the registry holds
+/// other bytes than were sent.
+pub(super) fn upload_range(resp: &Response, end: u64) -> Result<Option<Tolerated>, Failure> {
     let Some(range) = resp.header(header::RANGE) else {
-        return Ok(());
+        return Ok(None);
     };
     let want = format!("0-{}", end - 1);
-    if range == want {
-        return Ok(());
+    let (value, prefixed) = match range.strip_prefix("bytes=") {
+        Some(rest) => (rest, true),
+        None => (range, false),
+    };
+    let said = || {
+        format!(
+            "{} {}: registry holds Range {range} after this chunk",
+            resp.method, resp.url
+        )
+    };
+    if value == want {
+        return Ok(prefixed.then(|| {
+            (
+                DeviationKind::RangeFormat,
+                format!("{}, expected the form {want}", said()),
+            )
+        }));
+    }
+    if value == format!("0-{end}") {
+        return Ok(Some((
+            DeviationKind::RangeOffByOne,
+            format!(
+                "{}, expected {want} (the end is the last byte's index)",
+                said()
+            ),
+        )));
     }
     Err(Failure::new(
         Reason::Protocol,
+        format!("{}, expected {want}", said()),
+    ))
+}
+
+/// A HEAD answered 200 should name the digest; clients tolerate it missing.
+pub(super) fn digest_header_on_head(resp: &Response) -> Option<Tolerated> {
+    if resp.headers.contains_key("docker-content-digest") {
+        return None;
+    }
+    Some((
+        DeviationKind::MissingDigestHeader,
         format!(
-            "{} {}: registry holds Range {range} after this chunk, expected {want}",
+            "{} {}: 200 without a Docker-Content-Digest header",
             resp.method, resp.url
         ),
     ))

@@ -1126,6 +1126,7 @@ mod tests {
 
     fn ok_step(step: Step, subject: &str, millis: u64) -> StepReport {
         StepReport {
+            deviations: Vec::new(),
             step,
             path: "origin".into(),
             subject: subject.to_string(),
@@ -1150,6 +1151,7 @@ mod tests {
     fn failed_step(step: Step, subject: &str, registry_message: &str) -> StepReport {
         let url = "https://registry.example/v2/probe/manifests/t1";
         StepReport {
+            deviations: Vec::new(),
             step,
             path: "origin".into(),
             subject: subject.to_string(),

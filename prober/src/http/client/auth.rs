@@ -25,7 +25,7 @@ use crate::http::request::BodySource;
 use crate::http::response::MAX_ERROR_BODY;
 use crate::http::transcript::{TokenFetch, Transcript};
 use crate::http::url::redact_url;
-use crate::outcome::{Failure, Reason};
+use crate::outcome::{DeviationKind, Failure, Reason};
 
 impl Client {
     /// The Authorization header for a request and what it is, fetching a bearer token when the
@@ -91,6 +91,15 @@ impl Client {
         if resp.status == StatusCode::UNAUTHORIZED {
             let challenge = resp.header(header::WWW_AUTHENTICATE).map(str::to_owned);
             let _ = resp.read_error(deadline, tr).await;
+            if challenge.is_none() {
+                tr.deviate(
+                    DeviationKind::MissingAuthChallenge,
+                    format!(
+                        "GET {}: 401 without a WWW-Authenticate challenge",
+                        redact_url(&url)
+                    ),
+                );
+            }
             match self.usable_challenge(challenge.as_deref()) {
                 Some(usable) => self.learn(usable),
                 None if challenge.is_none() && self.credentials.is_some() => {

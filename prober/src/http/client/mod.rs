@@ -21,7 +21,7 @@ use super::response::Response;
 use super::transcript::Transcript;
 use super::transport::Transport;
 use super::url::redact_url;
-use crate::outcome::{Failure, HttpRecord, Reason};
+use crate::outcome::{DeviationKind, Failure, HttpRecord, Reason};
 
 const MAX_REDIRECTS: usize = 5;
 const USER_AGENT: &str = concat!("registry-prober/", env!("CARGO_PKG_VERSION"));
@@ -101,6 +101,16 @@ impl Client {
             if status == StatusCode::UNAUTHORIZED && same_origin {
                 let challenge = resp.header(header::WWW_AUTHENTICATE).map(str::to_owned);
                 let errors = resp.read_error(deadline, tr).await;
+                if challenge.is_none() {
+                    tr.deviate(
+                        DeviationKind::MissingAuthChallenge,
+                        format!(
+                            "{} {}: 401 without a WWW-Authenticate challenge",
+                            req.method,
+                            redact_url(&url)
+                        ),
+                    );
+                }
                 // Answer a challenge once; a second 401 means the credentials (or the token
                 // they bought) are not good enough. A 401 without a challenge, when nothing was
                 // sent, is answered with the configured credentials as basic auth.

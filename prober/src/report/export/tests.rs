@@ -85,6 +85,7 @@ fn report(target: &str) -> RunReport {
         started_at: SystemTime::now(),
         duration_seconds: Duration::from_millis(30),
         steps: vec![StepReport {
+            deviations: Vec::new(),
             step: Step::CheckBlob,
             path: "origin".into(),
             subject: "config".into(),

@@ -6,15 +6,20 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Unit;
 use strum::IntoEnumIterator as _;
 
-use super::family::{label_sets, Configured, Families, Name, Outcome, Scope, Tracked};
+use super::family::{
+    closed_label, label_sets, Configured, Families, Name, Outcome, Scope, Tracked,
+};
 use crate::config::{Target, ORIGIN};
-use crate::outcome::{Reason, Step, StepReport};
+use crate::outcome::{DeviationKind, Reason, Step, StepReport};
+
+closed_label!(DeviationKind);
 
 label_sets! {
     StepResultLabels { target: Name, path: Name, step: Step, result: Outcome } [path];
     StepDurationLabels { target: Name, path: Name, size_class: Name, step: Step } [path, size_class];
     StepReasonLabels { target: Name, path: Name, step: Step, reason: Reason } [path];
     CleanupLabels { target: Name, step: Step };
+    DeviationLabels { target: Name, path: Name, kind: DeviationKind } [path];
 }
 
 #[derive(Clone, Debug)]
@@ -23,6 +28,7 @@ pub(super) struct StepMetrics {
     duration: Tracked<StepDurationLabels, Histogram>,
     failures: Tracked<StepReasonLabels, Counter>,
     cleanup_failures: Tracked<CleanupLabels, Counter>,
+    deviations: Tracked<DeviationLabels, Counter>,
 }
 
 /// 1 ms to 65.5 s: a token fetch on a warm connection to a 1 GiB blob on a slow link.
@@ -43,6 +49,7 @@ impl StepMetrics {
             duration: Tracked::new(step_histogram),
             failures: Tracked::counter(),
             cleanup_failures: Tracked::counter(),
+            deviations: Tracked::counter(),
         };
         f.tracked(
             "steps",
@@ -68,6 +75,12 @@ impl StepMetrics {
             None,
             &m.cleanup_failures,
         );
+        f.tracked(
+            "protocol_deviations",
+            "Deviations from the distribution spec that real clients tolerate, by path and kind; they fail a step only on a strict target",
+            None,
+            &m.deviations,
+        );
         m
     }
 
@@ -79,6 +92,13 @@ impl StepMetrics {
         for path in paths {
             let p = Name::from(path);
             let origin = path == ORIGIN;
+            for kind in DeviationKind::iter() {
+                self.deviations.touch(DeviationLabels {
+                    target: t.clone(),
+                    path: p.clone(),
+                    kind,
+                });
+            }
             for step in Step::iter().filter(|s| origin || runs_on_pull_paths(*s)) {
                 for result in Outcome::iter() {
                     self.steps.touch(StepResultLabels {
@@ -104,11 +124,22 @@ impl StepMetrics {
         self.duration.retain(kept);
         self.failures.retain(kept);
         self.cleanup_failures.retain(kept);
+        self.deviations.retain(kept);
     }
 
     /// One executed step of a run of `target`'s `class`.
     pub(super) fn observe(&self, target: &Name, class: &Name, step: &StepReport) {
         let p = Name::from(step.path.as_str());
+        for deviation in &step.deviations {
+            self.deviations.inc_by(
+                DeviationLabels {
+                    target: target.clone(),
+                    path: p.clone(),
+                    kind: deviation.kind,
+                },
+                1,
+            );
+        }
         self.steps.inc_by(
             StepResultLabels {
                 target: target.clone(),

@@ -74,6 +74,7 @@ fn request(url: &str, reused: bool, cert_not_after: Option<u64>) -> HttpRecord {
 /// A successful step on the origin, 0.2 s, one exchange on a reused connection.
 fn step(step: Step, subject: &str, sent: u64, received: u64) -> StepReport {
     StepReport {
+        deviations: Vec::new(),
         step,
         path: ORIGIN.into(),
         subject: subject.to_string(),
@@ -615,32 +616,32 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_90_series_and_an_observed_one_at_most_666_plus_step_failures() {
+fn a_new_target_has_96_series_and_an_observed_one_at_most_672_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 90);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 96);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     metrics.observe_run(&every_step_run("default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 666);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 672);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 57 + 33 C + 25 P (+2 mount, +1 canaries); at most
-    // 168 + 498 C + 153 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 63 + 33 C + 31 P (+2 mount, +1 canaries); at most
+    // 174 + 498 C + 159 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        57 + 33 * c + 25 * p + 2 + 1
+        63 + 33 * c + 31 * p + 2 + 1
     );
     metrics.observe_run(&every_step_run("small", &["cache"], true));
     metrics.observe_run(&every_step_run("large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        168 + 498 * c + 153 * p + 242 * c * p + 2 + 2
+        174 + 498 * c + 159 * p + 242 * c * p + 2 + 2
     );
 }
 
@@ -754,7 +755,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 34);
+    assert_eq!(contract.families.len(), 35);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -882,7 +883,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(34));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(35));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));

@@ -33,6 +33,7 @@ fn exchange(method: &str, start: u64, status: u16) -> HttpRecord {
 
 fn step(step: Step, start: u64, duration: u64, requests: Vec<HttpRecord>) -> StepReport {
     StepReport {
+        deviations: Vec::new(),
         step,
         path: "origin".into(),
         subject: "layer 1".to_string(),
