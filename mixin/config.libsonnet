@@ -211,6 +211,16 @@
         minRuns: 3,
       },
 
+      // The registry says little of its rate limit is left on a path (RateLimit or X-RateLimit
+      // headers; Docker Hub counts manifest GETs as pulls): the prober, and whatever shares its
+      // account or address, is about to be throttled. `ratio` of the limit left or less.
+      RegistryProberRateLimitLow: {
+        enabled: true,
+        severity: 'warning',
+        'for': '15m',
+        ratio: 0.1,
+      },
+
       // Prober self-health. Runs skipped because the previous run of the same target was still
       // going (cause overrun): the interval is shorter than a run.
       RegistryProberRunsOverrunning: {

@@ -47,4 +47,32 @@ function(cfg)
     + 'over the last %s.' % p.window,
   );
 
-  { name: 'registry-prober.rate-limits', rules: if p.enabled then [rateLimited] else [] }
+  local low = cfg.registryProberAlerts.RegistryProberRateLimitLow;
+  local limit = q.sel('registry_prober_rate_limit_requests');
+  local rateLimitLow = q.alert(
+    'RegistryProberRateLimitLow',
+    |||
+      # the share of the rate limit the registry last said is left on the path
+      %(remaining)s
+      /
+      %(limit)s
+      <= %(ratio)s
+      and
+      %(limit)s > 0
+    ||| % {
+      remaining: q.sel('registry_prober_rate_limit_remaining_requests'),
+      limit: limit,
+      ratio: promql.num(low.ratio),
+    },
+    low.severity,
+    low['for'],
+    "Little of the registry's rate limit is left.",
+    'Target {{ $labels.target }} has {{ $value | humanizePercentage }} of its rate limit left on path '
+    + '{{ $labels.path }}, as the registry last said: the prober, and whatever shares its account or '
+    + 'address, is about to be throttled.',
+  );
+
+  {
+    name: 'registry-prober.rate-limits',
+    rules: (if p.enabled then [rateLimited] else []) + (if low.enabled then [rateLimitLow] else []),
+  }

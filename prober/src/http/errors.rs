@@ -81,7 +81,8 @@ pub fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .iter()
         .filter(|(name, _)| {
             let n = name.as_str();
-            n.starts_with("ratelimit-")
+            n == "ratelimit"
+                || n.starts_with("ratelimit-")
                 || n.starts_with("x-ratelimit-")
                 || n == "retry-after"
                 || n == "docker-ratelimit-source"

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod errors;
 pub mod request;
+pub mod ratelimit;
 pub mod response;
 pub mod tls;
 pub mod transcript;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Unit;
 use strum::IntoEnumIterator as _;
@@ -12,6 +13,7 @@ use super::family::{
     closed_label, label_sets, Configured, Families, FloatGauge, Name, Scope, Tracked,
 };
 use crate::config::{Target, ORIGIN};
+use crate::http::ratelimit;
 use crate::outcome::{Phase, StepReport};
 
 /// `connection`: whether an HTTP exchange opened a connection or reused a pooled one.
@@ -27,14 +29,17 @@ closed_label!(Connection, Phase);
 label_sets! {
     ConnectionLabels { target: Name, path: Name, connection: Connection } [path];
     PhaseLabels { target: Name, path: Name, phase: Phase } [path];
-    CertificateLabels { target: Name, path: Name } [path];
+    PathLabels { target: Name, path: Name } [path];
 }
 
 #[derive(Clone, Debug)]
 pub(super) struct HttpMetrics {
     requests: Tracked<ConnectionLabels, Counter>,
     phase_duration: Tracked<PhaseLabels, Histogram>,
-    certificate_expiry: Tracked<CertificateLabels, FloatGauge>,
+    certificate_expiry: Tracked<PathLabels, FloatGauge>,
+    rate_limit: Tracked<PathLabels, Gauge>,
+    rate_limit_remaining: Tracked<PathLabels, Gauge>,
+    rate_limit_window: Tracked<PathLabels, FloatGauge>,
 }
 
 /// 0.1 ms to 26 s: a cached DNS answer to a drip-fed body.
@@ -48,6 +53,9 @@ impl HttpMetrics {
             requests: Tracked::counter(),
             phase_duration: Tracked::new(phase_histogram),
             certificate_expiry: Tracked::float_gauge(),
+            rate_limit: Tracked::gauge(),
+            rate_limit_remaining: Tracked::gauge(),
+            rate_limit_window: Tracked::float_gauge(),
         };
         f.tracked(
             "http_requests",
@@ -66,6 +74,24 @@ impl HttpMetrics {
             "Unix time at which the earliest-expiring leaf certificate of the latest run that opened a TLS connection on the path expires",
             Some(Unit::Seconds),
             &m.certificate_expiry,
+        );
+        f.tracked(
+            "rate_limit_requests",
+            "Requests the registry allows per rate-limit window on the path, as its latest answer carrying RateLimit or X-RateLimit headers said; absent while none did",
+            None,
+            &m.rate_limit,
+        );
+        f.tracked(
+            "rate_limit_remaining_requests",
+            "Requests left in the current rate-limit window on the path, as the registry's latest answer carrying rate-limit headers said",
+            None,
+            &m.rate_limit_remaining,
+        );
+        f.tracked(
+            "rate_limit_window",
+            "The rate-limit window on the path, when the registry names one (RateLimit ;w=)",
+            Some(Unit::Seconds),
+            &m.rate_limit_window,
         );
         m
     }
@@ -91,6 +117,9 @@ impl HttpMetrics {
         self.requests.retain(kept);
         self.phase_duration.retain(kept);
         self.certificate_expiry.retain(kept);
+        self.rate_limit.retain(kept);
+        self.rate_limit_remaining.retain(kept);
+        self.rate_limit_window.retain(kept);
     }
 
     /// The exchanges of one step: counted by connection, each timed phase observed.
@@ -132,6 +161,34 @@ impl HttpMetrics {
         }
     }
 
+    /// Per path, the headroom of the run's last answer that named one.
+    pub(super) fn observe_rate_limits(&self, target: &Name, steps: &[StepReport]) {
+        let mut latest: BTreeMap<&str, ratelimit::Headroom> = BTreeMap::new();
+        for step in steps {
+            for request in &step.requests {
+                if let Some(headroom) = ratelimit::headroom(&request.rate_limit) {
+                    latest.insert(step.path.as_str(), headroom);
+                }
+            }
+        }
+        for (path, headroom) in latest {
+            let labels = || PathLabels {
+                target: target.clone(),
+                path: Name::from(path),
+            };
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.rate_limit.with(labels(), |g| {
+                g.set(count(headroom.limit));
+            });
+            self.rate_limit_remaining.with(labels(), |g| {
+                g.set(count(headroom.remaining));
+            });
+            if let Some(window) = headroom.window {
+                self.rate_limit_window.set(labels(), window.as_secs_f64());
+            }
+        }
+    }
+
     /// Per path, the earliest expiry is the one to alert on, whichever host (registry, token
     /// service, blob storage behind a redirect) it belongs to. Reused connections carry no
     /// certificate, so a path whose run only reused connections keeps its previous value.
@@ -151,7 +208,7 @@ impl HttpMetrics {
         }
         for (path, not_after) in earliest {
             self.certificate_expiry.set(
-                CertificateLabels {
+                PathLabels {
                     target: target.clone(),
                     path: Name::from(path),
                 },

@@ -107,6 +107,7 @@ impl Metrics {
         }
         self.content.observe_run(&target, report);
         self.http.observe_certificates(&target, &report.steps);
+        self.http.observe_rate_limits(&target, &report.steps);
     }
 
     /// Counts one hygiene sweep and what it removed.

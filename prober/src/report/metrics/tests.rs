@@ -270,7 +270,12 @@ fn metrics(yaml: &str) -> (Registry, Metrics) {
 
 fn observed() -> String {
     let (registry, metrics) = metrics(FULL);
-    metrics.observe_run(&successful_run());
+    let mut run = successful_run();
+    run.steps[0].requests[0].rate_limit = vec![
+        ("ratelimit-limit".into(), "100;w=21600".into()),
+        ("ratelimit-remaining".into(), "99;w=21600".into()),
+    ];
+    metrics.observe_run(&run);
     metrics.observe_run(&failed_run());
     metrics.run_started(TARGET, "small");
     metrics.run_started(TARGET, "small");
@@ -496,6 +501,39 @@ fn observes_propagation_delays_of_paths_that_served_the_image_in_time() {
             r#"registry_prober_propagation_delay_seconds_sum{target="t",path="cache"} 1.5"#,
             r#"registry_prober_propagation_delay_seconds_bucket{le="1.6",target="t",path="cache"} 1"#,
             r#"registry_prober_propagation_delay_seconds_bucket{le="0.8",target="t",path="cache"} 0"#,
+        ],
+    );
+}
+
+#[test]
+fn keeps_the_rate_limit_headroom_of_the_latest_answer_per_path() {
+    let (registry, metrics) = metrics(FULL);
+    assert!(
+        !encode(&registry)
+            .lines()
+            .any(|l| l.starts_with("registry_prober_rate_limit")),
+        "absent until a registry says"
+    );
+    let limited = |remaining: &str| {
+        let mut r = request("https://registry.example/v2/", true, None);
+        r.rate_limit = vec![
+            ("ratelimit-limit".into(), "100;w=21600".into()),
+            ("ratelimit-remaining".into(), format!("{remaining};w=21600")),
+        ];
+        r
+    };
+    let mut first = step(Step::PullManifestByTag, "t", 0, 10);
+    first.requests = vec![limited("76")];
+    let mut second = on("cache", step(Step::PullManifestByTag, "t", 0, 10));
+    second.requests = vec![limited("75"), limited("74")];
+    metrics.observe_run(&run("small", true, 1_700_000_000, vec![first, second]));
+    assert_lines(
+        &encode(&registry),
+        &[
+            "registry_prober_rate_limit_requests{target=\"t\",path=\"origin\"} 100",
+            "registry_prober_rate_limit_remaining_requests{target=\"t\",path=\"origin\"} 76",
+            "registry_prober_rate_limit_remaining_requests{target=\"t\",path=\"cache\"} 74",
+            "registry_prober_rate_limit_window_seconds{target=\"t\",path=\"cache\"} 21600.0",
         ],
     );
 }
@@ -755,7 +793,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 35);
+    assert_eq!(contract.families.len(), 38);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -883,7 +921,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(35));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(38));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));
