@@ -638,6 +638,60 @@ fn check_config_exits_64_on_a_typo_and_0_on_a_valid_file() {
 }
 
 #[test]
+fn check_config_says_the_manifest_gets_a_run_makes_and_a_run_makes_them() {
+    let reg = Registry::start_default().expect("registry starts");
+    let (_, golden) = once_json(&[
+        "--registry",
+        &reg.url(),
+        "--repository",
+        "golden/img",
+        "--no-cleanup",
+        "--layers",
+        "1",
+        "--layer-size",
+        "4KiB",
+    ])
+    .expect("golden pushed");
+    let golden = format!(
+        "golden/img@{}",
+        golden["manifest_digest"].as_str().expect("digest")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prober.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "targets:\n  - name: metered\n    registry: {url}\n    repository: {REPO}\n    interval: 30s\n    image: {{layer_sizes: [4KiB]}}\n    golden_images: [\"{golden}\"]\n    paths:\n      - {{name: replica, registry: \"{url}\"}}\n",
+            url = reg.url()
+        ),
+    )
+    .expect("config written");
+    let config = config.display().to_string();
+    let inv = prober(&["check-config", &config]).expect("runs");
+    assert_eq!(inv.code, 0, "{}", inv.stderr);
+    // (by tag + by digest + 1 golden) x 2 paths, 2,880 runs a day.
+    assert!(
+        inv.stdout.contains(
+            "target \"metered\", size class default: 6 manifest GETs a run, every 30s: 17280 a day"
+        ),
+        "{}",
+        inv.stdout
+    );
+    let (code, report) = once_json(&["--config", &config]).expect("once runs");
+    assert_eq!(code, 0, "{report:#}");
+    let gets = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .flat_map(|s| s["requests"].as_array().expect("requests"))
+        .filter(|r| {
+            r["method"] == "GET" && r["url"].as_str().is_some_and(|u| u.contains("/manifests/"))
+        })
+        .count();
+    assert_eq!(gets, 6, "{report:#}");
+}
+
+#[test]
 fn credentials_from_a_docker_config_json_are_used() {
     let reg = Registry::start(RegistryOptions {
         auth: RegistryAuth::htpasswd("prober", "cfg-pw"),

@@ -162,6 +162,18 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 println!("{}: valid, {} target(s)", file.display(), c.targets.len());
+                for target in &c.targets {
+                    for gets in crate::probe::cost::manifest_gets(target) {
+                        println!(
+                            "  target {:?}, size class {}: {} manifest GETs a run, every {}: {} a day (Docker Hub counts each as a pull)",
+                            target.name,
+                            gets.class,
+                            gets.per_run,
+                            humantime::format_duration(gets.interval),
+                            gets.per_day()
+                        );
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => usage_error(&e),

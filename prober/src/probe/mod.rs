@@ -8,6 +8,7 @@
 
 mod canary;
 mod cleanup;
+pub(crate) mod cost;
 mod hygiene;
 mod mount;
 mod propagation;
