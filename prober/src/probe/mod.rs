@@ -16,6 +16,7 @@ mod pull;
 mod push;
 mod run;
 mod tags;
+mod upload;
 mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};

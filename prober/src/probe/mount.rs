@@ -5,9 +5,9 @@
 
 use http::{Method, StatusCode};
 
-use super::push::{blob_body, close_upload};
 use super::run::step;
 use super::run::{Run, Session};
+use super::upload::{blob_body, close_upload};
 use super::verify;
 use crate::http::Request;
 use crate::oci::image::Image;
