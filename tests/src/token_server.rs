@@ -1,5 +1,8 @@
-//! A test token server for the registry's `auth.token` mode (Docker token protocol): basic
-//! auth in, ES256 JWT out. Plain HTTP on 127.0.0.1, one thread per connection.
+//! A test token server for the registry's `auth.token` mode: basic auth (GET), or an OAuth2
+//! form (POST: the password and refresh-token grants) in, an ES256 JWT out. It can speak the
+//! dialects real services do: answer with `token`, `access_token` or both, with or without
+//! expiry fields, without a token at all, and refuse POST (405) so a client falls back to GET.
+//! Plain HTTP on 127.0.0.1, one thread per connection.
 //!
 //! The registry trusts the signing key through `rootcertbundle` (a self-signed certificate of
 //! the same key) and finds it by the JWT header `kid`, which must be the libtrust key ID of
@@ -79,10 +82,36 @@ impl Grant {
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub method: String,
+    /// The user authenticated (basic, the password grant, or whom a refresh token was for).
     pub user: Option<String>,
     pub service: Option<String>,
     pub scopes: Vec<String>,
+    /// A POST form's `grant_type` and `client_id`.
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
     pub status: u16,
+}
+
+/// The shape of a successful answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `token` and `access_token`, `expires_in` and `issued_at` (the default).
+    Full,
+    /// `access_token` only, as OAuth2 services answer.
+    AccessTokenOnly,
+    /// `token` only, without `expires_in` or `issued_at`.
+    NoExpiry,
+    /// 200 with `expires_in` but neither `token` nor `access_token`.
+    NoToken,
+}
+
+/// How a POST token request is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Post {
+    /// The OAuth2 password and refresh-token grants (the default).
+    Accept,
+    /// 405 Method Not Allowed: a service that speaks GET only.
+    Refuse,
 }
 
 struct Shared {
@@ -91,6 +120,10 @@ struct Shared {
     anonymous: bool,
     expires_in: AtomicU64,
     failing: AtomicBool,
+    answer: Mutex<Answer>,
+    post: Mutex<Post>,
+    /// Refresh (identity) tokens issued, with the user each is for.
+    refresh_tokens: Mutex<BTreeMap<String, String>>,
     signing_key: SigningKey,
     kid: String,
     count: AtomicU64,
@@ -165,6 +198,9 @@ impl TokenServer {
             anonymous,
             expires_in: AtomicU64::new(300),
             failing: AtomicBool::new(false),
+            answer: Mutex::new(Answer::Full),
+            post: Mutex::new(Post::Accept),
+            refresh_tokens: Mutex::new(BTreeMap::new()),
             signing_key,
             kid,
             count: AtomicU64::new(0),
@@ -244,6 +280,42 @@ impl TokenServer {
         self.shared.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// The shape of successful answers from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        if let Ok(mut a) = self.shared.answer.lock() {
+            *a = answer;
+        }
+    }
+
+    /// How POST requests are met from now on.
+    pub fn set_post(&self, post: Post) {
+        if let Ok(mut p) = self.shared.post.lock() {
+            *p = post;
+        }
+    }
+
+    /// An identity (refresh) token for `user`, as ACR's `/oauth2/exchange` hands out: a JWT
+    /// valid for `valid_for`, traded at this server's refresh-token grant for access tokens.
+    pub fn issue_refresh_token(&self, user: &str, valid_for: Duration) -> anyhow::Result<String> {
+        let now = now_secs();
+        let claims = serde_json::json!({
+            "iss": ISSUER,
+            "sub": user,
+            "aud": SERVICE,
+            "grant_type": "refresh_token",
+            "exp": now + valid_for.as_secs(),
+            "iat": now,
+            "jti": hex::encode(rand::random::<[u8; 16]>()),
+        });
+        let token = sign(&self.shared, &claims)?;
+        self.shared
+            .refresh_tokens
+            .lock()
+            .map_err(|_| anyhow::anyhow!("refresh token lock poisoned"))?
+            .insert(token.clone(), user.to_string());
+        Ok(token)
+    }
+
     /// Issues a token directly (no HTTP), e.g. to craft requests in tests.
     pub fn issue(&self, user: Option<&str>, scopes: &[&str]) -> anyhow::Result<String> {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
@@ -315,7 +387,6 @@ fn jwt(
         }
     }
     let now = now_secs();
-    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": shared.kid});
     let claims = serde_json::json!({
         "iss": ISSUER,
         "sub": user.unwrap_or(""),
@@ -326,10 +397,16 @@ fn jwt(
         "jti": hex::encode(rand::random::<[u8; 16]>()),
         "access": access,
     });
+    sign(shared, &claims)
+}
+
+/// An ES256 JWT of `claims`, with the server's key ID in its header.
+fn sign(shared: &Shared, claims: &serde_json::Value) -> anyhow::Result<String> {
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": shared.kid});
     let signing_input = format!(
         "{}.{}",
         b64url(&serde_json::to_vec(&header)?),
-        b64url(&serde_json::to_vec(&claims)?)
+        b64url(&serde_json::to_vec(claims)?)
     );
     let sig: Signature = shared.signing_key.sign(signing_input.as_bytes());
     Ok(format!("{signing_input}.{}", b64url(&sig.to_bytes())))
@@ -382,13 +459,26 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
     }
     shared.count.fetch_add(1, Ordering::SeqCst);
     let mut params = parse_form(query);
-    // OAuth2 password grant (POST form): username/password in the body.
+    // OAuth2 (POST form): the password grant carries username/password, the refresh-token
+    // grant an identity token this server issued.
     let mut user_pass: Option<(String, String)> = None;
+    let mut refresh_user: Option<Option<String>> = None;
+    let post = *shared
+        .post
+        .lock()
+        .map_err(|_| anyhow::anyhow!("post lock poisoned"))?;
     if method == "POST" {
         let form = parse_form(&String::from_utf8_lossy(&body));
         let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if let (Some(u), Some(p)) = (get("username"), get("password")) {
             user_pass = Some((u, p));
+        }
+        if get("grant_type").as_deref() == Some("refresh_token") {
+            let tokens = shared
+                .refresh_tokens
+                .lock()
+                .map_err(|_| anyhow::anyhow!("refresh token lock poisoned"))?;
+            refresh_user = Some(get("refresh_token").and_then(|t| tokens.get(&t).cloned()));
         }
         params.extend(form);
     }
@@ -416,14 +506,28 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         .iter()
         .find(|(k, _)| k == "service")
         .map(|(_, v)| v.clone());
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let mut record = TokenRequest {
         method: method.clone(),
-        user: user_pass.as_ref().map(|(u, _)| u.clone()),
+        user: user_pass
+            .as_ref()
+            .map(|(u, _)| u.clone())
+            .or_else(|| refresh_user.clone().flatten()),
         service: service.clone(),
         scopes: scopes.clone(),
+        grant_type: param("grant_type").filter(|_| method == "POST"),
+        client_id: param("client_id").filter(|_| method == "POST"),
         status: 0,
     };
-    let result = if shared.failing.load(Ordering::SeqCst) {
+    let result = if method == "POST" && post == Post::Refuse {
+        respond(
+            &mut conn,
+            405,
+            &[("Allow", "GET")],
+            br#"{"errors":[{"code":"UNSUPPORTED","message":"POST is not supported (test)"}]}"#,
+        )
+        .map(|_| 405)
+    } else if shared.failing.load(Ordering::SeqCst) {
         respond(
             &mut conn,
             503,
@@ -432,9 +536,10 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
         )
         .map(|_| 503)
     } else {
-        let authenticated = match &user_pass {
-            Some((u, p)) => shared.users.get(u).is_some_and(|want| want == p),
-            None => shared.anonymous,
+        let authenticated = match (&refresh_user, &user_pass) {
+            (Some(user), _) => user.is_some(),
+            (None, Some((u, p))) => shared.users.get(u).is_some_and(|want| want == p),
+            (None, None) => shared.anonymous,
         };
         if !authenticated {
             respond(
@@ -448,17 +553,31 @@ fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
             )
             .map(|_| 401)
         } else {
-            let user = user_pass.as_ref().map(|(u, _)| u.as_str());
+            let user = record.user.as_deref();
             let token = jwt(shared, user, service.as_deref().unwrap_or(SERVICE), &scopes)?;
             let issued_at = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            let body = serde_json::json!({
-                "token": token,
-                "access_token": token,
-                "expires_in": shared.expires_in.load(Ordering::SeqCst),
-                "issued_at": issued_at,
-            });
+            let expires_in = shared.expires_in.load(Ordering::SeqCst);
+            let answer = *shared
+                .answer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("answer lock poisoned"))?;
+            let body = match answer {
+                Answer::Full => serde_json::json!({
+                    "token": token,
+                    "access_token": token,
+                    "expires_in": expires_in,
+                    "issued_at": issued_at,
+                }),
+                Answer::AccessTokenOnly => serde_json::json!({
+                    "access_token": token,
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                }),
+                Answer::NoExpiry => serde_json::json!({"token": token}),
+                Answer::NoToken => serde_json::json!({"expires_in": expires_in}),
+            };
             respond(&mut conn, 200, &[], &serde_json::to_vec(&body)?).map(|_| 200)
         }
     };
@@ -479,6 +598,7 @@ fn respond(
         200 => "OK",
         401 => "Unauthorized",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
     let mut head = format!(
