@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use registry_prober_e2e::prober::{first_failure, prober_with_env, Invocation};
+use registry_prober_e2e::service::Service;
 use registry_prober_e2e::{
     Answer, Grant, PassStore, Post, Registry, RegistryAuth, RegistryOptions, TokenServer,
 };
@@ -422,4 +423,79 @@ fn check_config_names_an_unknown_helper_and_a_malformed_identity_token() {
     let docker = write_json(dir.path(), "config.json", &json!({"credsStore": "pass"}));
     let inv = check_config(dir.path(), &docker, &path);
     assert_eq!(inv.code, 0, "{}", inv.stderr);
+}
+
+#[test]
+fn the_service_asks_a_helper_again_after_a_rejection_and_then_every_refresh_interval() {
+    let reg = htpasswd_registry();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    let calls = dir.path().join("calls");
+    std::fs::write(&secret, "not-yet-the-password").expect("write secret");
+    // Hands out whatever the secret file holds, and counts its calls.
+    let (_, path) = fake_helper(
+        dir.path(),
+        "rotating",
+        &format!(
+            "cat >/dev/null\necho call >> {calls}\nprintf '{{\"Username\":\"prober\",\"Secret\":\"%s\"}}' \"$(cat {secret})\"",
+            calls = calls.display(),
+            secret = secret.display()
+        ),
+    );
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        &json!({"credsStore": "rotating"}),
+    );
+    let mut svc = Service::start_with_env(
+        &format!(
+            "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n  - name: rotating\n    registry: {}\n    repository: {REPO}\n    image: {{layers: 1, layer_size: 4KiB}}\n    auth: {{docker_config: {config}, refresh_interval: 3s}}\n",
+            reg.url()
+        ),
+        &[("PATH", &path)],
+    )
+    .expect("service starts");
+    let runs = |svc: &Service, result: &str| {
+        svc.metric(&format!(
+            "registry_prober_runs_total{{target=\"rotating\",size_class=\"default\",result=\"{result}\"}}"
+        ))
+        .ok()
+        .flatten()
+        .unwrap_or(0.0)
+    };
+    let count_calls = || {
+        std::fs::read_to_string(&calls)
+            .map(|c| c.lines().count())
+            .unwrap_or(0)
+    };
+    svc.wait_for("a failed run", Duration::from_secs(20), |s| {
+        Ok(runs(s, "failure") >= 1.0)
+    })
+    .expect("the wrong password fails");
+    // Rotated: the rejection made the source ask the helper again, so the new one is used
+    // within a run or two, not after the refresh interval.
+    std::fs::write(&secret, PASSWORD).expect("rotate");
+    let rotated = Instant::now();
+    svc.wait_for("a successful run", Duration::from_secs(20), |s| {
+        Ok(runs(s, "success") >= 1.0)
+    })
+    .expect("the new password is used");
+    assert!(
+        rotated.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        rotated.elapsed()
+    );
+    // From then on the helper is asked once per refresh interval, not once per run.
+    let (calls_before, successes_before) = (count_calls(), runs(&svc, "success"));
+    std::thread::sleep(Duration::from_millis(6500));
+    let (asked, succeeded) = (
+        count_calls() - calls_before,
+        runs(&svc, "success") - successes_before,
+    );
+    assert!(succeeded >= 5.0, "{succeeded} successful runs in 6.5s");
+    assert!(
+        (2..=3).contains(&asked),
+        "the helper was asked {asked} times in 6.5s"
+    );
+    assert!(!svc.log().contains(PASSWORD), "the password is in the logs");
 }
