@@ -1,7 +1,7 @@
 //! Test harness for registry-prober's end-to-end tests: starts real servers (CNCF Distribution
 //! `docker-registry`, a test token server, Prometheus, an OTLP trace receiver), makes test
-//! certificates and images, drives skopeo, and inspects the registry's on-disk storage. No mocks
-//! of the registry.
+//! certificates and images and a password store for docker-credential-pass, drives skopeo, and
+//! inspects the registry's on-disk storage. No mocks of the registry.
 
 pub mod alertmanager;
 pub mod background;
@@ -10,6 +10,7 @@ pub mod certs;
 pub mod fault_proxy;
 pub mod http;
 pub mod oci;
+pub mod pass;
 pub mod otlp;
 pub mod ports;
 pub mod prober;
@@ -27,9 +28,10 @@ pub use certs::{ClientFiles, TestCa, TlsFiles};
 pub use http::{HttpClient, Response};
 pub use oci::{write_oci_layout, OciImage};
 pub use otlp::OtlpReceiver;
+pub use pass::PassStore;
 pub use ports::free_port;
 pub use process::{run_with_timeout, ProcessOutput};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 pub use skopeo::{skopeo, skopeo_copy, SKOPEO_TIMEOUT};
 pub use storage::Storage;
-pub use token_server::{Grant, TokenServer};
+pub use token_server::{Answer, Grant, Post, TokenServer};

@@ -98,9 +98,13 @@ struct OnceArgs {
     /// File holding the password.
     #[arg(long)]
     password_file: Option<PathBuf>,
-    /// Docker config.json to take credentials from.
+    /// Docker config.json to take credentials from (inline, or from the credential helper it
+    /// names).
     #[arg(long)]
     docker_config: Option<PathBuf>,
+    /// How long a credential helper may take, e.g. 2s (default 5s).
+    #[arg(long, requires = "docker_config")]
+    helper_timeout: Option<humantime::Duration>,
     /// Number of layers.
     #[arg(long, allow_hyphen_values = true)]
     layers: Option<i64>,
@@ -376,6 +380,8 @@ fn once_target(
             password_file: args.password_file.clone(),
             password_env: None,
             docker_config: args.docker_config.clone(),
+            refresh_interval: None,
+            helper_timeout: args.helper_timeout.map(Into::into),
         },
         image: RawImage {
             layers: args.layers,

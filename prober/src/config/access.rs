@@ -1,17 +1,29 @@
 //! How the prober reaches an endpoint: its TLS settings, turned into the rustls client config
 //! here, once (a missing or broken CA, certificate or key file is a config error, not a failure
-//! of every run), and its credentials, read from files or the environment.
+//! of every run), and where its credentials come from (the environment, a password file, a
+//! docker config and its credential helpers), each checked here so a broken one is a config
+//! error.
 
-use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
+use super::durations::positive;
 use super::model::Tls;
 use super::raw::{RawAuth, RawTls};
 use super::registry_url::host_port;
 use super::{invalid, ConfigError};
-use crate::http::auth::{docker_config_credentials, Credentials};
+use crate::http::auth::Credentials;
+use crate::http::error_chain;
+use crate::http::keychain::{CredentialSource, Refresh};
 use crate::http::tls::{self, ClientCert, TlsOptions};
+
+/// Longer than this, a token from a helper could be used past its life (Artifact Registry's
+/// last about an hour); a 401 would fetch a new one, but only after a failed request.
+const MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// A helper slower than this would hold up every run it is asked in.
+const MAX_HELPER_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl RawTls {
     pub(super) fn validate(self) -> Result<Tls, ConfigError> {
@@ -44,70 +56,122 @@ impl RawTls {
 }
 
 impl RawAuth {
-    pub(super) fn validate(self, registry: &Url) -> Result<Option<Credentials>, ConfigError> {
-        let password = match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => {
+    /// Where the endpoint's credentials come from, checked now: a password file or docker
+    /// config must be readable and hold credentials for the registry, a credential helper it
+    /// names must be on PATH, an inline identity token well-formed and unexpired.
+    pub(super) fn validate(
+        self,
+        registry: &Url,
+    ) -> Result<Option<Arc<CredentialSource>>, ConfigError> {
+        let refresh = self.refresh()?;
+        let source = match (
+            self.username,
+            self.password_file,
+            self.password_env,
+            self.docker_config,
+        ) {
+            (_, Some(_), Some(_), _) => {
                 return Err(invalid("auth: set password_file or password_env, not both"))
             }
-            (Some(path), None) => Some(read_password_file(path)?),
-            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                invalid(format!(
-                    "auth.password_env: environment variable {var:?} is not set"
+            (Some(_), _, _, Some(_)) | (None, Some(_), _, Some(_)) | (None, _, Some(_), Some(_)) => {
+                return Err(invalid(
+                    "auth: docker_config cannot be combined with username/password",
                 ))
-            })?),
-            (None, None) => None,
+            }
+            (Some(user), Some(path), None, None) => {
+                CredentialSource::password_file(user, path, refresh.unwrap_or_default())
+                    .map_err(|e| invalid(format!("auth.password_file: {}", error_chain(&e))))?
+            }
+            (Some(user), None, Some(var), None) => {
+                let password = std::env::var(&var).map_err(|_| {
+                    invalid(format!(
+                        "auth.password_env: environment variable {var:?} is not set"
+                    ))
+                })?;
+                if refresh.is_some() {
+                    return Err(invalid(
+                        "auth.refresh_interval is set, but a password from password_env is read \
+                         once: use password_file or docker_config",
+                    ));
+                }
+                CredentialSource::fixed(Credentials::new(user, password))
+            }
+            (Some(user), None, None, None) => {
+                return Err(invalid(format!(
+                    "auth.username {user:?} is set but no password: set auth.password_file or auth.password_env"
+                )))
+            }
+            (None, Some(_), None, None) | (None, None, Some(_), None) => {
+                return Err(invalid("auth: a password is set but auth.username is not"))
+            }
+            (None, None, None, Some(path)) => CredentialSource::docker_config(
+                path,
+                host_port(registry),
+                refresh.unwrap_or_default(),
+            )
+            .map_err(|e| invalid(format!("auth.docker_config: {}", error_chain(&e))))?,
+            (None, None, None, None) => {
+                if refresh.is_some() {
+                    return Err(invalid(
+                        "auth.refresh_interval is set, but no credentials are",
+                    ));
+                }
+                return Ok(None);
+            }
         };
-        match (self.username, password, self.docker_config) {
-            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
-                Err(invalid("auth: docker_config cannot be combined with username/password"))
-            }
-            (Some(u), Some(p), None) => Ok(Some(Credentials::new(u, p))),
-            (Some(u), None, None) => Err(invalid(format!(
-                "auth.username {u:?} is set but no password: set auth.password_file or auth.password_env"
-            ))),
-            (None, Some(_), None) => Err(invalid("auth: a password is set but auth.username is not")),
-            (None, None, Some(path)) => {
-                let host = host_port(registry);
-                docker_config_credentials(&path, &host)
-                    .map_err(|e| invalid(format!("auth.docker_config: {e}")))?
-                    .map(Some)
-                    .ok_or_else(|| invalid(format!("auth.docker_config: {} has no credentials for {host}", path.display())))
-            }
-            (None, None, None) => Ok(None),
+        Ok(Some(Arc::new(source)))
+    }
+
+    /// The refresh settings when any is given, each checked; helper_timeout only with a docker
+    /// config, the only place a helper is named.
+    fn refresh(&self) -> Result<Option<Refresh>, ConfigError> {
+        if self.refresh_interval.is_none() && self.helper_timeout.is_none() {
+            return Ok(None);
         }
+        if self.helper_timeout.is_some() && self.docker_config.is_none() {
+            return Err(invalid(
+                "auth.helper_timeout is set but auth.docker_config is not (only a docker config \
+                 names a credential helper)",
+            ));
+        }
+        let defaults = Refresh::default();
+        let interval = positive(
+            "auth.refresh_interval",
+            self.refresh_interval,
+            defaults.interval,
+        )?;
+        at_most(
+            "auth.refresh_interval",
+            interval,
+            MAX_REFRESH,
+            "Artifact Registry's tokens last about an hour",
+        )?;
+        let helper_timeout = positive(
+            "auth.helper_timeout",
+            self.helper_timeout,
+            defaults.helper_timeout,
+        )?;
+        at_most(
+            "auth.helper_timeout",
+            helper_timeout,
+            MAX_HELPER_TIMEOUT,
+            "a slower helper holds up every run",
+        )?;
+        Ok(Some(Refresh {
+            interval,
+            helper_timeout,
+        }))
     }
 }
 
-/// Reads a password file; one trailing newline (as `echo` writes) is not part of the password.
-fn read_password_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(format!(
-            "auth.password_file: cannot read {}: {e}",
-            path.display()
-        ))
-    })?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|s| s.strip_suffix('\r').unwrap_or(s))
-        .unwrap_or(&text);
-    if password.is_empty() {
+/// `field` must not exceed `max`, for the reason given.
+fn at_most(field: &str, d: Duration, max: Duration, why: &str) -> Result<(), ConfigError> {
+    if d > max {
         return Err(invalid(format!(
-            "auth.password_file: {} is empty",
-            path.display()
+            "{field}: {} is longer than {} ({why})",
+            humantime::format_duration(d),
+            humantime::format_duration(max)
         )));
     }
-    Ok(password.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_password_file_loses_its_trailing_newline() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("pw");
-        std::fs::write(&p, "s3cret\n").expect("write");
-        assert_eq!(read_password_file(&p).expect("read"), "s3cret");
-    }
+    Ok(())
 }

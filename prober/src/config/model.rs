@@ -9,7 +9,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::OtlpConfig;
-use crate::http::auth::Credentials;
+use crate::http::keychain::CredentialSource;
 use crate::http::tls::TlsOptions;
 use crate::oci::manifest::ManifestType;
 
@@ -42,7 +42,8 @@ pub struct Target {
     pub(crate) step_timeout: Duration,
     pub(crate) cleanup_timeout: Duration,
     pub(crate) tls: Tls,
-    pub(crate) credentials: Option<Credentials>,
+    /// Where the endpoint's credentials come from (shared with the pull paths on its host).
+    pub(crate) credentials: Option<Arc<CredentialSource>>,
     pub(crate) cleanup: Cleanup,
     /// Tolerated deviations from the spec fail the step.
     pub(crate) strict: bool,
@@ -158,7 +159,7 @@ pub(crate) struct PullPath {
     pub(crate) registry: Url,
     pub(crate) repository: String,
     pub(crate) tls: Tls,
-    pub(crate) credentials: Option<Credentials>,
+    pub(crate) credentials: Option<Arc<CredentialSource>>,
     pub(crate) propagation: Option<Propagation>,
 }
 

@@ -221,17 +221,36 @@ pub(crate) struct RawTls {
 }
 
 /// Where an endpoint's credentials come from; secrets never sit in the config file itself.
+/// Credentials from a file or a credential helper are fetched again every `refresh_interval`
+/// and after the registry rejected them, so a rotated password or a helper's new token is
+/// picked up without a reload.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuth {
     /// User name for basic auth or the token service.
     pub(crate) username: Option<String>,
-    /// File holding the password (a trailing newline is ignored).
+    /// File holding the password (a trailing newline is ignored); read again every
+    /// refresh_interval.
     pub(crate) password_file: Option<PathBuf>,
-    /// Environment variable holding the password.
+    /// Environment variable holding the password; read when the config is loaded.
     pub(crate) password_env: Option<String>,
-    /// A Docker config.json whose `auths` entry for this registry supplies the credentials.
+    /// A Docker config.json holding the credentials for this registry, read as docker reads
+    /// it: the `credHelpers` entry for the host, else the `auths` entry (a password, or an
+    /// `identitytoken` traded at the token service for tokens), else `credsStore`. A helper is
+    /// `docker-credential-<name>` on PATH, run as `get` with the registry host on stdin; its
+    /// output is never logged. The file is read again, and the helper run again, every
+    /// refresh_interval.
     pub(crate) docker_config: Option<PathBuf>,
+    /// How long credentials from password_file or docker_config (and the helper it names) are
+    /// used before they are fetched again, e.g. "5m" (default 5m, at most 1h: Artifact
+    /// Registry's tokens live about an hour, ECR's 12h). Credentials that state their expiry
+    /// (a JWT's exp) are never used past it.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) refresh_interval: Option<Duration>,
+    /// How long a credential helper may take to answer before it is killed, e.g. "5s"
+    /// (default 5s, at most 1m). Only with docker_config.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) helper_timeout: Option<Duration>,
 }
 
 /// The layers of the image a target pushes every run.

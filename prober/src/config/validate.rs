@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -23,7 +24,7 @@ use super::raw::{
 use super::registry_url::parse_registry_url;
 use super::size::{parse_size, size_list, MAX_LAYERS};
 use super::{invalid, ConfigError, RawOtlp};
-use crate::http::auth::Credentials;
+use crate::http::keychain::CredentialSource;
 use crate::oci::manifest::ManifestType;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9115";
@@ -306,7 +307,7 @@ impl RawPath {
         repository: &str,
         origin: &Url,
         tls: &Tls,
-        credentials: Option<&Credentials>,
+        credentials: Option<&Arc<CredentialSource>>,
     ) -> Result<PullPath, ConfigError> {
         validate_label("name", &self.name)?;
         if self.name == ORIGIN {

@@ -1,5 +1,6 @@
 //! The timed HTTP layer: connections with DNS, connect and TLS timed (`transport`), TLS
-//! settings (`tls`), registry auth (`auth`), requests and the responses they get, what a failed
+//! settings (`tls`), registry auth (`auth`), where credentials come from (`keychain`: files,
+//! Docker configs, credential helpers), requests and the responses they get, what a failed
 //! exchange means (`errors`), and the Distribution API client that follows redirects and
 //! answers auth challenges (`client`). It records every exchange in a `Transcript` and knows
 //! nothing of probes.
@@ -7,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod errors;
+pub mod keychain;
 pub mod request;
 pub mod ratelimit;
 pub mod response;

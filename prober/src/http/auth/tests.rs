@@ -1,8 +1,11 @@
-use std::time::{Duration, Instant};
+//! Challenges, tokens and their cache, and credentials (the docker config reader's tests are
+//! in `docker_config_tests.rs`).
+
+use std::time::{Duration, Instant, SystemTime};
 
 use super::challenge::ChallengeError;
-use super::credentials::DockerConfigError;
-use super::token::Token;
+use super::credentials::{unsigned_jwt as jwt, TokenShape};
+use super::token::{Token, TokenError};
 use super::*;
 
 fn bearer(realm: &str, service: Option<&str>, scope: Option<&str>) -> Challenge {
@@ -279,63 +282,102 @@ fn rejects_a_realm_that_is_not_an_absolute_http_url() {
     );
 }
 
+/// A wall clock reading from RFC 3339.
+fn at(text: &str) -> SystemTime {
+    humantime::parse_rfc3339(text).unwrap()
+}
+
+/// Parses a token answer as if the request went out now, at wall time `sent`.
+fn parse_at(body: &[u8], sent: &str) -> (Instant, Result<Token, TokenError>) {
+    let now = Instant::now();
+    (now, parse_token_response(body, now, at(sent)))
+}
+
+fn parse(body: &[u8]) -> Result<Token, TokenError> {
+    parse_token_response(body, Instant::now(), SystemTime::now())
+}
+
 #[test]
 fn reads_a_docker_token_with_its_expiry_less_ten_percent() {
-    let now = Instant::now();
-    let token = parse_token_response(
+    let (now, token) = parse_at(
         br#"{"token":"abc","expires_in":300,"issued_at":"2020-01-01T00:00:00Z"}"#,
-        now,
-    )
-    .unwrap();
+        "2020-01-01T00:00:00Z",
+    );
+    let token = token.unwrap();
     assert_eq!(token.value, "abc");
     assert_eq!(token.expires_at, now + Duration::from_secs(270));
 }
 
 #[test]
 fn reads_an_oauth2_access_token() {
-    let now = Instant::now();
-    let token = parse_token_response(br#"{"access_token":"xyz","expires_in":3600}"#, now).unwrap();
+    let (now, token) = parse_at(
+        br#"{"access_token":"xyz","expires_in":3600}"#,
+        "2020-01-01T00:00:00Z",
+    );
+    let token = token.unwrap();
     assert_eq!(token.value, "xyz");
     assert_eq!(token.expires_at, now + Duration::from_secs(3240));
 }
 
 #[test]
+fn issued_at_shortens_a_token_only_by_its_age_beyond_five_minutes_of_clock_skew() {
+    let body = br#"{"token":"a","expires_in":3600,"issued_at":"2020-01-01T00:00:00Z"}"#;
+    let lifetime = |sent: &str| {
+        let (now, token) = parse_at(body, sent);
+        token.unwrap().expires_at - now
+    };
+    // Our clock 4 minutes ahead of the service's, or behind it: skew, the full hour.
+    assert_eq!(lifetime("2020-01-01T00:04:00Z"), Duration::from_secs(3240));
+    assert_eq!(lifetime("2019-12-31T23:00:00Z"), Duration::from_secs(3240));
+    // Issued 50 minutes before we asked (a service handing out a cached token): 15 minutes
+    // (50 less 5 of skew) off the hour, then 10%.
+    assert_eq!(
+        lifetime("2020-01-01T00:50:00Z"),
+        Duration::from_secs((3600 - 45 * 60) * 9 / 10)
+    );
+    // Older than its whole life: not cached at all.
+    assert_eq!(lifetime("2020-01-02T00:00:00Z"), Duration::ZERO);
+    // An issued_at that does not parse is "just issued".
+    let (now, token) = parse_at(
+        br#"{"token":"a","expires_in":100,"issued_at":"yesterday"}"#,
+        "2020-01-01T00:00:00Z",
+    );
+    assert_eq!(token.unwrap().expires_at - now, Duration::from_secs(90));
+}
+
+#[test]
 fn prefers_token_when_both_forms_are_present() {
-    let token =
-        parse_token_response(br#"{"access_token":"b","token":"a"}"#, Instant::now()).unwrap();
+    let token = parse(br#"{"access_token":"b","token":"a"}"#).unwrap();
     assert_eq!(token.value, "a");
-    let token =
-        parse_token_response(br#"{"token":"","access_token":"b"}"#, Instant::now()).unwrap();
+    let token = parse(br#"{"token":"","access_token":"b"}"#).unwrap();
     assert_eq!(token.value, "b");
 }
 
 #[test]
 fn defaults_and_raises_expiry_to_sixty_seconds() {
-    let now = Instant::now();
     for body in [
         &br#"{"token":"a"}"#[..],
         br#"{"token":"a","expires_in":5}"#,
         br#"{"token":"a","expires_in":null}"#,
         br#"{"token":"a","expires_in":0.5}"#,
+        br#"{"access_token":"a"}"#,
     ] {
-        assert_eq!(
-            parse_token_response(body, now).unwrap().expires_at,
-            now + Duration::from_secs(54)
-        );
+        let (now, token) = parse_at(body, "2020-01-01T00:00:00Z");
+        assert_eq!(token.unwrap().expires_at, now + Duration::from_secs(54));
     }
 }
 
 #[test]
 fn caps_expiry_at_a_day() {
-    let now = Instant::now();
-    let token =
-        parse_token_response(br#"{"token":"a","expires_in":18446744073709551615}"#, now).unwrap();
-    assert_eq!(token.expires_at, now + Duration::from_secs(77_760));
+    let (now, token) = parse_at(
+        br#"{"token":"a","expires_in":18446744073709551615}"#,
+        "2020-01-01T00:00:00Z",
+    );
+    assert_eq!(token.unwrap().expires_at, now + Duration::from_secs(77_760));
 }
 
 #[test]
 fn rejects_token_responses_naming_the_problem_without_echoing_the_token() {
-    let now = Instant::now();
     let cases: [(&[u8], &str); 6] = [
         (b"not json", "token response is not valid JSON"),
         (b"[\"secret\"]", "token response is not a JSON object"),
@@ -357,7 +399,7 @@ fn rejects_token_responses_naming_the_problem_without_echoing_the_token() {
         ),
     ];
     for (body, message) in cases {
-        let err = parse_token_response(body, now).unwrap_err();
+        let err = parse(body).unwrap_err();
         assert_eq!(err.to_string(), message);
         assert!(!format!("{err:?}").contains("secret"));
     }
@@ -365,7 +407,7 @@ fn rejects_token_responses_naming_the_problem_without_echoing_the_token() {
 
 #[test]
 fn debug_of_a_token_hides_its_value() {
-    let token = parse_token_response(br#"{"token":"secret"}"#, Instant::now()).unwrap();
+    let token = parse(br#"{"token":"secret"}"#).unwrap();
     let debug = format!("{token:?}");
     assert!(
         debug.starts_with("Token { value: <redacted>, expires_at: "),
@@ -374,11 +416,34 @@ fn debug_of_a_token_hides_its_value() {
     assert!(!debug.contains("secret"));
 }
 
+#[test]
+fn a_post_form_carries_the_grant_service_scopes_and_client_id() {
+    let scopes = [
+        "repository:a/b:pull,push".to_owned(),
+        "registry:catalog:*".to_owned(),
+    ];
+    let password = Grant::Password {
+        username: "u@x",
+        password: "p&=+ w",
+    };
+    assert_eq!(
+        token_form(password, Some("reg.example"), &scopes),
+        "grant_type=password&username=u%40x&password=p%26%3D%2B+w&service=reg.example\
+         &scope=repository%3Aa%2Fb%3Apull%2Cpush+registry%3Acatalog%3A*&client_id=registry-prober"
+    );
+    assert_eq!(
+        token_form(Grant::RefreshToken("rt"), None, &scopes[..1]),
+        "grant_type=refresh_token&refresh_token=rt&scope=repository%3Aa%2Fb%3Apull%2Cpush\
+         &client_id=registry-prober"
+    );
+}
+
 fn key(scope: &str) -> TokenKey {
     TokenKey {
         realm: "https://auth/token".to_owned(),
         service: Some("reg".to_owned()),
         scope: scope.to_owned(),
+        credentials: 1,
     }
 }
 
@@ -436,238 +501,109 @@ fn keys_tokens_by_realm_service_and_scope_and_clears() {
 }
 
 #[test]
-fn debug_and_display_of_credentials_hide_the_password() {
+fn a_token_bought_with_other_credentials_is_never_used_and_is_dropped() {
+    let cache = TokenCache::default();
+    let now = Instant::now();
+    let later = now + Duration::from_secs(60);
+    let token = |value: &str| Token {
+        value: value.to_owned(),
+        expires_at: later,
+    };
+    cache.insert(key("a"), token("old"));
+    let renewed = |scope: &str| TokenKey {
+        credentials: 2,
+        ..key(scope)
+    };
+    assert_eq!(cache.get(&renewed("a"), now), None);
+    cache.insert(renewed("b"), token("new"));
+    assert_eq!(cache.get(&renewed("b"), now), Some("new".to_owned()));
+    assert_eq!(
+        cache.get(&key("a"), now),
+        None,
+        "dropped when new ones came"
+    );
+}
+
+#[test]
+fn debug_and_display_of_credentials_hide_the_secret() {
     let credentials = Credentials::new("u", "hunter2");
     assert_eq!(
         format!("{credentials:?}"),
         "Credentials { username: \"u\", password: <redacted> }"
     );
     assert_eq!(credentials.to_string(), "user \"u\" (password redacted)");
-    assert_eq!(credentials.password(), "hunter2");
+    assert_eq!(credentials.password(), Some("hunter2"));
+    assert_eq!(credentials.refresh_token(), None);
+    let token = Credentials::identity_token("<token>", "refresh-me");
+    assert_eq!(
+        format!("{token:?}"),
+        "Credentials { username: \"<token>\", identity_token: <redacted> }"
+    );
+    assert_eq!(token.to_string(), "an identity token (redacted)");
+    assert_eq!(token.refresh_token(), Some("refresh-me"));
+    assert_eq!(token.password(), None);
 }
 
 #[test]
-fn builds_a_basic_authorization_header() {
+fn builds_a_basic_authorization_header_but_not_from_an_identity_token() {
     assert_eq!(
         Credentials::new("aladdin", "open sesame").basic_header(),
-        "Basic YWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        Some("Basic YWxhZGRpbjpvcGVuIHNlc2FtZQ==".to_owned())
     );
-}
-
-fn config(json: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), json).unwrap();
-    file
-}
-
-fn creds(json: &str, host: &str) -> Result<Option<Credentials>, DockerConfigError> {
-    docker_config_credentials(config(json).path(), host)
-}
-
-/// The error message with the temp file's path replaced by "PATH".
-fn message(json: &str, host: &str) -> String {
-    let file = config(json);
-    let err = docker_config_credentials(file.path(), host).unwrap_err();
-    err.to_string()
-        .replace(&format!("{:?}", file.path()), "PATH")
+    assert_eq!(Credentials::identity_token("u", "t").basic_header(), None);
 }
 
 #[test]
-fn reads_inline_base64_auth() {
-    // "user:pa:ss" — the password keeps its colon.
-    let json = r#"{"auths":{"registry.example:5000":{"auth":"dXNlcjpwYTpzcw=="}}}"#;
+fn reads_the_expiry_of_a_jwt_and_nothing_from_an_opaque_token() {
     assert_eq!(
-        creds(json, "registry.example:5000").unwrap(),
-        Some(Credentials::new("user", "pa:ss"))
+        token_shape(&jwt(r#"{"sub":"x","exp":1700000000}"#)),
+        Ok(TokenShape::Jwt {
+            expires: Some(at("2023-11-14T22:13:20Z"))
+        })
     );
-}
-
-#[test]
-fn reads_base64_auth_without_padding() {
-    let json = r#"{"auths":{"r":{"auth":"dXNlcjpwYTpzcw"}}}"#;
     assert_eq!(
-        creds(json, "r").unwrap(),
-        Some(Credentials::new("user", "pa:ss"))
+        token_shape(&jwt(r#"{"sub":"x"}"#)),
+        Ok(TokenShape::Jwt { expires: None })
     );
-}
-
-#[test]
-fn reads_username_and_password_fields() {
-    let json = r#"{"auths":{"r.example":{"username":"u","password":"p"}}}"#;
-    assert_eq!(
-        creds(json, "r.example").unwrap(),
-        Some(Credentials::new("u", "p"))
-    );
-}
-
-#[test]
-fn matches_url_keys_with_scheme_and_path_and_prefers_the_exact_key() {
-    for key in [
-        "https://r.example",
-        "http://r.example",
-        "https://r.example/v1/",
-        "r.example/v2/",
-        "R.EXAMPLE",
+    // ECR's and Artifact Registry's tokens, and one that merely has two dots.
+    for opaque in [
+        "ya29.a0AfH6SMBx-long_opaque",
+        "eyJwYXlsb2FkIjoi.abc",
+        "a.b.c",
     ] {
-        let json = format!(r#"{{"auths":{{"{key}":{{"username":"u","password":"p"}}}}}}"#);
-        assert_eq!(
-            creds(&json, "r.example").unwrap(),
-            Some(Credentials::new("u", "p")),
-            "key {key}"
-        );
+        assert_eq!(token_shape(opaque), Ok(TokenShape::Opaque), "{opaque}");
     }
-    let json = r#"{"auths":{
-            "https://r.example/v1/":{"username":"a","password":"1"},
-            "https://r.example":{"username":"b","password":"2"},
-            "r.example":{"username":"c","password":"3"}}}"#;
-    assert_eq!(
-        creds(json, "r.example").unwrap(),
-        Some(Credentials::new("c", "3"))
-    );
+    let expiring = Credentials::identity_token("<token>", jwt(r#"{"exp":1700000000}"#));
+    assert_eq!(expiring.expiry(), Some(at("2023-11-14T22:13:20Z")));
+    assert_eq!(Credentials::new("AWS", "opaque").expiry(), None);
 }
 
 #[test]
-fn does_not_match_another_host_or_port() {
-    let json = r#"{"auths":{"r.example:5000":{"username":"u","password":"p"},
-                                 "r.example.evil":{"username":"u","password":"p"}}}"#;
-    assert_eq!(creds(json, "r.example").unwrap(), None);
-}
-
-#[test]
-fn finds_docker_hub_credentials_under_the_legacy_index_key() {
-    let json = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#;
-    assert_eq!(
-        creds(json, "registry-1.docker.io").unwrap(),
-        Some(Credentials::new("u", "p"))
-    );
-}
-
-#[test]
-fn returns_none_when_no_entry_matches() {
-    assert_eq!(
-        creds(r#"{"auths":{"other":{"auth":"dTpw"}}}"#, "r").unwrap(),
-        None
-    );
-    assert_eq!(creds("{}", "r").unwrap(), None);
-}
-
-#[test]
-fn refuses_a_creds_store_when_no_inline_auth_matches() {
-    let expected = "docker config PATH: credentials for \"r.example\" are kept by credential \
-                        helper \"desktop\", and credential helpers are not supported; put the \
-                        credentials inline in \"auths\" or use username/password_file";
-    assert_eq!(
-        message(r#"{"credsStore":"desktop"}"#, "r.example"),
-        expected
-    );
-    // `docker login` with a store leaves an empty entry behind.
-    assert_eq!(
-        message(
-            r#"{"auths":{"r.example":{}},"credsStore":"desktop"}"#,
-            "r.example"
+fn a_malformed_token_is_named_without_being_shown() {
+    let header = jwt("{}");
+    let header = header.split('.').next().unwrap();
+    let cases = [
+        ("", MalformedToken::Empty, "is empty"),
+        (
+            "secret part\n",
+            MalformedToken::BadCharacters,
+            "contains whitespace, control or non-ASCII characters",
         ),
-        expected
-    );
-}
-
-#[test]
-fn prefers_inline_auth_over_a_creds_store() {
-    let json = r#"{"auths":{"r":{"auth":"dTpw"}},"credsStore":"desktop"}"#;
-    assert_eq!(creds(json, "r").unwrap(), Some(Credentials::new("u", "p")));
-}
-
-#[test]
-fn refuses_a_cred_helper_for_this_host_only() {
-    let json = r#"{"credHelpers":{"https://r.example":"ecr-login"}}"#;
-    assert_eq!(
-        message(json, "r.example"),
-        "docker config PATH: credentials for \"r.example\" are kept by credential helper \
-             \"ecr-login\", and credential helpers are not supported; put the credentials \
-             inline in \"auths\" or use username/password_file"
-    );
-    assert_eq!(creds(json, "other.example").unwrap(), None);
-}
-
-#[test]
-fn rejects_bad_base64_without_echoing_it() {
-    let json = r#"{"auths":{"r":{"auth":"c2VjcmV0!!"}}}"#;
-    let msg = message(json, "r");
-    assert_eq!(
-        msg,
-        "docker config PATH: auths[\"r\"].auth is not valid base64"
-    );
-    let file = config(json);
-    let err = docker_config_credentials(file.path(), "r").unwrap_err();
-    assert!(std::error::Error::source(&err).is_none());
-    assert!(!format!("{err:?}").contains("c2VjcmV0"));
-}
-
-#[test]
-fn rejects_auth_without_a_colon() {
-    // base64 of "nocolon"
-    assert_eq!(
-        message(r#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#, "r"),
-        "docker config PATH: auths[\"r\"].auth does not decode to \"user:password\""
-    );
-}
-
-#[test]
-fn refuses_an_identity_token() {
-    let json = r#"{"auths":{"r":{"auth":"PHRva2VuPjo=","identitytoken":"secret"}}}"#;
-    let msg = message(json, "r");
-    assert_eq!(
-        msg,
-        "docker config PATH: auths[\"r\"] holds an identity token, which is not supported; \
-             put a username and password there instead"
-    );
-}
-
-#[test]
-fn rejects_an_entry_with_a_username_but_no_password() {
-    assert_eq!(
-        message(r#"{"auths":{"r":{"username":"u"}}}"#, "r"),
-        "docker config PATH: auths[\"r\"] has \"username\" but no \"password\""
-    );
-}
-
-#[test]
-fn rejects_an_empty_entry_without_a_helper() {
-    assert_eq!(
-        message(r#"{"auths":{"r":{}}}"#, "r"),
-        "docker config PATH: auths[\"r\"] has neither \"auth\" nor \"username\" and \"password\""
-    );
-}
-
-#[test]
-fn reports_invalid_json_with_its_position_in_the_source() {
-    let file = config("{\n  \"auths\": {,}\n}");
-    let err = docker_config_credentials(file.path(), "r").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("docker config {:?} is not valid JSON", file.path())
-    );
-    assert_eq!(
-        std::error::Error::source(&err).map(ToString::to_string),
-        Some("key must be a string at line 2 column 13".to_owned())
-    );
-}
-
-#[test]
-fn rejects_auths_that_is_not_an_object() {
-    assert_eq!(
-        message(r#"{"auths":[]}"#, "r"),
-        "docker config PATH: \"auths\" is not an object"
-    );
-}
-
-#[test]
-fn reports_an_unreadable_file_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("missing.json");
-    let err = docker_config_credentials(&path, "r").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("cannot read docker config {path:?}")
-    );
-    assert!(matches!(err, DockerConfigError::Unreadable { .. }));
+        (
+            &format!("{header}.c2VjcmV0!.sig") as &str,
+            MalformedToken::JwtPayload,
+            "looks like a JWT but its payload is not base64url-encoded JSON",
+        ),
+        (
+            &jwt(r#"{"exp":"secret"}"#),
+            MalformedToken::JwtExp,
+            "is a JWT whose \"exp\" is not a number of seconds",
+        ),
+    ];
+    for (token, expected, message) in cases {
+        let err = token_shape(token).unwrap_err();
+        assert_eq!(err, expected);
+        assert_eq!(err.to_string(), message);
+        assert!(!format!("{err:?}{err}").contains("secret"));
+    }
 }

@@ -1,10 +1,11 @@
-//! Bearer tokens: the scope a request needs, the token request URL, the token service's answer
-//! and the cache of tokens until they expire.
+//! Bearer tokens: the scope a request needs, the token request (a GET URL or a POST form), the
+//! token service's answer and the cache of tokens until they expire, keyed on the credentials
+//! that bought them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -67,6 +68,48 @@ pub fn token_url(
     Ok(url)
 }
 
+/// The `client_id` the prober names itself by in a POST token request (containerd sends
+/// "containerd-client", docker "docker").
+pub const CLIENT_ID: &str = "registry-prober";
+
+/// What a POST token request (the OAuth2 form the distribution spec describes and containerd
+/// sends) trades for a token.
+#[derive(Clone, Copy)]
+pub enum Grant<'a> {
+    /// `grant_type=password`: a user name and password.
+    Password {
+        username: &'a str,
+        password: &'a str,
+    },
+    /// `grant_type=refresh_token`: an identity token (ACR, `docker login` with a token).
+    RefreshToken(&'a str),
+}
+
+/// The form-encoded body of a POST token request: the grant, `service`, the scopes joined by
+/// spaces in one `scope` (as the OAuth2 spec has it) and our `client_id`.
+pub fn token_form(grant: Grant<'_>, service: Option<&str>, scopes: &[String]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    match grant {
+        Grant::Password { username, password } => {
+            form.append_pair("grant_type", "password");
+            form.append_pair("username", username);
+            form.append_pair("password", password);
+        }
+        Grant::RefreshToken(token) => {
+            form.append_pair("grant_type", "refresh_token");
+            form.append_pair("refresh_token", token);
+        }
+    }
+    if let Some(service) = service {
+        form.append_pair("service", service);
+    }
+    if !scopes.is_empty() {
+        form.append_pair("scope", &scopes.join(" "));
+    }
+    form.append_pair("client_id", CLIENT_ID);
+    form.finish()
+}
+
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
 pub struct Token {
@@ -106,12 +149,24 @@ const MIN_TOKEN_LIFETIME_SECS: u64 = 60;
 /// A token longer-lived than a day is cached for a day: it bounds a stale token's life and
 /// keeps `Instant` arithmetic far from overflow on absurd values.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
+/// How far the token service's clock may be from ours before `issued_at` counts.
+const ISSUED_AT_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Parses a token endpoint response: {"token": ..} or {"access_token": ..} (docker and OAuth2
 /// forms; if both, "token" wins), "expires_in" seconds (default 60 per the docker token spec,
-/// minimum 60). "issued_at" is ignored for expiry (the registry's clock may be skewed from
-/// ours): expiry is `now` + expires_in, minus a 10% safety margin.
-pub fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, TokenError> {
+/// minimum 60), "issued_at" (RFC 3339).
+///
+/// The lifetime counts on our monotonic clock from `sent`, when the request went out: the token
+/// was issued after that, so it expires no earlier than we think. `issued_at` is a reading of
+/// the token service's clock, which may be minutes from ours, so it only ever shortens the
+/// lifetime, and only by the token's age beyond [`ISSUED_AT_SKEW`] at `sent_wall` (a service
+/// that hands out a cached token issued long ago); an `issued_at` in the future, or unreadable,
+/// counts as "just issued". Then 10% comes off as a safety margin.
+pub fn parse_token_response(
+    body: &[u8],
+    sent: Instant,
+    sent_wall: SystemTime,
+) -> Result<Token, TokenError> {
     // Parsed as a Value, not a typed struct: serde's type errors quote the offending value,
     // and that value could be a token.
     let value: Value =
@@ -149,10 +204,17 @@ pub fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, TokenErr
         }
     };
     let secs = expires_in.clamp(MIN_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS);
-    let lifetime = Duration::from_secs(secs) * 9 / 10;
+    let issued_at = match object.get("issued_at") {
+        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s).ok(),
+        _ => None,
+    };
+    let age = issued_at
+        .and_then(|t| sent_wall.duration_since(t).ok())
+        .unwrap_or_default();
+    let lifetime = Duration::from_secs(secs).saturating_sub(age.saturating_sub(ISSUED_AT_SKEW));
     Ok(Token {
         value,
-        expires_at: now + lifetime,
+        expires_at: sent + lifetime * 9 / 10,
     })
 }
 
@@ -167,7 +229,8 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// Tokens cached per (realm, service, scope) until expiry. Thread-safe (interior Mutex).
+/// Tokens cached per (realm, service, scope, credentials) until expiry. Thread-safe (interior
+/// Mutex).
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<TokenKey, Token>>,
@@ -178,6 +241,9 @@ pub struct TokenKey {
     pub realm: String,
     pub service: Option<String>,
     pub scope: String,
+    /// Which credentials bought the token: their generation in the client's credential source
+    /// (0: anonymous), so a token bought with credentials since replaced is never used.
+    pub credentials: u64,
 }
 
 impl TokenCache {
@@ -194,8 +260,12 @@ impl TokenCache {
         }
     }
 
+    /// Caches `token`; tokens bought with other credentials are dropped, for new credentials
+    /// replace the old ones.
     pub fn insert(&self, key: TokenKey, token: Token) {
-        self.lock().insert(key, token);
+        let mut tokens = self.lock();
+        tokens.retain(|k, _| k.credentials == key.credentials);
+        tokens.insert(key, token);
     }
 
     pub fn clear(&self) {

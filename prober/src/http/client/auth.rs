@@ -2,30 +2,29 @@
 //! bearer token for the request's repository and actions, fetched when none is cached), what a
 //! 401 challenge teaches, and a message that says exactly why a request stayed unauthorized.
 
-use std::time::SystemTime;
-
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::{Client, MAX_REDIRECTS};
+use super::Client;
+use crate::http::auth::{self, Action, Challenge, TokenKey};
+use crate::http::error_chain;
+use crate::http::errors::{failure_for_status, RegistryErrors};
+use crate::http::keychain::{CredentialSource, Current};
+use crate::http::request::BodySource;
+use crate::http::transcript::Transcript;
+use crate::http::url::redact_url;
+use crate::outcome::{DeviationKind, Failure, Reason};
 
 /// What authorization a request carried, so a 401 can say what was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Sent {
-    /// Basic credentials of this user.
-    Basic(String),
+    /// Basic credentials of this user, of this generation in the credential source.
+    Basic { user: String, generation: u64 },
     /// A bearer token for this scope, from this realm.
     Bearer { scope: String, realm: String },
 }
-use crate::http::auth::{self, Action, Challenge, TokenKey};
-use crate::http::errors::{failure_for_status, RegistryErrors};
-use crate::http::request::BodySource;
-use crate::http::response::MAX_ERROR_BODY;
-use crate::http::transcript::{TokenFetch, Transcript};
-use crate::http::url::redact_url;
-use crate::outcome::{DeviationKind, Failure, Reason};
 
 impl Client {
     /// The Authorization header for a request and what it is, fetching a bearer token when the
@@ -44,10 +43,13 @@ impl Client {
             .clone();
         match scheme {
             None | Some(Challenge::Other { .. }) => Ok(None),
-            Some(Challenge::Basic { .. }) => Ok(self.credentials.as_ref().and_then(|c| {
-                let value = HeaderValue::from_str(&c.basic_header()).ok()?;
-                Some((sensitive(value), Sent::Basic(c.username.clone())))
-            })),
+            Some(Challenge::Basic { .. }) => {
+                let Some(source) = &self.credentials else {
+                    return Ok(None);
+                };
+                let current = credentials_from(source, deadline).await?;
+                basic_authorization(&current, method, url).map(Some)
+            }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let repository = repository_of(url.path()).unwrap_or(&self.repository);
                 let scope = auth::repository_scope(repository, actions_for(method));
@@ -55,11 +57,9 @@ impl Client {
                     realm: realm.clone(),
                     service: service.clone(),
                     scope: scope.clone(),
+                    credentials: 0,
                 };
-                let token = match self.tokens.get(&key, std::time::Instant::now()) {
-                    Some(t) => t,
-                    None => self.fetch_token(key, deadline, tr).await?,
-                };
+                let token = self.bearer_token(key, deadline, tr).await?;
                 Ok(HeaderValue::from_str(&format!("Bearer {token}"))
                     .ok()
                     .map(|v| (sensitive(v), Sent::Bearer { scope, realm })))
@@ -70,7 +70,9 @@ impl Client {
     /// GET /v2/, as docker does before its first request to a registry: 200 means no auth is
     /// needed there; a 401 teaches the challenge, so later requests authenticate up front. A
     /// 401 without a challenge (some registries send one only here, others nowhere) makes the
-    /// client send the configured credentials as basic auth up front.
+    /// client send the configured credentials as basic auth up front. Credentials for basic
+    /// auth are had here (a credential helper run when they are stale), so one that cannot be
+    /// had fails the ping; for bearer auth that is the token fetch's.
     pub async fn ping(&self, deadline: Instant, tr: &mut Transcript) -> Result<(), Failure> {
         let url = self.base.join("v2/").map_err(|e| {
             Failure::new(
@@ -107,6 +109,17 @@ impl Client {
                 }
                 None => {}
             }
+            let basic = matches!(
+                *self
+                    .scheme
+                    .lock()
+                    .expect("scheme lock is never poisoned: no panics under it"),
+                Some(Challenge::Basic { .. })
+            );
+            if let (true, Some(source)) = (basic, &self.credentials) {
+                let current = credentials_from(source, deadline).await?;
+                basic_authorization(&current, &Method::GET, &url)?;
+            }
             return Ok(());
         }
         let resp = resp
@@ -123,100 +136,6 @@ impl Client {
             .scheme
             .lock()
             .expect("scheme lock is never poisoned: no panics under it") = Some(challenge);
-    }
-
-    /// GET realm?service=..&scope=.. with basic credentials when we have them, timed and
-    /// recorded as a token fetch of its own.
-    async fn fetch_token(
-        &self,
-        key: TokenKey,
-        deadline: Instant,
-        tr: &mut Transcript,
-    ) -> Result<String, Failure> {
-        let started = Instant::now();
-        let started_at = SystemTime::now();
-        let mut sub = Transcript::default();
-        let result = self.request_token(&key, deadline, &mut sub).await;
-        tr.token_fetches.push(TokenFetch {
-            scope: key.scope,
-            started_at,
-            duration: started.elapsed(),
-            result: result.as_ref().map(|_| ()).map_err(Clone::clone),
-            requests: sub.requests,
-        });
-        result
-    }
-
-    async fn request_token(
-        &self,
-        key: &TokenKey,
-        deadline: Instant,
-        tr: &mut Transcript,
-    ) -> Result<String, Failure> {
-        let url = auth::token_url(
-            &key.realm,
-            key.service.as_deref(),
-            std::slice::from_ref(&key.scope),
-        )
-        .map_err(|e| Failure::new(Reason::Auth, format!("bearer challenge: {e}")))?;
-        let mut headers = HeaderMap::new();
-        if let Some(v) = self
-            .credentials
-            .as_ref()
-            .and_then(|c| HeaderValue::from_str(&c.basic_header()).ok())
-        {
-            headers.insert(header::AUTHORIZATION, sensitive(v));
-        }
-        let mut current = url;
-        for _ in 0..=MAX_REDIRECTS {
-            let resp = self
-                .hop(
-                    &Method::GET,
-                    &current,
-                    headers.clone(),
-                    &BodySource::Empty,
-                    deadline,
-                    tr,
-                )
-                .await?;
-            if resp.status.is_redirection() {
-                let next = resp.location()?;
-                if next.origin() != current.origin() {
-                    headers.remove(header::AUTHORIZATION);
-                }
-                let _ = resp.read_error(deadline, tr).await;
-                current = next;
-                continue;
-            }
-            if resp.status != StatusCode::OK {
-                let (method, url, status) = (resp.method.clone(), resp.url.clone(), resp.status);
-                let errors = resp.read_error(deadline, tr).await;
-                let mut f = failure_for_status(
-                    &method,
-                    &url,
-                    status,
-                    &[StatusCode::OK],
-                    &errors,
-                    Reason::Auth,
-                );
-                if matches!(status.as_u16(), 401 | 403 | 404) {
-                    f.reason = Reason::Auth;
-                }
-                f.message = format!("token request failed: {}", f.message);
-                return Err(f);
-            }
-            let (method, url) = (resp.method.clone(), resp.url.clone());
-            let body = resp.read_body(MAX_ERROR_BODY, deadline, tr).await?;
-            let token = auth::parse_token_response(&body, std::time::Instant::now())
-                .map_err(|e| Failure::new(Reason::Auth, format!("{method} {url}: {e}")))?;
-            let value = token.value.clone();
-            self.tokens.insert(key.clone(), token);
-            return Ok(value);
-        }
-        Err(Failure::new(
-            Reason::Protocol,
-            format!("token request: more than {MAX_REDIRECTS} redirects"),
-        ))
     }
 
     /// Picks the challenge we can answer: bearer always (anonymous tokens exist), basic only
@@ -253,7 +172,7 @@ impl Client {
         );
         f.reason = Reason::Auth;
         let what = match (sent, challenge) {
-            (Some(Sent::Basic(user)), _) => {
+            (Some(Sent::Basic { user, .. }), _) => {
                 format!("basic credentials of user {user:?} were sent and rejected")
             }
             (Some(Sent::Bearer { scope, realm }), _) => format!(
@@ -307,6 +226,46 @@ impl Client {
     }
 }
 
+/// Credentials from `source`, fetched again when stale; why not, as an auth failure.
+pub(super) async fn credentials_from(
+    source: &CredentialSource,
+    deadline: Instant,
+) -> Result<Current, Failure> {
+    source.get(deadline).await.map_err(|e| {
+        Failure::new(
+            Reason::Auth,
+            format!("cannot get credentials: {}", error_chain(&e)),
+        )
+    })
+}
+
+/// The basic Authorization header of `current` credentials, unless they are an identity token.
+fn basic_authorization(
+    current: &Current,
+    method: &Method,
+    url: &Url,
+) -> Result<(HeaderValue, Sent), Failure> {
+    let value = current
+        .credentials
+        .basic_header()
+        .and_then(|b| HeaderValue::from_str(&b).ok());
+    let Some(value) = value else {
+        return Err(Failure::new(
+            Reason::Auth,
+            format!(
+                "{method} {}: the registry asks for basic credentials, and the configured ones \
+                 are an identity token, which only a token service takes",
+                redact_url(url)
+            ),
+        ));
+    };
+    let sent = Sent::Basic {
+        user: current.credentials.username.clone(),
+        generation: current.generation,
+    };
+    Ok((sensitive(value), sent))
+}
+
 /// Distribution maps methods to token actions: GET/HEAD pull; POST/PUT/PATCH pull+push; DELETE delete.
 fn actions_for(method: &Method) -> &'static [Action] {
     match *method {
@@ -326,7 +285,7 @@ fn repository_of(path: &str) -> Option<&str> {
         .map(|i| &rest[..i])
 }
 
-fn sensitive(mut v: HeaderValue) -> HeaderValue {
+pub(super) fn sensitive(mut v: HeaderValue) -> HeaderValue {
     v.set_sensitive(true);
     v
 }

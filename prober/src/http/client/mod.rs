@@ -1,11 +1,14 @@
 //! The timed OCI Distribution client: one request at a time, redirects followed and timed hop
-//! by hop, reactive auth (basic and bearer, in `auth.rs`), every exchange recorded.
+//! by hop, reactive auth (basic and bearer in `auth.rs`, the token service's dialects in
+//! `token.rs`), every exchange recorded.
 //!
 //! oci-client cannot be this path: its HTTP client is private (no phase timing), it buffers
 //! whole blobs and it cannot DELETE. So this is a thin client of our own on hyper 1 + rustls.
 
 mod auth;
+mod token;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -14,8 +17,9 @@ use http::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::auth::{Challenge, Credentials, TokenCache};
+use super::auth::{Challenge, TokenCache};
 use super::errors::{rate_limit_headers, transport_failure};
+use super::keychain::CredentialSource;
 use super::request::{BodySource, Request};
 use super::response::Response;
 use super::transcript::Transcript;
@@ -26,16 +30,20 @@ use crate::outcome::{DeviationKind, Failure, HttpRecord, Reason};
 const MAX_REDIRECTS: usize = 5;
 const USER_AGENT: &str = concat!("registry-prober/", env!("CARGO_PKG_VERSION"));
 
-/// How to reach one registry: its base URL, repository, credentials and connections.
+/// How to reach one registry: its base URL, repository, where its credentials come from, and
+/// connections.
 pub struct Client {
     transport: Arc<Transport>,
     base: Url,
     repository: String,
-    credentials: Option<Credentials>,
+    /// Asked for credentials whenever a request or a token needs them: they may change.
+    credentials: Option<Arc<CredentialSource>>,
     tokens: TokenCache,
     /// What the registry asked for the last time it challenged us, so later requests
     /// authenticate up front instead of taking a 401 each.
     scheme: Mutex<Option<Challenge>>,
+    /// Token realms that refused a POST form request: asked with GET from then on.
+    get_only_realms: Mutex<HashSet<String>>,
 }
 
 impl Client {
@@ -43,7 +51,7 @@ impl Client {
         transport: Arc<Transport>,
         base: Url,
         repository: &str,
-        credentials: Option<Credentials>,
+        credentials: Option<Arc<CredentialSource>>,
     ) -> Client {
         Client {
             transport,
@@ -52,6 +60,7 @@ impl Client {
             credentials,
             tokens: TokenCache::default(),
             scheme: Mutex::new(None),
+            get_only_realms: Mutex::new(HashSet::new()),
         }
     }
 
@@ -110,6 +119,13 @@ impl Client {
                             redact_url(&url)
                         ),
                     );
+                }
+                // Rejected basic credentials are fetched again for the retry (a rotated
+                // password, a helper's token that expired early).
+                if let (Some(auth::Sent::Basic { generation, .. }), Some(source)) =
+                    (&sent, &self.credentials)
+                {
+                    source.rejected(*generation);
                 }
                 // Answer a challenge once; a second 401 means the credentials (or the token
                 // they bought) are not good enough. A 401 without a challenge, when nothing was

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::http::auth::Credentials;
 use crate::http::tls::{client_config, TlsOptions};
 use crate::http::transport::SystemResolver;
 
@@ -78,7 +79,7 @@ fn client(addr: SocketAddr, credentials: Option<(&str, &str)>) -> Client {
         std::sync::Arc::new(transport),
         Url::parse(&format!("http://{addr}/")).expect("url"),
         "p",
-        credentials.map(|(u, p)| Credentials::new(u, p)),
+        credentials.map(|(u, p)| Arc::new(CredentialSource::fixed(Credentials::new(u, p)))),
     )
 }
 
@@ -193,5 +194,62 @@ async fn a_ping_that_finds_no_registry_fails_naming_the_answer() {
     assert_eq!(
         f.message,
         format!("GET http://{addr}/v2/: got 404 Not Found, expected 200, body: <html>nope</html>")
+    );
+}
+
+#[tokio::test]
+async fn rejected_basic_credentials_are_read_again_for_the_one_retry() {
+    let addr = registry(Dialect::Challenge).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("password");
+    std::fs::write(&path, "old\n").expect("write");
+    let source = CredentialSource::password_file("u".into(), path.clone(), Default::default())
+        .expect("readable");
+    let c = Client::new(
+        client(addr, None).transport.clone(),
+        Url::parse(&format!("http://{addr}/")).expect("url"),
+        "p",
+        Some(Arc::new(source)),
+    );
+    let mut tr = Transcript::default();
+    c.ping(soon(), &mut tr).await.expect("a 401 answers a ping");
+    // Rotated on disk while the old one is still fresh in the cache.
+    std::fs::write(&path, "p\n").expect("write");
+    let (result, tr) = get_manifest(&c).await;
+    assert_eq!(result.expect("authorized"), StatusCode::OK);
+    let statuses: Vec<Option<u16>> = tr.requests.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [Some(401), Some(200)],
+        "the old one, then the new one"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_token_cannot_answer_a_basic_challenge_and_the_ping_says_so_first() {
+    let addr = registry(Dialect::Challenge).await;
+    let c = Client::new(
+        client(addr, None).transport.clone(),
+        Url::parse(&format!("http://{addr}/")).expect("url"),
+        "p",
+        Some(Arc::new(CredentialSource::fixed(
+            Credentials::identity_token("<token>", "rt"),
+        ))),
+    );
+    let mut tr = Transcript::default();
+    let f = c
+        .ping(soon(), &mut tr)
+        .await
+        .expect_err("no basic credentials");
+    assert_eq!(f.reason, Reason::Auth);
+    assert_eq!(
+        f.message,
+        format!("GET http://{addr}/v2/: the registry asks for basic credentials, and the configured ones are an identity token, which only a token service takes")
+    );
+    let (result, _) = get_manifest(&c).await;
+    let f = result.expect_err("no basic credentials");
+    assert_eq!(
+        f.message,
+        format!("GET http://{addr}/v2/p/manifests/t: the registry asks for basic credentials, and the configured ones are an identity token, which only a token service takes")
     );
 }

@@ -1,22 +1,27 @@
-//! A test token server for the registry's `auth.token` mode (Docker token protocol): basic
-//! auth in, ES256 JWT out. Plain HTTP on 127.0.0.1, one thread per connection.
+//! A test token server for the registry's `auth.token` mode: basic auth (GET), or an OAuth2
+//! form (POST: the password and refresh-token grants) in, an ES256 JWT out. It can speak the
+//! dialects real services do: answer with `token`, `access_token` or both, with or without
+//! expiry fields, without a token at all, and refuse POST (405) so a client falls back to GET.
+//! Plain HTTP on 127.0.0.1, one thread per connection.
 //!
 //! The registry trusts the signing key through `rootcertbundle` (a self-signed certificate of
 //! the same key) and finds it by the JWT header `kid`, which must be the libtrust key ID of
 //! the public key (see [`libtrust_key_id`]).
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use base64::Engine as _;
 use p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod handle;
+use handle::handle;
 
 /// `service` the registry is configured with (the JWT `aud`).
 pub const SERVICE: &str = "registry-prober-test";
@@ -79,10 +84,36 @@ impl Grant {
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub method: String,
+    /// The user authenticated (basic, the password grant, or whom a refresh token was for).
     pub user: Option<String>,
     pub service: Option<String>,
     pub scopes: Vec<String>,
+    /// A POST form's `grant_type` and `client_id`.
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
     pub status: u16,
+}
+
+/// The shape of a successful answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `token` and `access_token`, `expires_in` and `issued_at` (the default).
+    Full,
+    /// `access_token` only, as OAuth2 services answer.
+    AccessTokenOnly,
+    /// `token` only, without `expires_in` or `issued_at`.
+    NoExpiry,
+    /// 200 with `expires_in` but neither `token` nor `access_token`.
+    NoToken,
+}
+
+/// How a POST token request is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Post {
+    /// The OAuth2 password and refresh-token grants (the default).
+    Accept,
+    /// 405 Method Not Allowed: a service that speaks GET only.
+    Refuse,
 }
 
 struct Shared {
@@ -91,6 +122,10 @@ struct Shared {
     anonymous: bool,
     expires_in: AtomicU64,
     failing: AtomicBool,
+    answer: Mutex<Answer>,
+    post: Mutex<Post>,
+    /// Refresh (identity) tokens issued, with the user each is for.
+    refresh_tokens: Mutex<BTreeMap<String, String>>,
     signing_key: SigningKey,
     kid: String,
     count: AtomicU64,
@@ -165,6 +200,9 @@ impl TokenServer {
             anonymous,
             expires_in: AtomicU64::new(300),
             failing: AtomicBool::new(false),
+            answer: Mutex::new(Answer::Full),
+            post: Mutex::new(Post::Accept),
+            refresh_tokens: Mutex::new(BTreeMap::new()),
             signing_key,
             kid,
             count: AtomicU64::new(0),
@@ -244,6 +282,42 @@ impl TokenServer {
         self.shared.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// The shape of successful answers from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        if let Ok(mut a) = self.shared.answer.lock() {
+            *a = answer;
+        }
+    }
+
+    /// How POST requests are met from now on.
+    pub fn set_post(&self, post: Post) {
+        if let Ok(mut p) = self.shared.post.lock() {
+            *p = post;
+        }
+    }
+
+    /// An identity (refresh) token for `user`, as ACR's `/oauth2/exchange` hands out: a JWT
+    /// valid for `valid_for`, traded at this server's refresh-token grant for access tokens.
+    pub fn issue_refresh_token(&self, user: &str, valid_for: Duration) -> anyhow::Result<String> {
+        let now = now_secs();
+        let claims = serde_json::json!({
+            "iss": ISSUER,
+            "sub": user,
+            "aud": SERVICE,
+            "grant_type": "refresh_token",
+            "exp": now + valid_for.as_secs(),
+            "iat": now,
+            "jti": hex::encode(rand::random::<[u8; 16]>()),
+        });
+        let token = sign(&self.shared, &claims)?;
+        self.shared
+            .refresh_tokens
+            .lock()
+            .map_err(|_| anyhow::anyhow!("refresh token lock poisoned"))?
+            .insert(token.clone(), user.to_string());
+        Ok(token)
+    }
+
     /// Issues a token directly (no HTTP), e.g. to craft requests in tests.
     pub fn issue(&self, user: Option<&str>, scopes: &[&str]) -> anyhow::Result<String> {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
@@ -315,7 +389,6 @@ fn jwt(
         }
     }
     let now = now_secs();
-    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": shared.kid});
     let claims = serde_json::json!({
         "iss": ISSUER,
         "sub": user.unwrap_or(""),
@@ -326,206 +399,17 @@ fn jwt(
         "jti": hex::encode(rand::random::<[u8; 16]>()),
         "access": access,
     });
+    sign(shared, &claims)
+}
+
+/// An ES256 JWT of `claims`, with the server's key ID in its header.
+fn sign(shared: &Shared, claims: &serde_json::Value) -> anyhow::Result<String> {
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": shared.kid});
     let signing_input = format!(
         "{}.{}",
         b64url(&serde_json::to_vec(&header)?),
-        b64url(&serde_json::to_vec(&claims)?)
+        b64url(&serde_json::to_vec(claims)?)
     );
     let sig: Signature = shared.signing_key.sign(signing_input.as_bytes());
     Ok(format!("{signing_input}.{}", b64url(&sig.to_bytes())))
-}
-
-fn handle(shared: &Shared, mut conn: TcpStream) -> anyhow::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 64 * 1024 {
-            bail!("request head too large");
-        }
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(()); // e.g. the wake-up connect from Drop
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default().to_string();
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let target = parts.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let header = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
-    let content_length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < content_length.min(1024 * 1024) {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-
-    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
-    if path != "/token" {
-        return respond(&mut conn, 404, &[], br#"{"error":"not found"}"#);
-    }
-    shared.count.fetch_add(1, Ordering::SeqCst);
-    let mut params = parse_form(query);
-    // OAuth2 password grant (POST form): username/password in the body.
-    let mut user_pass: Option<(String, String)> = None;
-    if method == "POST" {
-        let form = parse_form(&String::from_utf8_lossy(&body));
-        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        if let (Some(u), Some(p)) = (get("username"), get("password")) {
-            user_pass = Some((u, p));
-        }
-        params.extend(form);
-    }
-    if let Some(auth) = header("authorization") {
-        if let Some(b64) = auth
-            .strip_prefix("Basic ")
-            .or_else(|| auth.strip_prefix("basic "))
-        {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok());
-            if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
-                user_pass = Some((u.to_string(), p.to_string()));
-            }
-        }
-    }
-    let scopes: Vec<String> = params
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let service = params
-        .iter()
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.clone());
-    let mut record = TokenRequest {
-        method: method.clone(),
-        user: user_pass.as_ref().map(|(u, _)| u.clone()),
-        service: service.clone(),
-        scopes: scopes.clone(),
-        status: 0,
-    };
-    let result = if shared.failing.load(Ordering::SeqCst) {
-        respond(
-            &mut conn,
-            503,
-            &[],
-            br#"{"errors":[{"code":"UNAVAILABLE","message":"token service failing (test)"}]}"#,
-        )
-        .map(|_| 503)
-    } else {
-        let authenticated = match &user_pass {
-            Some((u, p)) => shared.users.get(u).is_some_and(|want| want == p),
-            None => shared.anonymous,
-        };
-        if !authenticated {
-            respond(
-                &mut conn,
-                401,
-                &[(
-                    "WWW-Authenticate",
-                    "Basic realm=\"registry-prober-test-token\"",
-                )],
-                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
-            )
-            .map(|_| 401)
-        } else {
-            let user = user_pass.as_ref().map(|(u, _)| u.as_str());
-            let token = jwt(shared, user, service.as_deref().unwrap_or(SERVICE), &scopes)?;
-            let issued_at = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            let body = serde_json::json!({
-                "token": token,
-                "access_token": token,
-                "expires_in": shared.expires_in.load(Ordering::SeqCst),
-                "issued_at": issued_at,
-            });
-            respond(&mut conn, 200, &[], &serde_json::to_vec(&body)?).map(|_| 200)
-        }
-    };
-    record.status = *result.as_ref().unwrap_or(&0);
-    if let Ok(mut log) = shared.log.lock() {
-        log.push(record);
-    }
-    result.map(|_| ())
-}
-
-fn respond(
-    conn: &mut TcpStream,
-    status: u16,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> anyhow::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        _ => "Service Unavailable",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)?;
-    conn.flush()?;
-    Ok(())
-}
-
-/// `a=b&c=d` with `+` and `%XX` decoding.
-fn parse_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
