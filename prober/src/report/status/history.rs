@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::views::{FailureView, RunResult, RunView, StatusSnapshot, StepView, TargetStatus};
+use super::views::{FailureView, RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
 use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
 
 /// Registry error messages and transport errors are cut here: enough to read, bounded in memory.
@@ -137,7 +137,7 @@ impl TargetHistory {
             successes,
             runs_kept: self.runs.len(),
             last_run_unix: self.runs.back().map(|r| r.started_at_unix),
-            last_result: self.runs.back().map(RunRow::result),
+            last_result: self.runs.back().map(RunRow::verdict),
             last_success_unix: self.last_success_unix,
             last_failure_unix: self.last_failure_unix,
             consecutive_failures: self.consecutive_failures,
@@ -308,8 +308,8 @@ impl RunRow {
         }
     }
 
-    fn result(&self) -> RunResult {
-        RunResult::of(
+    fn verdict(&self) -> Verdict {
+        Verdict::of(
             self.success,
             self.cleanup_failed,
             self.first_failure.as_deref(),

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write};
 
-use super::views::{RunResult, RunView, StatusSnapshot, StepView, TargetStatus};
+use super::views::{RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
 use crate::outcome::{HttpRecord, Reason, Step};
 
 /// HTML-escapes `& < > " '`: safe in text and in quoted attribute values.
@@ -164,7 +164,7 @@ fn render_summary(h: &mut Html, snapshot: &StatusSnapshot) {
         h.raw("</a></td><td>");
         match t.last_result {
             None => h.raw("<span class=\"none\">no run yet</span>"),
-            Some(result) => result_badge(h, result),
+            Some(verdict) => verdict_badge(h, verdict),
         }
         h.raw("</td><td class=\"num\">");
         ratio(h, t);
@@ -229,11 +229,11 @@ fn render_target(h: &mut Html, index: usize, t: &TargetStatus, now: f64) {
     h.raw("</section>\n");
 }
 
-fn result_badge(h: &mut Html, result: RunResult) {
-    h.raw(match result {
-        RunResult::Success => "<span class=\"ok\">OK</span>",
-        RunResult::CleanupFailed => "<span class=\"fail\">CLEANUP FAILED</span>",
-        RunResult::Failure => "<span class=\"fail\">FAILED</span>",
+fn verdict_badge(h: &mut Html, verdict: Verdict) {
+    h.raw(match verdict {
+        Verdict::Success => "<span class=\"ok\">OK</span>",
+        Verdict::CleanupFailed => "<span class=\"fail\">CLEANUP FAILED</span>",
+        Verdict::Failure => "<span class=\"fail\">FAILED</span>",
     });
 }
 
@@ -333,10 +333,7 @@ fn runs_table(h: &mut Html, runs: &[RunView], scale_runs: &[RunView]) {
         h.raw("</td><td>");
         h.text(&run.size_class);
         h.raw("</td><td>");
-        result_badge(
-            h,
-            RunResult::of(run.success, run.cleanup_failed, run.first_failure.as_ref()),
-        );
+        verdict_badge(h, run.verdict());
         h.raw("</td><td class=\"num\">");
         h.text(secs(run.duration_seconds));
         h.raw("</td><td>");

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::history::{History, StepMark, LISTED_TARGETS, MAX_ERROR_LINE_CHARS, MAX_MESSAGE_CHARS};
 use super::html::{age, escape, render_html, utc, FAILED_COLOUR};
-use super::views::{render_json, RunResult, RunView};
+use super::views::{render_json, RunView, Verdict};
 use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
 
 fn at(unix_seconds: u64) -> SystemTime {
@@ -391,7 +391,7 @@ fn many_targets_are_listed_once_each_and_have_a_page_of_their_own() {
     let t3 = &snap.targets[3];
     assert_eq!(
         (t3.last_result, t3.last_run_unix, t3.runs_kept),
-        (Some(RunResult::Failure), Some(2.0), 2)
+        (Some(Verdict::Failure), Some(2.0), 2)
     );
     let html = render_html(&snap);
     assert!(html.contains("<a href=\"/?target=t3\">t3</a>"), "{html}");

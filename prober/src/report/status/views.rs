@@ -21,7 +21,7 @@ impl StatusSnapshot {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct TargetStatus {
+pub(super) struct TargetStatus {
     pub(super) name: String,
     /// From the latest run; None before the first.
     pub(super) registry: Option<String>,
@@ -37,36 +37,39 @@ pub(crate) struct TargetStatus {
     pub(super) success_ratio: Option<f64>,
     pub(super) successes: usize,
     pub(super) runs_kept: usize,
-    /// Start and result of the newest run; None before the first.
+    /// Start and verdict of the newest run; None before the first.
     pub(super) last_run_unix: Option<f64>,
-    pub(super) last_result: Option<RunResult>,
+    pub(super) last_result: Option<Verdict>,
     /// Start of the last successful run since the prober started.
     pub(super) last_success_unix: Option<f64>,
     pub(super) last_failure_unix: Option<f64>,
     pub(super) consecutive_failures: u64,
 }
 
+/// The page's verdict on a run. One case more than the metrics' `result` label (success or
+/// failure): a run whose probe steps all passed and only its cleanup failed reads differently
+/// to the engineer looking (the registry serves; it leaves things behind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum RunResult {
+pub(super) enum Verdict {
     Success,
     Failure,
     /// Every probe step passed and only cleanup failed.
     CleanupFailed,
 }
 
-impl RunResult {
+impl Verdict {
     pub(super) fn of(
         success: bool,
         cleanup_failed: bool,
         first_failure: Option<&FailureView>,
-    ) -> RunResult {
+    ) -> Verdict {
         if success {
-            RunResult::Success
+            Verdict::Success
         } else if cleanup_failed && first_failure.is_some_and(|f| f.step.is_cleanup()) {
-            RunResult::CleanupFailed
+            Verdict::CleanupFailed
         } else {
-            RunResult::Failure
+            Verdict::Failure
         }
     }
 }
@@ -75,7 +78,7 @@ impl RunResult {
 /// last failures) the subjects of its steps and the transcript of its failed steps (requests,
 /// statuses, registry error codes, messages cut to ~300 characters).
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct RunView {
+pub(super) struct RunView {
     /// Order of recording, across targets.
     pub(super) seq: u64,
     pub(super) size_class: String,
@@ -96,8 +99,18 @@ pub(crate) struct RunView {
     pub(super) steps: Vec<StepView>,
 }
 
+impl RunView {
+    pub(super) fn verdict(&self) -> Verdict {
+        Verdict::of(
+            self.success,
+            self.cleanup_failed,
+            self.first_failure.as_ref(),
+        )
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct FailureView {
+pub(super) struct FailureView {
     pub(super) step: Step,
     pub(super) path: String,
     pub(super) subject: String,
@@ -108,7 +121,7 @@ pub(crate) struct FailureView {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct StepView {
+pub(super) struct StepView {
     pub(super) step: Step,
     pub(super) path: String,
     /// None in a compact row.
