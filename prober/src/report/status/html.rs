@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write};
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::views::{RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
 use crate::outcome::{HttpRecord, Reason, Step};
@@ -515,6 +516,8 @@ fn transcript(h: &mut Html, requests: &[HttpRecord]) {
     h.raw("</tbody>\n</table>\n");
 }
 
+/// A step or run duration at a fixed precision, "40.0 ms" or "1.23 s", so a column of them reads
+/// at a glance (humantime writes every unit: "1s 234ms 567us").
 fn secs(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.2} s")
@@ -523,34 +526,27 @@ fn secs(s: f64) -> String {
     }
 }
 
-/// "42s", "5m 03s", "2h 05m", "3d 04h".
+/// How long ago, in humantime's two largest units: "42s", "5m 3s", "2h 5m", "3days 4h".
 pub(super) fn age(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..=86399 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
-    }
+    // Seconds stop counting past an hour and minutes past a day, so "2h 0m 5s" is "2h", not "2h 5s".
+    let unit = match s {
+        0..3_600 => 1,
+        3_600..86_400 => 60,
+        _ => 3_600,
+    };
+    let text = humantime::format_duration(Duration::from_secs(s - s % unit)).to_string();
+    text.split(' ').take(2).collect::<Vec<_>>().join(" ")
 }
 
-/// `YYYY-MM-DD hh:mm:ss` in UTC, without a date crate (Howard Hinnant's days-to-civil).
+/// `YYYY-MM-DD hh:mm:ss` in UTC: humantime's RFC 3339 time with a space for the `T` and no
+/// `Z`, since the page says UTC wherever it shows one.
 pub(super) fn utc(unix_seconds: f64) -> String {
-    let secs = unix_seconds.max(0.0).floor() as i64;
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
+    // humantime writes the years 1970 to 9999 (before 1970 it panics, after it fails).
+    let seconds = unix_seconds.clamp(0.0, 253_402_300_799.0) as u64;
+    let mut text =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string();
+    text.replace_range(10..11, " ");
+    text.pop();
+    text
 }

@@ -424,7 +424,13 @@ fn formats_utc_times_and_ages() {
     assert_eq!(utc(0.0), "1970-01-01 00:00:00");
     assert_eq!(utc(1_700_000_000.5), "2023-11-14 22:13:20");
     assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00");
+    assert_eq!(utc(-5.0), "1970-01-01 00:00:00");
+    assert_eq!(utc(1e15), "9999-12-31 23:59:59");
+    assert_eq!(age(-1.0), "0s");
     assert_eq!(age(42.0), "42s");
-    assert_eq!(age(303.0), "5m 03s");
-    assert_eq!(age(7500.0), "2h 05m");
+    assert_eq!(age(303.0), "5m 3s");
+    assert_eq!(age(7500.0), "2h 5m");
+    assert_eq!(age(7205.0), "2h");
+    assert_eq!(age(3.0 * 86_400.0 + 4.0 * 3600.0 + 725.0), "3days 4h");
+    assert_eq!(age(40.0 * 86_400.0), "1month 9days");
 }
