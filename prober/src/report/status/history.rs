@@ -41,7 +41,8 @@ struct TargetHistory {
     name: String,
     registry: Option<String>,
     repository: Option<String>,
-    /// The size classes and paths named by the kept runs, which rows refer to by index.
+    /// The size classes, upload modes and paths named by the kept runs, which rows refer to by
+    /// index.
     names: Names,
     /// Oldest first, at most `keep`. Only the newest and the failures in `failures` keep their
     /// detail.
@@ -53,8 +54,9 @@ struct TargetHistory {
     consecutive_failures: u64,
 }
 
-/// Interned names (size classes, paths): a kept run refers to them by index instead of holding
-/// a copy of each. A target has a handful; past `u16::MAX` they share one "…" entry.
+/// Interned names (size classes, upload modes, paths): a kept run refers to them by index
+/// instead of holding a copy of each. A target has a handful; past `u16::MAX` they share one "…"
+/// entry.
 #[derive(Default)]
 struct Names(Vec<Box<str>>);
 
@@ -77,13 +79,14 @@ impl Names {
     }
 }
 
-/// A kept run. Cloning is cheap: the steps and the detail are shared.
+/// A kept run: 64 bytes, its steps and detail apart. Cloning is cheap: they are shared.
 #[derive(Clone)]
-struct RunRow {
+pub(super) struct RunRow {
     seq: u64,
     started_at_unix: f64,
     duration_seconds: f64,
     size_class: u16,
+    upload_mode: u16,
     success: bool,
     cleanup_failed: bool,
     first_failure: Option<Arc<FailureView>>,
@@ -274,6 +277,7 @@ impl RunRow {
             started_at_unix: unix(report.started_at),
             duration_seconds: report.duration_seconds.as_secs_f64(),
             size_class: names.index(&report.size_class),
+            upload_mode: names.index(report.upload_mode),
             success: report.success,
             cleanup_failed: report.cleanup_failed,
             first_failure: report.first_failure().map(|s| {
@@ -321,6 +325,7 @@ impl RunRow {
         RunView {
             seq: self.seq,
             size_class: names.get(self.size_class).to_string(),
+            upload_mode: names.get(self.upload_mode).to_string(),
             started_at_unix: self.started_at_unix,
             duration_seconds: self.duration_seconds,
             success: self.success,

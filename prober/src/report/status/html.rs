@@ -324,15 +324,16 @@ fn runs_table(h: &mut Html, runs: &[RunView], scale_runs: &[RunView]) {
         })
         .fold(0.0_f64, f64::max)
         .max(1e-3);
-    h.raw("<table class=\"runs\">\n<thead><tr><th>started (UTC)</th><th>size</th><th>result</th>");
-    h.raw(
-        "<th class=\"num\">duration</th><th style=\"width:60%\">steps</th></tr></thead>\n<tbody>\n",
-    );
+    h.raw("<table class=\"runs\">\n<thead><tr><th>started (UTC)</th><th>size &middot; upload</th>");
+    h.raw("<th>result</th><th class=\"num\">duration</th><th style=\"width:60%\">steps</th>");
+    h.raw("</tr></thead>\n<tbody>\n");
     for run in runs {
         h.raw("<tr><td class=\"mono\">");
         h.text(utc(run.started_at_unix));
         h.raw("</td><td>");
         h.text(&run.size_class);
+        h.raw(" &middot; ");
+        h.text(&run.upload_mode);
         h.raw("</td><td>");
         verdict_badge(h, run.verdict());
         h.raw("</td><td class=\"num\">");

@@ -1,7 +1,9 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::history::{History, StepMark, LISTED_TARGETS, MAX_ERROR_LINE_CHARS, MAX_MESSAGE_CHARS};
+use super::history::{
+    History, RunRow, StepMark, LISTED_TARGETS, MAX_ERROR_LINE_CHARS, MAX_MESSAGE_CHARS,
+};
 use super::html::{age, escape, render_html, utc, FAILED_COLOUR};
 use super::views::{render_json, RunView, Verdict};
 use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
@@ -254,6 +256,8 @@ fn json_round_trips_with_the_expected_fields() {
     let newest = &eu["runs"][0];
     assert_eq!(newest["success"], false);
     assert_eq!(newest["started_at_unix"], 20.0);
+    assert_eq!(newest["size_class"], "default");
+    assert_eq!(newest["upload_mode"], "streamed");
     assert_eq!(newest["first_failure"]["step"], "push_manifest");
     assert_eq!(newest["first_failure"]["reason"], "manifest_invalid");
     let failed = &newest["steps"][2];
@@ -411,6 +415,38 @@ fn many_targets_are_listed_once_each_and_have_a_page_of_their_own() {
 #[test]
 fn a_compact_step_is_twelve_bytes() {
     assert!(std::mem::size_of::<StepMark>() <= 12);
+}
+
+#[test]
+fn a_kept_run_is_sixty_four_bytes_besides_its_steps_and_detail() {
+    assert!(std::mem::size_of::<RunRow>() <= 64);
+}
+
+#[test]
+fn shows_each_runs_upload_mode_next_to_its_size_class() {
+    let history = History::new(10, 5);
+    let mut chunked = run("eu", 1, true);
+    chunked.upload_mode = "chunked";
+    history.record(&chunked);
+    history.record(&run("eu", 2, true));
+    let snap = history.snapshot();
+    let modes: Vec<(&str, &str, bool)> = snap.targets[0]
+        .runs
+        .iter()
+        .map(|r| (r.size_class.as_str(), r.upload_mode.as_str(), r.detailed))
+        .collect();
+    // The compact row of the older run keeps its mode too.
+    assert_eq!(
+        modes,
+        [("default", "streamed", true), ("default", "chunked", false)]
+    );
+
+    let html = render_html(&snap);
+    assert!(html.contains("<th>size &middot; upload</th>"), "{html}");
+    assert!(html.contains("<td>default &middot; streamed</td>"));
+    assert!(html.contains("<td>default &middot; chunked</td>"));
+    let value: serde_json::Value = serde_json::from_str(&render_json(&snap)).expect("valid JSON");
+    assert_eq!(value["targets"][0]["runs"][1]["upload_mode"], "chunked");
 }
 
 #[test]

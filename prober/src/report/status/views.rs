@@ -82,6 +82,8 @@ pub(super) struct RunView {
     /// Order of recording, across targets.
     pub(super) seq: u64,
     pub(super) size_class: String,
+    /// How the run uploaded blobs: streamed, monolithic, chunked or post.
+    pub(super) upload_mode: String,
     pub(super) started_at_unix: f64,
     pub(super) duration_seconds: f64,
     pub(super) success: bool,
