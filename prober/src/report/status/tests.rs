@@ -1,10 +1,9 @@
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::history::{
     History, RunRow, StepMark, LISTED_TARGETS, MAX_ERROR_LINE_CHARS, MAX_MESSAGE_CHARS,
 };
-use super::html::{age, escape, render_html, utc, FAILED_COLOUR};
+use super::html::{age, render_html, utc, FAILED_COLOUR};
 use super::views::{render_json, RunView, Verdict};
 use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
 
@@ -194,7 +193,8 @@ fn escapes_registry_messages_subjects_and_target_names_in_the_page() {
     let html = render_html(&history.snapshot());
 
     assert!(!html.contains("<script"), "no raw script tag anywhere");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#39;more&#39;"));
+    // maud quotes every attribute value with '"', so a "'" needs no escaping anywhere.
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; 'more'"));
     assert!(!html.contains("layer \"2\""));
     assert!(html.contains("layer &quot;2&quot;"));
     assert!(!html.contains("eu<mirror>"));
@@ -442,17 +442,21 @@ fn shows_each_runs_upload_mode_next_to_its_size_class() {
     );
 
     let html = render_html(&snap);
-    assert!(html.contains("<th>size &middot; upload</th>"), "{html}");
-    assert!(html.contains("<td>default &middot; streamed</td>"));
-    assert!(html.contains("<td>default &middot; chunked</td>"));
+    assert!(html.contains("<th>size · upload</th>"), "{html}");
+    assert!(html.contains("<td>default · streamed</td>"));
+    assert!(html.contains("<td>default · chunked</td>"));
     let value: serde_json::Value = serde_json::from_str(&render_json(&snap)).expect("valid JSON");
     assert_eq!(value["targets"][0]["runs"][1]["upload_mode"], "chunked");
 }
 
 #[test]
-fn escapes_the_five_html_special_characters() {
-    assert_eq!(escape("a&b<c>d\"e'f"), "a&amp;b&lt;c&gt;d&quot;e&#39;f");
-    assert!(matches!(escape("plain"), Cow::Borrowed("plain")));
+fn escapes_markup_in_text_and_in_attribute_values() {
+    let s = "a&b<c>d\"e'f";
+    let markup = maud::html! { span title=(s) { (s) } };
+    assert_eq!(
+        markup.into_string(),
+        "<span title=\"a&amp;b&lt;c&gt;d&quot;e'f\">a&amp;b&lt;c&gt;d&quot;e'f</span>"
+    );
 }
 
 #[test]
