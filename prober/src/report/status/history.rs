@@ -14,8 +14,8 @@ pub(super) const MAX_MESSAGE_CHARS: usize = 300;
 /// A step's error line names the request (method, URL) before the registry's message.
 pub(super) const MAX_ERROR_LINE_CHARS: usize = 600;
 /// Long URLs (object-store redirects) and rate-limit header values are cut here.
-pub(super) const MAX_URL_CHARS: usize = 400;
-pub(super) const MAX_HEADER_VALUE_CHARS: usize = 100;
+const MAX_URL_CHARS: usize = 400;
+const MAX_HEADER_VALUE_CHARS: usize = 100;
 
 /// The index page (and its JSON) lists the runs of every target up to this many targets; with
 /// more, it lists each target once and links to `/?target=NAME` for its runs.

@@ -26,8 +26,9 @@ pub(super) struct TargetStatus {
     /// From the latest run; None before the first.
     pub(super) registry: Option<String>,
     pub(super) repository: Option<String>,
-    /// Whether `runs` and `recent_failures` are filled: with more than [`LISTED_TARGETS`]
-    /// targets, only on the target's own page (`/?target=NAME`).
+    /// Whether `runs` and `recent_failures` are filled: with more than
+    /// [`LISTED_TARGETS`](super::history::LISTED_TARGETS) targets, only on the target's own page
+    /// (`/?target=NAME`).
     pub(super) runs_listed: bool,
     /// Newest first, at most `keep`.
     pub(super) runs: Vec<RunView>,
