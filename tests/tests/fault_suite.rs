@@ -626,7 +626,7 @@ fn every_fault_shows_with_its_step_and_reason_and_the_prober_recovers_from_each(
         "cache registry stopped",
         "`kill` of the pull-through cache; restarted on the same port and storage",
         Expect {
-            step: "pull_manifest_by_tag",
+            step: "ping",
             path: "cache",
             reasons: &["connect"],
         },
