@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::views::{FailureView, RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
-use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
+use crate::outcome::{Deviation, HttpRecord, LeftBehind, Reason, RunReport, Step, StepReport};
 
 /// Registry error messages and transport errors are cut here: enough to read, bounded in memory.
 pub(super) const MAX_MESSAGE_CHARS: usize = 300;
@@ -109,6 +109,7 @@ pub(super) struct StepMark {
 struct RunDetail {
     tag: Option<String>,
     manifest_digest: Option<String>,
+    left_behind: Option<LeftBehind>,
     steps: Vec<StepView>,
 }
 
@@ -307,6 +308,7 @@ impl RunRow {
             detail: Some(Arc::new(RunDetail {
                 tag: report.tag.clone(),
                 manifest_digest: report.manifest_digest.clone(),
+                left_behind: report.left_behind,
                 steps: report.steps.iter().map(StepView::from_report).collect(),
             })),
         }
@@ -334,6 +336,7 @@ impl RunRow {
             tag: detail.and_then(|d| d.tag.clone()),
             manifest_digest: detail.and_then(|d| d.manifest_digest.clone()),
             first_failure: self.first_failure.as_deref().cloned(),
+            left_behind: detail.and_then(|d| d.left_behind),
             steps: match detail {
                 Some(d) => d.steps.clone(),
                 None => self.steps.iter().map(|m| m.view(names)).collect(),
@@ -358,6 +361,7 @@ impl StepMark {
             bytes_sent: None,
             bytes_received: None,
             requests: Vec::new(),
+            deviations: Vec::new(),
         }
     }
 }
@@ -384,6 +388,14 @@ impl StepView {
             } else {
                 step.requests.iter().map(bounded_record).collect()
             },
+            deviations: step
+                .deviations
+                .iter()
+                .map(|d| Deviation {
+                    kind: d.kind,
+                    detail: truncate(&d.detail, MAX_ERROR_LINE_CHARS),
+                })
+                .collect(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::views::{RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
-use crate::outcome::{HttpRecord, Reason, Step};
+use crate::outcome::{Deviation, HttpRecord, Reason, Step};
 
 const STYLE: &str = "
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -298,6 +298,9 @@ fn runs_table(runs: &[RunView], scale_runs: &[RunView]) -> Markup {
                     @if !run.success {
                         tr.detail { td colspan="5" { (failure_detail(run)) } }
                     }
+                    @if run.left_behind.is_some() || run.steps.iter().any(|s| !s.deviations.is_empty()) {
+                        tr.detail { td colspan="5" { (tolerated(run)) } }
+                    }
                 }
             }
         }
@@ -333,6 +336,37 @@ fn step_bar(run: &RunView, scale: f64) -> Markup {
                         @if !step.success {
                             ", failed: "
                             (step.reason.map(Reason::as_str).unwrap_or("unknown reason"))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a run kept in full met that a failure does not show: deviations from the spec it
+/// tolerated, and what it left on the registry knowingly.
+fn tolerated(run: &RunView) -> Markup {
+    let deviations: Vec<(&StepView, &Deviation)> = run
+        .steps
+        .iter()
+        .flat_map(|s| s.deviations.iter().map(move |d| (s, d)))
+        .collect();
+    html! {
+        @if let Some(left) = &run.left_behind {
+            p {
+                "left on the registry knowingly: " (count(left.manifests as usize, "manifest"))
+                ", " (left.bytes) " bytes of blobs"
+            }
+        }
+        @if !deviations.is_empty() {
+            details.deviations {
+                summary { (count(deviations.len(), "deviation")) " from the spec, tolerated" }
+                ul {
+                    @for (step, d) in &deviations {
+                        li {
+                            code { (step.step) } " via " (step.path) ": "
+                            code { (<&'static str>::from(d.kind)) } " " (d.detail)
                         }
                     }
                 }

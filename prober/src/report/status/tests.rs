@@ -5,7 +5,9 @@ use super::history::{
 };
 use super::html::{age, render_html, utc, FAILED_COLOUR};
 use super::views::{render_json, RunView, Verdict};
-use crate::outcome::{HttpRecord, Reason, RunReport, Step, StepReport};
+use crate::outcome::{
+    Deviation, DeviationKind, HttpRecord, LeftBehind, Reason, RunReport, Step, StepReport,
+};
 
 fn at(unix_seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(unix_seconds)
@@ -447,6 +449,33 @@ fn shows_each_runs_upload_mode_next_to_its_size_class() {
     assert!(html.contains("<td>default · chunked</td>"));
     let value: serde_json::Value = serde_json::from_str(&render_json(&snap)).expect("valid JSON");
     assert_eq!(value["targets"][0]["runs"][1]["upload_mode"], "chunked");
+}
+
+#[test]
+fn shows_the_deviations_a_run_tolerated_and_what_it_left_behind() {
+    let history = History::new(10, 5);
+    let mut tolerant = run("eu", 1, true);
+    tolerant.steps[1].deviations = vec![Deviation {
+        kind: DeviationKind::RangeOffByOne,
+        detail: "PATCH u: registry holds Range 0-4096 after this chunk, expected 0-4095".into(),
+    }];
+    tolerant.left_behind = Some(LeftBehind {
+        manifests: 1,
+        bytes: 4500,
+    });
+    history.record(&tolerant);
+    let snap = history.snapshot();
+    let html = render_html(&snap);
+    assert!(
+        html.contains("1 deviation from the spec, tolerated"),
+        "{html}"
+    );
+    assert!(html.contains("<code>range_off_by_one</code> PATCH u: registry holds Range 0-4096"));
+    assert!(html.contains("left on the registry knowingly: 1 manifest, 4500 bytes of blobs"));
+    let value: serde_json::Value = serde_json::from_str(&render_json(&snap)).expect("valid JSON");
+    let run = &value["targets"][0]["runs"][0];
+    assert_eq!(run["left_behind"]["manifests"], 1);
+    assert_eq!(run["steps"][1]["deviations"][0]["kind"], "range_off_by_one");
 }
 
 #[test]

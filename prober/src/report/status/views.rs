@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::outcome::{HttpRecord, Reason, Step};
+use crate::outcome::{Deviation, HttpRecord, LeftBehind, Reason, Step};
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct StatusSnapshot {
@@ -99,6 +99,10 @@ pub(super) struct RunView {
     /// The step that stopped the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) first_failure: Option<FailureView>,
+    /// What the run left on the registry knowingly (rotate mode, a refused DELETE); in full
+    /// runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) left_behind: Option<LeftBehind>,
     pub(super) steps: Vec<StepView>,
 }
 
@@ -148,6 +152,9 @@ pub(super) struct StepView {
     /// Every request of a failed step; empty (and omitted) for a step that passed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) requests: Vec<HttpRecord>,
+    /// The deviations from the spec the step tolerated; in full runs only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) deviations: Vec<Deviation>,
 }
 
 pub(crate) fn render_json(snapshot: &StatusSnapshot) -> String {
