@@ -17,7 +17,8 @@ use crate::report::health::Health;
 use crate::report::metrics::Metrics;
 use crate::report::status::History;
 use crate::server::{self, AppState};
-use crate::service::schedule::{self, Sinks};
+use crate::service::reload;
+use crate::service::sinks::Sinks;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXIT_FAILED: u8 = 1;
@@ -519,7 +520,7 @@ async fn serve(
             })
             .await
     });
-    schedule::serve(path, config, sinks, rx).await;
+    reload::serve(path, config, sinks, rx).await;
     if let Some(traces) = &traces {
         if !traces.flush(TRACE_FLUSH).await {
             tracing::warn!(

@@ -1,8 +1,7 @@
-//! The schedule: every target on its own interval, first runs spread across the interval with
-//! jitter, never two runs of one target at once (an overrun is a counted skip, not queued), a
-//! global bound on concurrent runs, config reloads, and a graceful drain on shutdown.
+//! The schedule of one config: every target on its own interval, first runs spread across the
+//! interval with jitter, never two runs of one target at once (an overrun is a counted skip, not
+//! queued), a global bound on concurrent runs and bytes in flight, and a drain when it stops.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,34 +9,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::sinks::{log_sweep, Sinks};
 use crate::config::Config;
-use crate::outcome::{RunReport, SweepReport};
 use crate::probe::{Prober, Watch};
-use crate::report::export::TraceExporter;
-use crate::report::health::Health;
-use crate::report::metrics::{Metrics, SkipCause};
-use crate::report::status::History;
-
-/// Where finished runs go: metrics, the status page's history, the health watchdog, logs,
-/// and traces when an OTLP endpoint is configured.
-#[derive(Clone)]
-pub struct Sinks {
-    pub metrics: Arc<Metrics>,
-    pub history: Arc<History>,
-    pub health: Arc<Health>,
-    pub traces: Option<TraceExporter>,
-}
-
-impl Sinks {
-    fn record(&self, report: &RunReport) {
-        self.metrics.observe_run(report);
-        self.history.record(report);
-        if let Some(traces) = &self.traces {
-            traces.record(report);
-        }
-        log_run(report);
-    }
-}
+use crate::report::metrics::SkipCause;
 
 /// The global bounds every run waits for: a run slot, and room for its image's bytes.
 struct Limits {
@@ -72,13 +47,13 @@ impl Limits {
 }
 
 /// One set of target loops started from one config; stopped on reload or shutdown.
-struct Generation {
+pub(super) struct Generation {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl Generation {
-    fn start(config: &Config, sinks: &Sinks) -> Generation {
+    pub(super) fn start(config: &Config, sinks: &Sinks) -> Generation {
         let (stop, stop_rx) = watch::channel(false);
         let limit = Arc::new(Limits::new(config));
         let mut probers = Vec::with_capacity(config.targets.len());
@@ -142,7 +117,7 @@ impl Generation {
     }
 
     /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`.
-    async fn drain(mut self, grace: Duration) {
+    pub(super) async fn drain(mut self, grace: Duration) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {
@@ -282,132 +257,6 @@ async fn hygiene_loop(
         let sweep = Box::pin(prober.sweep()).await;
         sinks.metrics.observe_sweep(&sweep);
         log_sweep(&sweep);
-    }
-}
-
-fn log_sweep(sweep: &SweepReport) {
-    if sweep.errors.is_empty() {
-        tracing::info!(
-            target_name = %sweep.target,
-            tags_deleted = sweep.tags_deleted,
-            sessions_cancelled = sweep.sessions_cancelled,
-            "Swept leftovers"
-        );
-    } else {
-        tracing::warn!(
-            target_name = %sweep.target,
-            tags_deleted = sweep.tags_deleted,
-            sessions_cancelled = sweep.sessions_cancelled,
-            errors = %sweep.errors.join("; "),
-            "Sweep of leftovers failed in part"
-        );
-    }
-}
-
-/// What made the service reload or stop.
-enum Event {
-    Reload(&'static str),
-    Shutdown,
-}
-
-/// Runs the schedule until `shutdown`: reloads the config on SIGHUP and when the file changes
-/// (a Kubernetes ConfigMap update swaps a symlink), keeping the old config when the new one is
-/// bad; on shutdown drains running cycles within the grace period.
-pub async fn serve(
-    path: PathBuf,
-    config: Config,
-    sinks: Sinks,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut generation = Generation::start(&config, &sinks);
-    let mut current = config;
-    let mut seen = fingerprint(&path);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut poll = tokio::time::interval(Duration::from_secs(2));
-    poll.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => Event::Shutdown,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Reload("SIGHUP"),
-            _ = poll.tick() => {
-                let now = fingerprint(&path);
-                if now != seen {
-                    seen = now;
-                    Event::Reload("file change")
-                } else {
-                    continue;
-                }
-            }
-        };
-        match event {
-            Event::Shutdown => break,
-            Event::Reload(why) => match Config::load(&path) {
-                Ok(new) => {
-                    generation.drain(current.shutdown_grace).await;
-                    generation = Generation::start(&new, &sinks);
-                    sinks.metrics.config_reload(true);
-                    tracing::info!(
-                        trigger = why,
-                        targets = new.targets.len(),
-                        "Config reloaded"
-                    );
-                    current = new;
-                }
-                Err(e) => {
-                    sinks.metrics.config_reload(false);
-                    tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
-                }
-            },
-        }
-    }
-    let grace = current.shutdown_grace;
-    tracing::info!(
-        grace_seconds = grace.as_secs_f64(),
-        "Shutting down, letting running cycles finish"
-    );
-    generation.drain(grace).await;
-}
-
-/// The config file's content as seen through any symlinks; changes when a ConfigMap swaps it.
-fn fingerprint(path: &Path) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
-}
-
-fn log_run(report: &RunReport) {
-    match report.first_failure() {
-        None if report.success => tracing::info!(
-            target_name = %report.target,
-            size_class = %report.size_class,
-            trace_id = %report.trace_id,
-            duration_seconds = report.duration_seconds.as_secs_f64(),
-            steps = report.steps.len(),
-            "Run succeeded"
-        ),
-        // Cut at its hard limit between two steps.
-        None => tracing::warn!(
-            target_name = %report.target,
-            size_class = %report.size_class,
-            trace_id = %report.trace_id,
-            duration_seconds = report.duration_seconds.as_secs_f64(),
-            "Run failed: cut at its hard limit between steps"
-        ),
-        Some(step) => tracing::warn!(
-            target_name = %report.target,
-            size_class = %report.size_class,
-            path = %step.path,
-            trace_id = %report.trace_id,
-            step = step.step.as_str(),
-            reason = step.reason.map(|r| r.as_str()),
-            status = step.status,
-            registry_code = step.registry_code.as_deref(),
-            error = step.error_line().unwrap_or_default(),
-            cleanup_failed = report.cleanup_failed,
-            "Run failed"
-        ),
     }
 }
 
