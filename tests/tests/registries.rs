@@ -176,10 +176,8 @@ fn skopeo_pulls_what_the_prober_pushed(server: &dyn Server, base: &[String], dir
     else {
         return "not run: the prober's streamed push fails".to_string();
     };
-    assert!(
-        code == 0 || report["steps"].as_array().is_some(),
-        "{report:#}"
-    );
+    // Without cleanup nothing is DELETEd, so a push that went through makes a passing run.
+    assert_eq!(code, 0, "{report:#}");
     let out = dir.join("skopeo-dir");
     let mut flags = vec![
         "--preserve-digests".to_string(),
