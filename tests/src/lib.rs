@@ -1,14 +1,19 @@
 //! Test harness for registry-prober's end-to-end tests: starts real servers (CNCF Distribution
-//! `docker-registry`, a test token server, Prometheus, an OTLP trace receiver), makes test
-//! certificates and images and a password store for docker-credential-pass, drives skopeo, and
-//! inspects the registry's on-disk storage. No mocks of the registry.
+//! `docker-registry` and the other registry implementations scripts/install-registries
+//! installs, a test token server, Prometheus, an OTLP trace receiver), makes test certificates
+//! and images and a password store for docker-credential-pass, drives skopeo, and inspects the
+//! registry's on-disk storage. No mocks of the registry.
 
 pub mod alertmanager;
 pub mod background;
 pub mod bins;
 pub mod certs;
+pub mod compat;
+pub mod container_registry;
 pub mod fault_proxy;
+pub mod ferro;
 pub mod http;
+pub mod installed;
 pub mod oci;
 pub mod pass;
 pub mod otlp;
@@ -22,6 +27,7 @@ pub mod skopeo;
 pub mod storage;
 pub mod token_server;
 pub mod webhook;
+pub mod zuul;
 
 pub use bins::prober_bin;
 pub use certs::{ClientFiles, TestCa, TlsFiles};

@@ -75,7 +75,7 @@ pub fn tail(s: &str, max: usize) -> String {
 }
 
 /// A server the tests start and own: output in a log file, ready once `GET <url><ready_path>`
-/// answers 200, stopped by PID (SIGTERM, up to 10 s to shut down, then SIGKILL) on
+/// answers 200 (or 401 with a WWW-Authenticate challenge: up, and asking for credentials), stopped by PID (SIGTERM, up to 10 s to shut down, then SIGKILL) on
 /// [`Daemon::stop`] or drop.
 pub struct Daemon {
     name: &'static str,
@@ -96,6 +96,29 @@ impl Daemon {
         ready_path: &str,
         timeout: Duration,
     ) -> anyhow::Result<Daemon> {
+        Self::start_command(
+            name,
+            |port| {
+                let mut cmd = Command::new(bin);
+                cmd.args(args(port));
+                Ok(cmd)
+            },
+            log_path,
+            ready_path,
+            timeout,
+        )
+    }
+
+    /// [`Daemon::start`] for a server configured by more than its arguments: `command(port)`
+    /// builds the whole command (environment, a config file written for that port). Its
+    /// stdin, stdout and stderr are set here.
+    pub fn start_command(
+        name: &'static str,
+        command: impl Fn(u16) -> anyhow::Result<Command>,
+        log_path: std::path::PathBuf,
+        ready_path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Daemon> {
         let mut daemon = Daemon {
             name,
             child: None,
@@ -106,9 +129,10 @@ impl Daemon {
         loop {
             attempt += 1;
             daemon.port = crate::ports::try_free_port()?;
-            match daemon.spawn_and_wait(bin, &args(daemon.port), ready_path, timeout) {
+            let cmd = command(daemon.port)?;
+            match daemon.spawn_and_wait(cmd, ready_path, timeout) {
                 Ok(()) => return Ok(daemon),
-                Err(e) if attempt < 5 && daemon.log().contains("address already in use") => {
+                Err(e) if attempt < 5 && lost_its_port(&daemon.log()) => {
                     let _ = std::fs::remove_file(&daemon.log_path);
                     eprintln!("{name} start: port taken by another listener, retrying ({e:#})");
                 }
@@ -119,21 +143,20 @@ impl Daemon {
 
     fn spawn_and_wait(
         &mut self,
-        bin: &str,
-        args: &[String],
+        mut cmd: Command,
         ready_path: &str,
         timeout: Duration,
     ) -> anyhow::Result<()> {
         let name = self.name;
         let log = std::fs::File::create(&self.log_path)
             .with_context(|| format!("creating {}", self.log_path.display()))?;
-        let child = Command::new(bin)
-            .args(args)
+        let what = format!("{:?}", cmd.get_program());
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log handle")?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {bin}"))?;
+            .with_context(|| format!("starting {what}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + timeout;
         let client = crate::http::HttpClient::new().with_timeout(Duration::from_millis(500));
@@ -151,7 +174,8 @@ impl Daemon {
                 }
             }
             if let Ok(r) = client.get(&format!("{}{ready_path}", self.url())) {
-                if r.status == 200 {
+                // A server that guards every path with auth is up when it asks for credentials.
+                if r.status == 200 || (r.status == 401 && r.header("www-authenticate").is_some()) {
                     return Ok(());
                 }
             }
@@ -205,6 +229,13 @@ impl Daemon {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Whether a server's log says it could not bind its port because another listener has it: Go
+/// and Rust servers say "address already in use" (in either case), CherryPy "Port N not free".
+fn lost_its_port(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address already in use") || (log.contains("port ") && log.contains("not free"))
 }
 
 impl Drop for Daemon {
