@@ -217,6 +217,20 @@ pub fn layer_upload(report: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The kinds of protocol deviation a report's steps tolerated, each once, in the order first seen.
+pub fn deviations(report: &Value) -> Vec<String> {
+    let mut kinds: Vec<String> = Vec::new();
+    for step in report["steps"].as_array().into_iter().flatten() {
+        for d in step["deviations"].as_array().into_iter().flatten() {
+            let kind = d["kind"].as_str().unwrap_or("?").to_string();
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+    }
+    kinds
+}
+
 /// One `once` per upload mode.
 #[derive(Debug, Serialize)]
 pub struct ModeRun {
@@ -225,6 +239,8 @@ pub struct ModeRun {
     pub cells: Vec<Cell>,
     /// [`layer_upload`] of the run.
     pub layer_upload: String,
+    /// [`deviations`] of the run.
+    pub deviations: Vec<String>,
 }
 
 /// What one implementation did in the compatibility tests.

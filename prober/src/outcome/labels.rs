@@ -250,6 +250,9 @@ pub enum DeviationKind {
     RangeOffByOne,
     /// A Range value in another form than `0-<end>` (e.g. `bytes=0-<end>`).
     RangeFormat,
+    /// A Range that does not cover what was sent (e.g. the bytes of the last chunk only): the
+    /// closing PUT's digest, and the pull, say whether the registry holds the right bytes.
+    RangeMismatch,
     /// A HEAD answered 200 without the Docker-Content-Digest header.
     MissingDigestHeader,
     /// A success status other than the one the spec gives (200 where 201 or 202 is specified).

@@ -143,8 +143,13 @@ impl Run<'_> {
             let mut url = call.url("blobs/uploads/")?;
             url.query_pairs_mut()
                 .append_pair("digest", blob.digest.as_str());
+            // A registry that answers 202 opened a session and need not read this body (the
+            // spec lets it ignore it); the connection is then in no state to carry another
+            // request, so this one closes it. (container-registry 0.3.1 closes it without
+            // saying so, and the next request on it would fail with a broken pipe.)
             let req = Request::new(Method::POST, url)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONNECTION, "close")
                 .body(body.clone());
             let resp = call
                 .fetch(

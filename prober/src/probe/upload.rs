@@ -59,8 +59,7 @@ pub(super) async fn upload_chunks(
                 Reason::BlobUploadUnknown,
             )
             .await?;
-        let range = verify::upload_range(&resp, end)?;
-        call.tolerate(range);
+        call.tolerate(verify::upload_range(&resp, end));
         *location = resp.location()?;
         call.discard(resp).await?;
         offset = end;
@@ -88,8 +87,7 @@ pub(super) async fn upload_whole(
         )
         .await?;
     if body.len() > 0 {
-        let range = verify::upload_range(&resp, body.len())?;
-        call.tolerate(range);
+        call.tolerate(verify::upload_range(&resp, body.len()));
     }
     *location = resp.location()?;
     call.discard(resp).await

@@ -106,45 +106,31 @@ pub(super) fn mismatch(method: &Method, url: &str, m: Mismatch) -> Failure {
 }
 
 /// After a PATCH, the Range an upload session reports holding, when it reports one, is every
-/// byte sent so far: `0-<last byte index>`. What real clients tolerate is a deviation: the end
-/// off by one (`0-<bytes held>`), or a `bytes=` prefix. Anything else means the registry holds
-/// other bytes than were sent.
-pub(super) fn upload_range(resp: &Response, end: u64) -> Result<Option<Tolerated>, Failure> {
-    let Some(range) = resp.header(header::RANGE) else {
-        return Ok(None);
-    };
+/// byte sent so far: `0-<last byte index>`. Anything else is a deviation real clients tolerate:
+/// the end off by one (`0-<bytes held>`), a `bytes=` prefix, or another range (some registries
+/// count the last chunk only). Whether the registry holds the right bytes, the closing PUT's
+/// digest and the pull of every byte say.
+pub(super) fn upload_range(resp: &Response, end: u64) -> Option<Tolerated> {
+    let range = resp.header(header::RANGE)?;
     let want = format!("0-{}", end - 1);
     let (value, prefixed) = match range.strip_prefix("bytes=") {
         Some(rest) => (rest, true),
         None => (range, false),
     };
-    let said = || {
-        format!(
-            "{} {}: registry holds Range {range} after this chunk",
-            resp.method, resp.url
-        )
-    };
+    let said = format!(
+        "{} {}: registry holds Range {range} after this chunk, expected {want}",
+        resp.method, resp.url
+    );
     if value == want {
-        return Ok(prefixed.then(|| {
-            (
-                DeviationKind::RangeFormat,
-                format!("{}, expected the form {want}", said()),
-            )
-        }));
+        return prefixed.then_some((DeviationKind::RangeFormat, said));
     }
     if value == format!("0-{end}") {
-        return Ok(Some((
+        return Some((
             DeviationKind::RangeOffByOne,
-            format!(
-                "{}, expected {want} (the end is the last byte's index)",
-                said()
-            ),
-        )));
+            format!("{said} (the end is the last byte's index)"),
+        ));
     }
-    Err(Failure::new(
-        Reason::Protocol,
-        format!("{}, expected {want}", said()),
-    ))
+    Some((DeviationKind::RangeMismatch, said))
 }
 
 /// A HEAD answered 200 should name the digest; clients tolerate it missing.

@@ -226,6 +226,32 @@ async fn reuses_the_connection_for_a_second_request_after_the_body_was_read() {
     );
 }
 
+// The push path's single POST relies on it: hyper closes such a connection after the exchange
+// and the pool never hands it out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_asks_connection_close_leaves_its_connection_out_of_the_pool() {
+    let server = RawServer::start(None).await;
+    let transport = plain_transport();
+    let url = format!("http://127.0.0.1:{}/v2/", server.addr.port());
+
+    let mut closing = get(&url);
+    closing.headers_mut().insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, Close"),
+    );
+    let (resp, first) = transport.send(closing, soon(5000)).await.expect("first");
+    assert_eq!(body_of(resp).await, "hello");
+    assert!(!first.reused);
+
+    let (resp, second) = transport.send(get(&url), soon(5000)).await.expect("second");
+    assert_eq!(body_of(resp).await, "hello");
+    assert!(
+        !second.reused,
+        "went out on the connection that asked to close"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn opens_a_second_connection_while_the_first_body_is_unread() {
     let server = RawServer::start(None).await;
