@@ -166,6 +166,12 @@ pub enum Reason {
     PropagationTimeout,
     /// An aged canary's manifest is not the one the prober pushed (content replaced).
     ContentChanged,
+    /// A layer unpacks to bytes whose sha256 is not the DiffID its image config lists (or the
+    /// config lists none for it), as `crane validate` checks.
+    DiffIdMismatch,
+    /// A layer a runtime could not unpack: not valid gzip or zstd, a compressed stream that
+    /// ends early, or a malformed tar.
+    LayerUnreadable,
     /// Another 4xx answer without a known registry error code.
     #[serde(rename = "http_4xx")]
     #[strum(serialize = "http_4xx")]

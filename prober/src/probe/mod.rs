@@ -10,6 +10,7 @@ mod canary;
 mod cleanup;
 pub(crate) mod cost;
 mod hygiene;
+mod inflate;
 mod mount;
 mod propagation;
 mod pull;
@@ -115,12 +116,13 @@ impl Prober {
         let mut run = Run::new(self, class, started + class.timeout, watch);
         let tag = self.tag_for(index, seed);
         let sizes = class.layer_sizes.clone();
-        let manifest_type = self.target.manifest_type;
-        // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
-        let image =
-            tokio::task::spawn_blocking(move || Image::generate(seed, &sizes, manifest_type))
-                .await
-                .expect("image generation does not panic");
+        let (manifest_type, format) = (self.target.manifest_type, self.target.layer_format);
+        // Hashing (and compressing) a large layer takes a while: off the async workers.
+        let image = tokio::task::spawn_blocking(move || {
+            Image::generate(seed, &sizes, manifest_type, format)
+        })
+        .await
+        .expect("image generation does not panic");
 
         let origin_up = run.ping_all().await;
         let pushed = origin_up && run.push_image(&image, &tag).await.is_ok();

@@ -33,10 +33,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::verify;
-use super::Prober;
+use super::{inflate, Prober};
 use crate::config::{Propagation, SizeClass, Target};
 use crate::http::{Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
+use crate::oci::unpack::LayerCheck;
 use crate::outcome::{
     DeviationKind, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason,
     RunReport, Step, StepReport,
@@ -270,23 +271,35 @@ impl<'a> Call<'a> {
         resp.read_body(limit, self.deadline, &mut self.tr).await
     }
 
-    /// Streams the body through `verifier` (sha256 and length) without buffering it; stops
-    /// reading at the first byte more than expected.
+    /// Streams the body through `verifier` (sha256 and length) and, for a layer checked
+    /// against its DiffID, `layer`, without buffering it; stops reading at the first byte more
+    /// than expected.
     pub(super) async fn verify_body(
         &mut self,
         resp: Response,
-        mut verifier: Verifier,
+        verifier: Verifier,
+        layer: Option<LayerCheck>,
+        expected_len: u64,
     ) -> Result<u64, Failure> {
-        let (method, url) = (resp.method.clone(), resp.url.clone());
-        resp.stream(self.deadline, &mut self.tr, |data| {
-            verifier
-                .update(data)
-                .map_err(|m| verify::mismatch(&method, &url, m))
-        })
-        .await?;
-        verifier
-            .finish()
-            .map_err(|m| verify::mismatch(&method, &url, m))
+        inflate::verify_stream(
+            resp,
+            self.deadline,
+            &mut self.tr,
+            verifier,
+            layer,
+            expected_len,
+        )
+        .await
+    }
+
+    /// Streams a small blob through `verifier`, keeping its bytes when at most `keep`.
+    pub(super) async fn verify_keep(
+        &mut self,
+        resp: Response,
+        verifier: Verifier,
+        keep: usize,
+    ) -> Result<Option<Bytes>, Failure> {
+        inflate::verify_keep(resp, self.deadline, &mut self.tr, verifier, keep).await
     }
 }
 
