@@ -23,11 +23,17 @@ pub(crate) mod server;
 pub(crate) mod cli;
 
 // What is used from outside the crate: the binary's entry point, and what the end-to-end
-// tests (a resolver hook for the dns phase) and the hashing benchmark plug into.
+// tests (a resolver hook for the dns phase, images of earlier versions) and the hashing
+// benchmark (the verifier, layers and their unpacking) plug into.
 pub use cli::main;
 pub use config::{RawConfig, Target};
 pub use http::transport::Resolve;
+pub use oci::compression::{Compression, LayerFormat};
 pub use oci::digest::{Digest, Verifier};
+pub use oci::image::Image;
+pub use oci::layer::Layer;
+pub use oci::manifest::ManifestType;
+pub use oci::unpack::LayerCheck;
 pub use outcome::{HttpRecord, RunReport};
 pub use probe::Prober;
 

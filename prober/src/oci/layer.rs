@@ -154,6 +154,30 @@ impl Layer {
         }
     }
 
+    /// Writes the whole blob to `w`, segment by segment, on this thread (benchmarks and tests
+    /// that need a layer's bytes outside a push).
+    pub fn write_blob(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let Some(plan) = &self.plan else {
+            let mut buf = vec![0u8; BLOCK as usize];
+            let mut offset = 0;
+            while offset < self.size {
+                let len = (self.size - offset).min(BLOCK) as usize;
+                fill_range(self.seed, offset, &mut buf[..len]);
+                w.write_all(&buf[..len])?;
+                offset += len as u64;
+            }
+            return Ok(());
+        };
+        if plan.head > 0 {
+            w.write_all(&GZIP_HEADER)?;
+        }
+        let mut scratch = Vec::new();
+        for k in 0..plan.segments() {
+            w.write_all(&plan.segment(k, &mut scratch))?;
+        }
+        w.write_all(&plan.trailer)
+    }
+
     /// The bytes in `range` (half-open), as an http body yielding frames of at most 256 KiB
     /// with an exact size_hint. A range reaching past the end of the layer is cut at the end.
     pub fn body(&self, range: Range<u64>) -> LayerBody {

@@ -123,6 +123,16 @@ fn any_sub_range_equals_the_same_slice_of_the_whole_body() {
 }
 
 #[test]
+fn write_blob_writes_the_bytes_the_body_sends() {
+    for format in FORMATS.into_iter().chain([LayerFormat::Raw]) {
+        let layer = Layer::new(8, 2 * SEGMENT + 99, format);
+        let mut written = Vec::new();
+        layer.write_blob(&mut written).unwrap();
+        assert!(written == collect(layer.body(0..layer.size)), "{format:?}");
+    }
+}
+
+#[test]
 fn same_seed_gives_identical_bytes_and_different_seeds_differ() {
     let a = Layer::new(42, 300_000, LayerFormat::Tar(Compression::Gzip));
     let b = Layer::new(42, 300_000, LayerFormat::Tar(Compression::Gzip));
