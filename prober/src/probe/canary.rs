@@ -175,6 +175,8 @@ impl<'a> Run<'a> {
                 None,
             )
             .await?;
+        // The manifest's step, the last recorded (token fetches are recorded before theirs).
+        let manifest_step = self.next_step_index().saturating_sub(1);
         let actual = Digest::of(&manifest.body);
         if let Some(expected) = &canary.manifest {
             verify::canary_unchanged(&canary.tag, &pushed, "manifest", &actual, expected)
@@ -210,7 +212,8 @@ impl<'a> Run<'a> {
                 }
                 None => Ok(()),
             };
-            unchanged.map_err(|f| self.note_failure(f))?;
+            // The manifest is what changed: its step fails, as when the book knew its digest.
+            unchanged.map_err(|f| self.note_failure_at(manifest_step, f))?;
         }
         self.book(|b| {
             if let Some(c) = b.known.get_mut(&canary.period) {

@@ -511,10 +511,25 @@ impl<'a> Run<'a> {
     /// A failure found between steps (a manifest that names an invalid digest): it belongs to
     /// the step that produced the manifest, which is the last one recorded.
     pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
-        if let Some(last) = self.watch.lock().steps.last_mut() {
-            last.success = false;
-            last.reason = Some(f.reason);
-            last.error = Some(f.message.clone());
+        let last = self.watch.lock().steps.len().checked_sub(1);
+        match last {
+            Some(index) => self.note_failure_at(index, f),
+            None => f,
+        }
+    }
+
+    /// The index the next recorded step will have (one past the last: for `note_failure_at`).
+    pub(super) fn next_step_index(&self) -> usize {
+        self.watch.lock().steps.len()
+    }
+
+    /// A failure found later about what step `index` produced (a canary's manifest, known to
+    /// be replaced only once its config was read).
+    pub(super) fn note_failure_at(&mut self, index: usize, f: Failure) -> Failure {
+        if let Some(step) = self.watch.lock().steps.get_mut(index) {
+            step.success = false;
+            step.reason = Some(f.reason);
+            step.error = Some(f.message.clone());
         }
         f
     }
