@@ -110,6 +110,7 @@ fn run_with(
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
     }
 }
 
