@@ -170,7 +170,9 @@ impl<'a> Run<'a> {
         if let (Ok(()), Some(artifact)) = (&result, &config.artifact) {
             let artifact = canary_artifact(seed, artifact, subject.clone());
             let prefix = format!("canary {tag}: ");
-            result = self.push_artifact(&artifact, &prefix).await.map(|_| ());
+            result = Box::pin(self.push_artifact(&artifact, &prefix))
+                .await
+                .map(|_| ());
         }
         if result.is_ok() {
             self.uploaded.truncate(uploaded);
@@ -275,7 +277,9 @@ impl<'a> Run<'a> {
                     prefix: format!("canary {}: ", canary.tag),
                     blob_step: Step::PullCanaryBlob,
                 };
-                self.find_referrer(endpoint, &lookup).await
+                // Boxed: the lookup's steps would otherwise sit in the run's future, inline,
+                // and debug builds overflow a worker's stack polling it.
+                Box::pin(self.find_referrer(endpoint, &lookup)).await
             }
             _ => Ok(()),
         };

@@ -169,7 +169,7 @@ impl Prober {
         }
         if let (true, Some(artifact)) = (pushed && run.may_continue(), &content.artifact) {
             let filter = self.target.artifact.as_ref().is_some_and(|a| a.filter);
-            if let Ok(done) = run.push_artifact(artifact, "").await {
+            if let Ok(done) = Box::pin(run.push_artifact(artifact, "")).await {
                 let indexed = Some(done.indexed);
                 run.artifact = Some(done);
                 if run.may_continue() {
@@ -180,7 +180,7 @@ impl Prober {
                         prefix: String::new(),
                         blob_step: Step::PullBlob,
                     };
-                    let _ = run.find_referrer(run.origin(), &lookup).await;
+                    let _ = Box::pin(run.find_referrer(run.origin(), &lookup)).await;
                 }
             }
         }
@@ -194,7 +194,9 @@ impl Prober {
                 }
             }
             if let Some(config) = self.target.canaries.as_ref().filter(|_| origin_up) {
-                canaries = Some(run.check_canaries(config).await);
+                // Boxed, as every artifact step: inline, debug builds overflow a worker's
+                // stack polling the run.
+                canaries = Some(Box::pin(run.check_canaries(config)).await);
             }
         }
         if !origin_up {
