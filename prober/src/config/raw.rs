@@ -199,7 +199,9 @@ pub(crate) struct RawCanaries {
     pub(crate) artifact: bool,
 }
 
-/// The artifact pushed about a run's image (and a canary's, with canaries.artifact).
+/// The artifact pushed about a run's image (and a canary's, with canaries.artifact). With
+/// cleanup.mode rotate on a registry without a referrers API, each run's referrers tag
+/// (`sha256-<hex>`) stays with its image: the lifecycle policy must expire those tags too.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawArtifact {

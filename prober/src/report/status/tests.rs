@@ -541,7 +541,10 @@ fn shows_how_each_path_served_referrers_as_the_last_run_that_looked_said() {
         ])
     );
     let html = render_html(&snap);
-    assert!(html.contains("referrers via origin: referrers API"), "{html}");
+    assert!(
+        html.contains("referrers via origin: referrers API"),
+        "{html}"
+    );
     assert!(
         html.contains("referrers via cache: tag schema (no referrers API)"),
         "{html}"
