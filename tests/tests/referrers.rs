@@ -641,3 +641,58 @@ fn canary_referrers_by_tag(reg: &Registry, tag: &str) -> (String, Value, String)
     let digest = sha256_digest(&resp.body);
     (tag.to_string(), resp.json().expect("JSON"), digest)
 }
+
+#[test]
+fn the_sweep_removes_a_crashed_runs_index_its_platforms_and_its_artifact() {
+    let reg = Registry::start_default().expect("registry starts");
+    let mut args = TWO_PLATFORMS.to_vec();
+    args.extend(["--artifact", "--no-cleanup"]);
+    let (code, report) = once(&reg.url(), &args);
+    assert_eq!(code, 0, "{report:#}");
+    // As a run that crashed long ago would have left it: the index under an old run tag.
+    let tag = report["tag"].as_str().expect("tag");
+    let index = get(&format!("{}/v2/{REPO}/manifests/{tag}", reg.url()), INDEX);
+    let put = HttpClient::new()
+        .request(
+            "PUT",
+            &format!(
+                "{}/v2/{REPO}/manifests/registry-prober-default-1000000000-0000beef",
+                reg.url()
+            ),
+            &[("Content-Type", INDEX)],
+            &index.body,
+        )
+        .expect("PUT answers");
+    assert_eq!(put.status, 201, "{}", put.text());
+    let storage = reg.storage();
+    assert_eq!(
+        storage.manifest_revisions(REPO).expect("revisions").len(),
+        5
+    );
+
+    let mut svc = registry_prober_e2e::service::Service::start(&format!(
+        "targets:\n  - name: swept\n    registry: {}\n    repository: {REPO}\n    interval: 1h\n    timeout: 20s\n    artifact: {{enabled: true}}\n",
+        reg.url()
+    ))
+    .expect("service starts");
+    svc.wait_for("the sweep", Duration::from_secs(20), |s| {
+        Ok(
+            s.metric("registry_prober_sweeps_total{target=\"swept\",result=\"success\"}")?
+                .unwrap_or(0.0)
+                >= 1.0,
+        )
+    })
+    .expect("swept");
+    // Distribution untags every tag of a deleted manifest: the run's own tag went with the old
+    // one. Index, platform manifests, artifact, the referrers tag and its index, every blob but
+    // the empty config are gone.
+    assert_eq!(storage.tags(REPO).expect("tags"), Vec::<String>::new());
+    assert_eq!(
+        storage.manifest_revisions(REPO).expect("revisions"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        storage.layer_links(REPO).expect("links"),
+        [sha256_digest(b"{}")]
+    );
+}
