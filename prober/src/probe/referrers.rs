@@ -218,3 +218,54 @@ fn found(what: &str, entries: &[Entry], artifact: &Artifact, hint: &str) -> Resu
     };
     verify::referrer_entry(what, entry, artifact)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::artifact::Subject;
+    use crate::oci::digest::Digest;
+
+    fn artifact() -> Artifact {
+        let subject = Subject {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: Digest::of(b"image"),
+            size: 5,
+        };
+        Artifact::generate(7, "application/x.sbom+json", 0, subject)
+    }
+
+    fn entry(a: &Artifact, digest: Digest) -> Entry {
+        Entry {
+            digest,
+            size: a.manifest.len() as u64,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            platform: None,
+            artifact_type: Some(a.artifact_type.clone()),
+        }
+    }
+
+    #[test]
+    fn an_artifact_the_referrers_do_not_list_is_referrer_missing_naming_what_they_list() {
+        let a = artifact();
+        let other = Digest::of(b"someone else's signature");
+        let f = found("GET u", &[entry(&a, other.clone())], &a, " (hint)").unwrap_err();
+        assert_eq!(f.reason, Reason::ReferrerMissing);
+        assert_eq!(
+            f.message,
+            format!(
+                "GET u lists 1 referrers of {} ({other}), not the artifact {} pushed for it (hint)",
+                a.subject.digest, a.digest
+            )
+        );
+        let f = found("GET u", &[], &a, "").unwrap_err();
+        assert!(
+            f.message.contains("lists 0 referrers") && f.message.contains("(none)"),
+            "{}",
+            f.message
+        );
+        assert_eq!(
+            found("GET u", &[entry(&a, a.digest.clone())], &a, ""),
+            Ok(())
+        );
+    }
+}
