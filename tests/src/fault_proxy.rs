@@ -8,7 +8,7 @@
 //! the upstream on a fresh connection (`Connection: close`), so a registry restarted behind the
 //! proxy is picked up at once; the client side keeps its connection alive between requests.
 
-use crate::background::Background;
+use crate::background::{accept_each, Background};
 use crate::certs::TlsFiles;
 use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
@@ -147,6 +147,14 @@ pub enum Fault {
     /// Reads the request and never answers, until the client closes the connection or the
     /// proxy is dropped (the client then sees the connection close).
     Hang,
+    /// Answers itself with `status` (e.g. 307) and `Location: <to><path?query as sent>`, with
+    /// `query` appended to that query: a registry sending blob GETs to its object store with
+    /// a signed URL, as registries on S3 or GCS do.
+    Redirect {
+        status: u16,
+        to: String,
+        query: String,
+    },
 }
 
 impl Fault {
@@ -316,25 +324,14 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                // E.g. out of file descriptors: back off instead of spinning.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    accept_each(listener, stop, move |tcp| {
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
         // An error ends only this connection; the client sees it closed.
-        tokio::spawn(async move {
+        async move {
             match tls {
                 None => {
                     let _ = serve(tcp, &shared).await;
@@ -348,8 +345,9 @@ async fn accept_loop(
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// A client connection, plain or TLS; `tcp()` reaches the socket to reset it.
@@ -443,6 +441,20 @@ async fn exchange<S: ClientIo>(
         client.io.flush().await?;
     }
 
+    let fault = match fault {
+        Some(Fault::Redirect { status, to, query }) => {
+            let sep = if req.target.contains('?') { '&' } else { '?' };
+            Some(Fault::Status {
+                status,
+                headers: vec![(
+                    "Location".to_string(),
+                    format!("{to}{}{sep}{query}", req.target),
+                )],
+                body: String::new(),
+            })
+        }
+        other => other,
+    };
     match fault {
         Some(Fault::Hang) => {
             // Never answer; return when the client gives up so the task does not linger.
@@ -604,7 +616,8 @@ impl Plan {
         let has_body = framing != Framing::None;
         let Some(fault) = fault else { return plan };
         match fault {
-            Fault::Status { .. } | Fault::Hang => {} // handled before asking the upstream
+            // Handled before asking the upstream.
+            Fault::Status { .. } | Fault::Hang | Fault::Redirect { .. } => {}
             Fault::DelayHeaders { delay } => plan.delay = Some(delay),
             Fault::Drip {
                 bytes_per_tick,

@@ -22,7 +22,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub method: Method,
-    /// The URL that answered (after redirects), redacted for reports.
+    /// The URL that answered, redacted, as reports show it: after redirects, followed by which
+    /// URL sent the request there (`<url> (after a 307 redirect from <first url>)`).
     pub url: String,
     /// The URL that answered, for resolving a relative Location.
     pub raw_url: Url,

@@ -116,9 +116,17 @@ impl Metrics {
         self.http.observe_rate_limits(&target, &report.steps);
     }
 
-    /// Counts one hygiene sweep and what it removed.
+    /// Counts one hygiene sweep, what it removed and its exchanges: a connection the sweep
+    /// opened is reused by the runs after it, so its dns, connect and tls phases (and the
+    /// certificates it met) are only ever seen here.
     pub fn observe_sweep(&self, sweep: &SweepReport) {
         self.content.observe_sweep(sweep);
+        let target = Name::from(sweep.target.as_str());
+        for step in &sweep.steps {
+            self.http.observe_step(&target, step);
+        }
+        self.http.observe_certificates(&target, &sweep.steps);
+        self.http.observe_rate_limits(&target, &sweep.steps);
     }
 
     /// A scheduled run of `size_class` did not start, for `cause`.

@@ -1040,3 +1040,34 @@ fn promtool_finds_no_problems() {
         out.status
     );
 }
+
+/// A connection the hygiene sweep opened is reused by the runs after it: its setup phases and
+/// certificate are counted from the sweep, or never.
+#[test]
+fn counts_the_exchanges_of_a_sweep_and_the_certificates_it_met() {
+    let (registry, metrics) = metrics(PLAIN);
+    let mut ping = step(Step::Ping, "/v2/", 0, 2);
+    ping.requests = vec![request(
+        "https://registry.example/v2/",
+        false,
+        Some(1_900_000_000),
+    )];
+    metrics.observe_sweep(&SweepReport {
+        target: "t".into(),
+        tags_deleted: 0,
+        sessions_cancelled: 0,
+        errors: Vec::new(),
+        steps: vec![ping, step(Step::ListTags, "registry-prober-", 0, 40)],
+    });
+    assert_lines(
+        &encode(&registry),
+        &[
+            r#"registry_prober_http_requests_total{target="t",path="origin",connection="new"} 1"#,
+            r#"registry_prober_http_requests_total{target="t",path="origin",connection="reused"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="dns"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="tls"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="first_byte"} 2"#,
+            r#"registry_prober_tls_certificate_expiry_timestamp_seconds{target="t",path="origin"} 1900000000.0"#,
+        ],
+    );
+}
