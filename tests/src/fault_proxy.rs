@@ -34,15 +34,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const APPENDED_BYTE: u8 = b'X';
 
 /// Which requests get a fault: those whose method matches (any method if `None`) and whose
-/// request target (`path?query`, as sent) contains `path_contains`. A rule acts at most `times`
-/// times (always if `None`). Rules are tried in the order they were added; the first one that
-/// matches and has not used up its `times` wins.
+/// request target (`path?query`, as sent) contains `path_contains`. A rule lets the first
+/// `after` matching requests pass, then acts at most `times` times (always if `None`). Rules
+/// are tried in the order they were added; the first one that matches and has not used up its
+/// `times` wins (one still letting requests pass does not).
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Key for [`FaultProxy::hits`]; rules may share a name, their hits then add up.
     pub name: String,
     pub method: Option<http::Method>,
     pub path_contains: String,
+    pub after: u64,
     pub times: Option<u64>,
     pub fault: Fault,
 }
@@ -54,9 +56,17 @@ impl Rule {
             name: name.to_string(),
             method: None,
             path_contains: path_contains.to_string(),
+            after: 0,
             times: None,
             fault,
         }
+    }
+
+    /// Lets the first `n` matching requests pass untouched (e.g. a manifest GET by digest
+    /// that comes before the one the fault is for).
+    pub fn after(mut self, n: u64) -> Rule {
+        self.after = n;
+        self
     }
 
     /// Only requests with this method match.
@@ -224,7 +234,11 @@ impl FaultProxy {
 
     /// Adds a rule after the existing ones; it applies to requests whose head arrives from now on.
     pub fn add_rule(&self, rule: Rule) {
-        lock(&self.shared.rules).push(LiveRule { rule, acted: 0 });
+        lock(&self.shared.rules).push(LiveRule {
+            rule,
+            passed: 0,
+            acted: 0,
+        });
     }
 
     /// Removes every rule: from now on all requests pass through. Hit counts are kept.
@@ -254,6 +268,8 @@ struct Shared {
 
 struct LiveRule {
     rule: Rule,
+    /// Matching requests let through before acting (at most `rule.after`).
+    passed: u64,
     acted: u64,
 }
 
@@ -262,9 +278,19 @@ impl Shared {
     fn on_request(&self, method: &str, target: &str) -> Option<Fault> {
         lock(&self.requests).push((method.to_string(), target.to_string()));
         let mut rules = lock(&self.rules);
-        let live = rules
-            .iter_mut()
-            .find(|r| r.rule.times.is_none_or(|n| r.acted < n) && r.rule.matches(method, target))?;
+        let mut acting = None;
+        for r in rules.iter_mut() {
+            if r.rule.times.is_some_and(|n| r.acted >= n) || !r.rule.matches(method, target) {
+                continue;
+            }
+            if r.passed < r.rule.after {
+                r.passed += 1;
+                continue;
+            }
+            acting = Some(r);
+            break;
+        }
+        let live = acting?;
         live.acted += 1;
         *lock(&self.hits).entry(live.rule.name.clone()).or_insert(0) += 1;
         Some(live.rule.fault.clone())

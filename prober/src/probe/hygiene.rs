@@ -151,6 +151,8 @@ impl Run<'_> {
             )
             .await?;
         let digest = crate::oci::digest::Digest::of(&manifest.body);
+        // Its artifacts first: they name it as their subject.
+        self.sweep_referrers(&digest, &subject).await;
         self.delete(
             Step::DeleteManifest,
             &subject,
@@ -159,8 +161,9 @@ impl Run<'_> {
             true,
         )
         .await?;
+        let blobs = self.leftover_blobs(&manifest, &subject).await;
         if self.target().cleanup.deletes_blobs() {
-            for blob in manifest.blobs("").unwrap_or_default() {
+            for blob in blobs {
                 let _ = self
                     .delete(
                         Step::DeleteBlob,

@@ -118,11 +118,30 @@ pub(super) async fn put_created(
     not_found: Reason,
     digest: &Digest,
 ) -> Result<(), Failure> {
+    put_created_saying(call, req, not_found, digest, OCI_SUBJECT)
+        .await
+        .map(|_| ())
+}
+
+/// The answer header by which a registry says it indexed a manifest's subject for the
+/// referrers API (distribution-spec, "Pushing Manifests with Subject").
+pub(super) const OCI_SUBJECT: &str = "oci-subject";
+
+/// `put_created`, keeping the answer's header `name` (as text, when it sent one).
+pub(super) async fn put_created_saying(
+    call: &mut Call<'_>,
+    req: &Request,
+    not_found: Reason,
+    digest: &Digest,
+    name: &str,
+) -> Result<Option<String>, Failure> {
     let resp = call
         .fetch_spec(req, StatusCode::CREATED, &[StatusCode::OK], not_found)
         .await?;
     verify::digest_header(&resp, digest)?;
-    call.discard(resp).await
+    let said = resp.header(name).map(str::to_string);
+    call.discard(resp).await?;
+    Ok(said)
 }
 
 pub(super) fn chunk_min_length(value: Option<&str>) -> u64 {

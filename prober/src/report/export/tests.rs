@@ -75,6 +75,7 @@ fn report(target: &str) -> RunReport {
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
         target: target.into(),
         registry: "http://127.0.0.1:5000/".into(),
         repository: "probe/x".into(),
