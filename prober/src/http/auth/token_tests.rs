@@ -146,7 +146,7 @@ proptest! {
 
     #[test]
     fn the_token_url_carries_the_realms_query_service_and_scopes_back_out(
-        realm in "https?://[a-z0-9-]{1,12}(\\.[a-z]{2,4})?(:[1-9][0-9]{0,3})?(/[a-zA-Z0-9._~-]{0,10}){0,3}",
+        realm in "https?://[a-z][a-z0-9-]{0,11}(\\.[a-z]{2,4})?(:[1-9][0-9]{0,3})?(/[a-zA-Z0-9._~-]{0,10}){0,3}",
         query in proptest::collection::vec(("[a-z]{1,5}", "[a-zA-Z0-9 &=%+]{0,8}"), 0..3),
         service in proptest::option::of(any::<String>()),
         scopes in proptest::collection::vec(any::<String>(), 0..3),
