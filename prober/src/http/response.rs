@@ -3,7 +3,7 @@
 //! Every way records the transfer time and bytes in the exchange's record.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -85,25 +85,8 @@ impl Response {
     /// Resolves the Location header against the URL that sent it (the spec allows relative
     /// ones).
     pub fn location(&self) -> Result<Url, Failure> {
-        let protocol = |what: String| Failure::new(Reason::Protocol, what);
-        let loc = self.headers.get(header::LOCATION).ok_or_else(|| {
-            protocol(format!(
-                "{} {}: {} without a Location header",
-                self.method, self.url, self.status
-            ))
-        })?;
-        let loc = loc.to_str().map_err(|_| {
-            protocol(format!(
-                "{} {}: Location header is not text",
-                self.method, self.url
-            ))
-        })?;
-        self.raw_url.join(loc).map_err(|e| {
-            protocol(format!(
-                "{} {}: invalid Location {loc:?}: {e}",
-                self.method, self.url
-            ))
-        })
+        let value = self.headers.get(header::LOCATION);
+        resolve_location(&self.method, &self.url, self.status, &self.raw_url, value)
     }
 
     /// Fails unless the status is one of `expected`, reading the error envelope; `not_found` is
@@ -243,6 +226,28 @@ impl Response {
             .await
             .result
     }
+}
+
+/// `Response::location` on the header as sent: `base` is the URL that answered, `url` the
+/// same as reports show it.
+fn resolve_location(
+    method: &Method,
+    url: &str,
+    status: StatusCode,
+    base: &Url,
+    value: Option<&HeaderValue>,
+) -> Result<Url, Failure> {
+    let protocol = |what: String| Failure::new(Reason::Protocol, what);
+    let loc = value.ok_or_else(|| {
+        protocol(format!(
+            "{method} {url}: {status} without a Location header"
+        ))
+    })?;
+    let loc = loc
+        .to_str()
+        .map_err(|_| protocol(format!("{method} {url}: Location header is not text")))?;
+    base.join(loc)
+        .map_err(|e| protocol(format!("{method} {url}: invalid Location {loc:?}: {e}")))
 }
 
 #[cfg(test)]

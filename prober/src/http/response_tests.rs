@@ -214,3 +214,71 @@ async fn a_body_at_its_bound_is_read_whole() {
     let body = resp.read_body(limit, soon(), &mut tr).await.expect("fits");
     assert_eq!(body.len(), 3 * CHUNK);
 }
+
+mod properties {
+    //! A Location, any bytes a header can hold, is resolved or refused without a panic; one
+    //! accepted denotes the URL it says: a path on the registry that sent it, or the absolute
+    //! URL given.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptests::cases;
+
+    const SHOWN: &str = "http://127.0.0.1:5000/v2/p/blobs/uploads/";
+
+    fn base() -> Url {
+        Url::parse(SHOWN).expect("a URL")
+    }
+
+    fn resolve(value: &HeaderValue) -> Result<Url, Failure> {
+        resolve_location(
+            &Method::POST,
+            SHOWN,
+            StatusCode::ACCEPTED,
+            &base(),
+            Some(value),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        #[test]
+        fn any_location_is_resolved_or_refused_without_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..100)
+                .prop_map(|v| v.into_iter().map(|b| if b < 32 || b == 127 { b'\t' } else { b }).collect::<Vec<u8>>()),
+        ) {
+            let value = HeaderValue::from_bytes(&bytes).expect("header bytes");
+            if let Err(f) = resolve(&value) {
+                prop_assert_eq!(f.reason, Reason::Protocol);
+                prop_assert!(f.message.starts_with(&format!("POST {SHOWN}: ")), "{}", f.message);
+            }
+        }
+
+        #[test]
+        fn a_path_location_stays_on_the_registry_that_sent_it(
+            path in "(/[a-zA-Z0-9._~-]{1,12}){1,5}",
+            query in proptest::option::of("_state=[a-zA-Z0-9_=-]{0,40}(&[a-z]{1,5}=[a-z0-9]{0,5}){0,2}"),
+        ) {
+            let loc = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let url = resolve(&HeaderValue::from_str(&loc).expect("ASCII")).expect("a path resolves");
+            prop_assert_eq!(url.origin(), base().origin());
+            prop_assert_eq!(url.query(), query.as_deref());
+            // Dot segments are removed, as the URL standard says.
+            let want = Url::parse(&format!("http://h{path}")).expect("a path");
+            prop_assert_eq!(url.path(), want.path());
+        }
+
+        #[test]
+        fn an_absolute_location_is_the_url_given(
+            loc in "https?://[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,3})?(:[1-9][0-9]{0,3})?/[a-zA-Z0-9/._-]{0,20}(\\?[a-zA-Z0-9=&%_-]{0,30})?",
+        ) {
+            let url = resolve(&HeaderValue::from_str(&loc).expect("ASCII")).expect("a URL resolves");
+            prop_assert_eq!(url, Url::parse(&loc).expect("a URL"));
+        }
+    }
+}
