@@ -398,3 +398,44 @@ mod properties {
         }
     }
 }
+
+/// A file a user names is read up to its bound, at start and when read again: a bigger one (a
+/// path to the wrong file) is an error naming the file and the limit.
+#[tokio::test]
+async fn a_password_file_or_docker_config_over_its_bound_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, vec![b'p'; 64 * 1024 + 1]).expect("write");
+    let err = CredentialSource::password_file("u".into(), pw.clone(), Refresh::default())
+        .expect_err("over the bound");
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read password file {}: larger than 65536 bytes, not read further",
+            pw.display()
+        )
+    );
+    // Within the bound at start, over it when read again.
+    std::fs::write(&pw, "one").expect("write");
+    let source = CredentialSource::password_file("u".into(), pw.clone(), refresh(Duration::ZERO))
+        .expect("readable");
+    std::fs::write(&pw, vec![b'p'; 64 * 1024 + 1]).expect("write");
+    let err = source.get(soon()).await.expect_err("over the bound");
+    assert!(
+        error_chain(&err).ends_with("larger than 65536 bytes, not read further"),
+        "{}",
+        error_chain(&err)
+    );
+
+    let config = dir.path().join("config.json");
+    let padding = " ".repeat(4 * 1024 * 1024);
+    std::fs::write(&config, format!(r#"{{"auths":{{}}}}{padding}"#)).expect("write");
+    let err = CredentialSource::docker_config(config.clone(), "r".into(), Refresh::default())
+        .expect_err("over the bound");
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read docker config {config:?}: larger than 4194304 bytes, not read further"
+        )
+    );
+}
