@@ -34,3 +34,5 @@ pub use probe::Prober;
 
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod proptests;

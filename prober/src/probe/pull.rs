@@ -10,7 +10,7 @@ use super::run::step;
 use super::run::{Endpoint, Run};
 use super::verify;
 use crate::config::Reference;
-use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::http::{Request, MANIFEST_BODY};
 use crate::oci::digest::{Digest, Verifier};
 use crate::oci::image::Image;
 use crate::oci::manifest::{Named, Pulled, ACCEPT};
@@ -216,7 +216,7 @@ impl<'a> Run<'a> {
                 .headers
                 .get("docker-content-digest")
                 .map(|v| v.to_str().unwrap_or("<not text>").to_string());
-            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            let body = call.read_body(resp, MANIFEST_BODY).await?;
             verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
             Ok(Manifest { body, media_type })
         })

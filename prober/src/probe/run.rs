@@ -36,7 +36,7 @@ use super::artifact::PushedArtifact;
 use super::verify;
 use super::Prober;
 use crate::config::{Propagation, SizeClass, Target};
-use crate::http::{Client, Request, Response, TokenFetch, Transcript};
+use crate::http::{BodyLimit, Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
 use crate::outcome::{
     DeviationKind, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason,
@@ -269,7 +269,7 @@ impl<'a> Call<'a> {
     pub(super) async fn read_body(
         &mut self,
         resp: Response,
-        limit: usize,
+        limit: BodyLimit,
     ) -> Result<Bytes, Failure> {
         resp.read_body(limit, self.deadline, &mut self.tr).await
     }
