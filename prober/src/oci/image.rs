@@ -16,6 +16,7 @@ use super::compression::LayerFormat;
 use super::digest::Digest;
 pub use super::layer::Layer;
 use super::manifest::{image_manifest, ManifestType};
+use super::platform::Platform;
 
 /// The config label naming how the image's layers were generated: their format and the sizes
 /// asked for, e.g. "tar+gzip:4096,65536". With the seed (in the tag of a canary), it is all it
@@ -64,8 +65,10 @@ impl fmt::Display for BlobKind {
 
 #[derive(Serialize)]
 struct ConfigJson<'a> {
-    architecture: &'static str,
-    os: &'static str,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
     created: &'a str,
     config: RunConfig<'a>,
     rootfs: RootFs<'a>,
@@ -140,6 +143,26 @@ impl Image {
         format: LayerFormat,
         created: SystemTime,
     ) -> Image {
+        Image::generate_for(
+            seed,
+            layer_sizes,
+            manifest_type,
+            format,
+            created,
+            &Platform::linux_amd64(),
+        )
+    }
+
+    /// `generate_at` for `platform`, which the config names (an image of a multi-platform
+    /// index); linux/amd64 gives the bytes `generate_at` gives.
+    pub fn generate_for(
+        seed: u64,
+        layer_sizes: &[u64],
+        manifest_type: ManifestType,
+        format: LayerFormat,
+        created: SystemTime,
+        platform: &Platform,
+    ) -> Image {
         let layers: Vec<Layer> = layer_sizes
             .iter()
             .enumerate()
@@ -150,8 +173,9 @@ impl Image {
         let nonce = format!("{seed:016x}");
         let label = (format != LayerFormat::Raw).then(|| layers_label(format, layer_sizes));
         let config = ConfigJson {
-            architecture: "amd64",
-            os: "linux",
+            architecture: &platform.architecture,
+            os: &platform.os,
+            variant: platform.variant.as_deref(),
             created: &created,
             config: RunConfig {
                 labels: Labels {

@@ -53,7 +53,9 @@ pub(crate) enum Content {
 impl TarLayout {
     /// The layout of a layer of about `size` bytes seeded with `seed`.
     pub(crate) fn new(seed: u64, size: u64) -> TarLayout {
-        let len = size.div_ceil(TAR_BLOCK).max(2) * TAR_BLOCK;
+        // At least one file: its name carries the seed, so no two layers are alike however
+        // small (an empty archive is the same 1024 zero bytes for every seed).
+        let len = size.div_ceil(TAR_BLOCK).max(3) * TAR_BLOCK;
         let mut rng = SmallRng::seed_from_u64(mix(seed, 0x0074_6172));
         // Files up to an eighth of the layer (at least 4 KiB), their sizes spread over every
         // order of magnitude up to that.

@@ -11,15 +11,12 @@ use super::run::step;
 use super::run::{Call, Endpoint, Run};
 use super::verify::{self, DiffIds};
 use crate::config::Reference;
-use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::http::{Request, MANIFEST_BODY};
 use crate::oci::digest::{Digest, Verifier};
 use crate::oci::image::Image;
 use crate::oci::manifest::{Named, Pulled, ACCEPT};
 use crate::oci::unpack::LayerCheck;
 use crate::outcome::{Failure, Reason, Step};
-
-/// Child manifests of an index verified per golden image, so a huge index cannot stall a run.
-const MAX_INDEX_CHILDREN: usize = 8;
 
 /// A manifest as pulled: its bytes and the Content-Type it came with.
 pub(super) struct Manifest {
@@ -59,8 +56,54 @@ impl<'a> Run<'a> {
         image: &Image,
         tag: &str,
     ) -> Result<(), Failure> {
+        let manifest = self
+            .pull_tagged(endpoint, tag, &image.manifest_digest, &image.manifest)
+            .await?;
+        let diff_ids = self.run_diff_ids(image);
+        self.pull_run_blobs(endpoint, &diff_ids, &manifest, "")
+            .await
+    }
+
+    /// What the layers of an image the run pushed are checked against when pulled: their
+    /// DiffIDs with `image.verify_diff_ids`, else nothing (their digests prove the bytes).
+    pub(super) fn run_diff_ids(&self, image: &Image) -> DiffIds {
+        if self.target().verify_diff_ids {
+            DiffIds::of_image(image)
+        } else {
+            DiffIds::Unchecked
+        }
+    }
+
+    /// GET every blob of an image the run pushed (`manifest` as pulled, labels prefixed with
+    /// `prefix`), each layer checked against `diff_ids`.
+    pub(super) async fn pull_run_blobs(
+        &mut self,
+        endpoint: &'a Endpoint,
+        diff_ids: &DiffIds,
+        manifest: &Manifest,
+        prefix: &str,
+    ) -> Result<(), Failure> {
         let repo = endpoint.client.repository();
-        let expected = Some((&image.manifest_digest, image.manifest.len() as u64));
+        let blobs = manifest.blobs(prefix).map_err(|f| self.note_failure(f))?;
+        for (i, blob) in blobs.into_iter().enumerate() {
+            let check = i.checked_sub(1).and_then(|layer| diff_ids.check(layer));
+            self.pull_blob(endpoint, Step::PullBlob, repo, blob, check)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The manifest a run pushed (`body`, hashing to `digest`), pulled by `tag` and by digest
+    /// through `endpoint`; both must be the bytes pushed.
+    pub(super) async fn pull_tagged(
+        &mut self,
+        endpoint: &'a Endpoint,
+        tag: &str,
+        digest: &Digest,
+        body: &Bytes,
+    ) -> Result<Manifest, Failure> {
+        let repo = endpoint.client.repository();
+        let expected = Some((digest, body.len() as u64));
         self.pull_manifest(
             endpoint,
             Step::PullManifestByTag,
@@ -70,33 +113,19 @@ impl<'a> Run<'a> {
             expected,
         )
         .await?;
-        let digest = image.manifest_digest.as_str();
-        let manifest = self
-            .pull_manifest(
-                endpoint,
-                Step::PullManifestByDigest,
-                digest.to_string(),
-                repo,
-                digest,
-                expected,
-            )
-            .await?;
-        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
-        let diff_ids = if self.target().verify_diff_ids {
-            DiffIds::of_image(image)
-        } else {
-            DiffIds::Unchecked
-        };
-        for (i, blob) in blobs.into_iter().enumerate() {
-            let check = i.checked_sub(1).and_then(|layer| diff_ids.check(layer));
-            self.pull_blob(endpoint, Step::PullBlob, repo, blob, check)
-                .await?;
-        }
-        Ok(())
+        self.pull_manifest(
+            endpoint,
+            Step::PullManifestByDigest,
+            digest.to_string(),
+            repo,
+            digest.as_str(),
+            expected,
+        )
+        .await
     }
 
     /// Old content (a golden image or a canary), as a runtime would use it: the config, then
-    /// every layer checked against the DiffID the config lists (see `pull_old_layers`).
+    /// every layer checked against the DiffID the config lists (see `pull_old_blobs`).
     pub(super) async fn pull_old_image(
         &mut self,
         endpoint: &'a Endpoint,
@@ -116,7 +145,7 @@ impl<'a> Run<'a> {
             None => DiffIds::Unchecked,
         };
         let rest = self
-            .pull_old_layers(endpoint, step, repository, layers, &diff_ids)
+            .pull_old_blobs(endpoint, step, repository, layers, &diff_ids)
             .await;
         first.and(rest)
     }
@@ -155,7 +184,7 @@ impl<'a> Run<'a> {
             call.verify_keep(
                 resp,
                 Verifier::new(blob.digest.clone(), blob.size),
-                MAX_MANIFEST_BYTES,
+                MANIFEST_BODY.bytes,
             )
             .await
         });
@@ -165,9 +194,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// HEAD and GET every layer of old content, each checked against its DiffID when the
-    /// config named them. Every layer is checked, so one lost layer does not hide another.
-    pub(super) async fn pull_old_layers(
+    /// HEAD and GET every layer of old content (or a canary artifact's payload), each layer
+    /// checked against its DiffID when the config named them. Registries that lost the data
+    /// often still answer HEAD from their metadata, so both must agree. Every blob is checked,
+    /// so one lost layer does not hide another.
+    pub(super) async fn pull_old_blobs(
         &mut self,
         endpoint: &'a Endpoint,
         step: Step,
@@ -243,14 +274,7 @@ impl<'a> Run<'a> {
                 )
                 .await;
         }
-        let children = pulled.children(MAX_INDEX_CHILDREN).map_err(|e| {
-            self.note_failure(Failure::new(
-                Reason::Protocol,
-                format!("index of {golden} names an invalid digest: {e}"),
-            ))
-        })?;
-        for child in children {
-            let subject = format!("{golden} > {}", child.digest);
+        for (subject, child) in self.golden_children(golden, &pulled)? {
             let manifest = self
                 .pull_manifest(
                     endpoint,
@@ -299,7 +323,7 @@ impl<'a> Run<'a> {
                 .headers
                 .get("docker-content-digest")
                 .map(|v| v.to_str().unwrap_or("<not text>").to_string());
-            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            let body = call.read_body(resp, MANIFEST_BODY).await?;
             verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
             Ok(Manifest { body, media_type })
         })
@@ -307,7 +331,7 @@ impl<'a> Run<'a> {
 
     /// GET one blob, streaming it through sha256; compares digest AND length, and for a layer
     /// checked against its DiffID, what it unpacks to.
-    async fn pull_blob(
+    pub(super) async fn pull_blob(
         &mut self,
         endpoint: &'a Endpoint,
         step: Step,

@@ -36,8 +36,9 @@ fn the_config_is_an_image_config_listing_every_layers_diff_id_and_how_it_was_mad
             "history": [{"created_by": "registry-prober"}, {"created_by": "registry-prober"}],
         })
     );
-    // An empty layer is an empty archive: two zero blocks.
-    assert_eq!(image.layers[1].diff_id, Digest::of(&[0u8; 1024]));
+    // The smallest layers still differ: each holds a file named for its seed.
+    assert_ne!(image.layers[1].diff_id, Digest::of(&[0u8; 1024]));
+    assert_ne!(image.layers[0].diff_id, image.layers[1].diff_id);
     assert_ne!(image.layers[0].digest, image.layers[0].diff_id);
     assert_eq!(image.config_digest, Digest::of(&image.config));
 }

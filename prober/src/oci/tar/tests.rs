@@ -15,17 +15,18 @@ fn check(bytes: &[u8], piece: usize) -> Result<u64, TarError> {
 }
 
 #[test]
-fn a_layout_is_its_size_rounded_up_to_whole_blocks_and_at_least_an_empty_archive() {
+fn a_layout_is_its_size_rounded_up_to_whole_blocks_and_at_least_one_file() {
     for (asked, len) in [
-        (0, 1024),
-        (1, 1024),
-        (1024, 1024),
+        (0, 1536),
+        (1, 1536),
+        (1024, 1536),
         (1025, 1536),
         (4096, 4096),
         (1 << 20, 1 << 20),
     ] {
         let layout = TarLayout::new(3, asked);
         assert_eq!(layout.len(), len, "asked {asked}");
+        assert!(!layout.entries.is_empty(), "asked {asked}");
         assert_eq!(whole(&layout).len() as u64, len);
     }
 }

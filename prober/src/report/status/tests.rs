@@ -110,6 +110,7 @@ fn run_with(
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
     }
 }
 
@@ -502,4 +503,57 @@ fn formats_utc_times_and_ages() {
     assert_eq!(age(7205.0), "2h");
     assert_eq!(age(3.0 * 86_400.0 + 4.0 * 3600.0 + 725.0), "3days 4h");
     assert_eq!(age(40.0 * 86_400.0), "1month 9days");
+}
+
+#[test]
+fn shows_how_each_path_served_referrers_as_the_last_run_that_looked_said() {
+    use crate::outcome::{ReferrersMode, ReferrersReport};
+    let history = History::new(10, 5);
+    let with = |t, modes: &[(&str, ReferrersMode)]| {
+        let mut report = run("eu", t, true);
+        report.referrers = modes
+            .iter()
+            .map(|(path, mode)| ReferrersReport {
+                path: path.to_string(),
+                mode: *mode,
+            })
+            .collect();
+        report
+    };
+    history.record(&with(
+        1,
+        &[
+            ("origin", ReferrersMode::TagSchema),
+            ("cache", ReferrersMode::TagSchema),
+        ],
+    ));
+    // A later run that looked on the origin only: the cache keeps what it said last.
+    history.record(&with(2, &[("origin", ReferrersMode::Api)]));
+    history.record(&with(3, &[]));
+    let snap = history.snapshot();
+    let json: serde_json::Value =
+        serde_json::from_str(&super::views::render_json(&snap)).expect("JSON");
+    assert_eq!(
+        json["targets"][0]["referrers"],
+        serde_json::json!([
+            {"path": "origin", "mode": "api"},
+            {"path": "cache", "mode": "tag_schema"},
+        ])
+    );
+    let html = render_html(&snap);
+    assert!(
+        html.contains("referrers via origin: referrers API"),
+        "{html}"
+    );
+    assert!(
+        html.contains("referrers via cache: tag schema (no referrers API)"),
+        "{html}"
+    );
+
+    // A target without artifacts says nothing of referrers.
+    let plain = History::new(10, 5);
+    plain.record(&run("eu", 1, true));
+    let snap = plain.snapshot();
+    assert!(!render_html(&snap).contains("referrers via"));
+    assert!(!super::views::render_json(&snap).contains("referrers"));
 }
