@@ -91,8 +91,15 @@ impl Zstd {
         // Runs until every byte is in and libzstd has no output left to give.
         loop {
             let mut output = OutBuffer::around(&mut self.out[..]);
-            self.hint = self.raw.run(&mut input, &mut output)?;
+            let before = input.pos();
+            let hint = self.raw.run(&mut input, &mut output)?;
             let produced = output.pos();
+            // A call that took and gave nothing (the last output filled the buffer exactly,
+            // and the frame had ended) says what the *next* frame would need: not a hint
+            // about this one, which may be complete.
+            if input.pos() > before || produced > 0 {
+                self.hint = hint;
+            }
             self.sink.write_all(&self.out[..produced])?;
             if input.pos() == data.len() && produced < self.out.len() {
                 return Ok(());

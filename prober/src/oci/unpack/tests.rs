@@ -61,6 +61,19 @@ fn the_layers_the_prober_generates_unpack_to_their_diff_ids() {
 }
 
 #[test]
+fn a_zstd_frame_ending_exactly_where_the_output_buffer_fills_is_complete() {
+    // The generated layers' frames each decode to a whole 1 MiB segment: a multiple of the
+    // decoder's 128 KiB output buffer. Fed whole or in pieces, the stream is complete.
+    let layer = Layer::new(9, 3 * 1024 * 1024, LayerFormat::Tar(Compression::Zstd));
+    let mut body = Vec::new();
+    crate::oci::layer::tests::collect_into(&layer, &mut body);
+    for piece in [body.len(), 65536, 4097] {
+        let n = run(LayerCheck::new(layer.diff_id.clone()), &body, piece).expect("unpacks");
+        assert_eq!(n % (1024 * 1024), 0, "{n}");
+    }
+}
+
+#[test]
 fn other_bytes_than_the_diff_id_names_are_a_diff_id_mismatch() {
     let tar = tar_bytes(2, 10_000);
     let wrong = Digest::of(b"other");
