@@ -50,15 +50,22 @@ impl Limits {
 pub(super) struct Generation {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    probers: Vec<Arc<Prober>>,
 }
 
 impl Generation {
-    pub(super) fn start(config: &Config, sinks: &Sinks) -> Generation {
+    /// Starts every target's loops. `retired`: the probers of the generation this one replaces,
+    /// whose upload sessions still to cancel go to the prober of the same target.
+    pub(super) fn start(config: &Config, sinks: &Sinks, retired: &[Arc<Prober>]) -> Generation {
         let (stop, stop_rx) = watch::channel(false);
         let limit = Arc::new(Limits::new(config));
         let mut probers = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
-            probers.push(Arc::new(Prober::new(target.clone())));
+            let prober = Arc::new(Prober::new(target.clone()));
+            for old in retired {
+                old.hand_over_leftovers(&prober);
+            }
+            probers.push(prober);
         }
         let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
         sinks.history.set_targets(&names);
@@ -105,19 +112,24 @@ impl Generation {
                 stop_rx.clone(),
             ));
         }
-        for prober in probers {
+        for prober in &probers {
             tasks.spawn(hygiene_loop(
-                prober,
+                prober.clone(),
                 sinks.clone(),
                 limit.clone(),
                 stop_rx.clone(),
             ));
         }
-        Generation { stop, tasks }
+        Generation {
+            stop,
+            tasks,
+            probers,
+        }
     }
 
-    /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`.
-    pub(super) async fn drain(mut self, grace: Duration) {
+    /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`;
+    /// returns the probers, for the next generation to take their leftovers over.
+    pub(super) async fn drain(mut self, grace: Duration) -> Vec<Arc<Prober>> {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {
@@ -127,6 +139,7 @@ impl Generation {
             );
             self.tasks.abort_all();
         }
+        self.probers
     }
 }
 
