@@ -14,7 +14,7 @@ use super::run::step;
 use super::run::Run;
 use super::upload::put_created;
 use super::verify;
-use crate::http::{BodySource, Request, MAX_MANIFEST_BYTES};
+use crate::http::{BodySource, Request, MANIFEST_BODY};
 use crate::oci::artifact::{empty_digest, Artifact, ARTIFACT_MANIFEST_MEDIA_TYPE};
 use crate::oci::digest::Digest;
 use crate::oci::referrers::{self, fallback_tag, INDEX_MEDIA_TYPE};
@@ -161,7 +161,7 @@ impl Run<'_> {
                         .await?;
                     let (method, shown) = (resp.method.clone(), resp.url.clone());
                     let header_digest = resp.header("docker-content-digest").map(str::to_string);
-                    let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+                    let body = call.read_body(resp, MANIFEST_BODY).await?;
                     verify::manifest_body(&method, &shown, &body, None, header_digest.as_deref())?;
                     Some((body, shown))
                 };

@@ -10,7 +10,7 @@ use super::index::children_of;
 use super::pull::Manifest;
 use super::run::step;
 use super::run::Run;
-use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::http::{Request, MANIFEST_BODY};
 use crate::oci::artifact::empty_digest;
 use crate::oci::digest::Digest;
 use crate::oci::index::Entry;
@@ -154,7 +154,7 @@ impl Run<'_> {
                 .header(header::CONTENT_TYPE)
                 .unwrap_or_default()
                 .to_string();
-            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            let body = call.read_body(resp, MANIFEST_BODY).await?;
             referrers::parse(&body, &content_type, &what)
                 .map(Some)
                 .map_err(|e| Failure::new(Reason::Protocol, e.0))

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use super::run::step;
 use super::run::{Endpoint, Run};
 use super::verify;
-use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::http::{Request, MANIFEST_BODY, REFERRERS_BODY};
 use crate::oci::artifact::Artifact;
 use crate::oci::index::Entry;
 use crate::oci::manifest::Named;
@@ -122,7 +122,7 @@ impl<'a> Run<'a> {
             let filtered = resp
                 .header(FILTERS_APPLIED)
                 .is_some_and(|f| f.split(',').any(|f| f.trim() == "artifactType"));
-            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            let body = call.read_body(resp, REFERRERS_BODY).await?;
             let what = format!("{method} {shown}: the referrers answer");
             let entries = referrers::parse(&body, &content_type, &what)
                 .map_err(|e| Failure::new(Reason::Protocol, e.0))?;
@@ -174,7 +174,7 @@ impl<'a> Run<'a> {
                     .unwrap_or_default()
                     .to_string();
                 let header_digest = resp.header("docker-content-digest").map(str::to_string);
-                let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+                let body = call.read_body(resp, MANIFEST_BODY).await?;
                 verify::manifest_body(&method, &shown, &body, None, header_digest.as_deref())?;
                 let what = format!("{method} {shown}: the referrers tag's manifest");
                 let entries = referrers::parse(&body, &content_type, &what)
