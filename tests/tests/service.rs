@@ -182,9 +182,22 @@ fn two_targets_are_scraped_with_sane_values_and_a_clean_exposition() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(
+    let (gzipped, plain) = (
         families(&String::from_utf8_lossy(&unzipped.stdout)),
-        families(&text)
+        families(&text),
+    );
+    assert_eq!(
+        gzipped,
+        plain,
+        "only gzipped: {:?}; only plain: {:?}",
+        gzipped
+            .iter()
+            .filter(|f| !plain.contains(f))
+            .collect::<Vec<_>>(),
+        plain
+            .iter()
+            .filter(|f| !gzipped.contains(f))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -609,11 +622,10 @@ fn a_reload_between_a_failed_cancel_and_the_next_sweep_still_cancels_the_session
         Ok(successes(s, "kept") >= 1.0)
     })
     .expect("success");
-    assert_eq!(
-        reg.storage().uploads("probe/kept").expect("uploads").len(),
-        1,
-        "the session is still open"
-    );
+    // The session is still open (besides, perhaps, the upload of a run in flight now, which
+    // ends within its 2 s timeout).
+    let stuck = reg.storage().uploads("probe/kept").expect("uploads");
+    assert!(!stuck.is_empty(), "the session is still open");
     // A reload replaces the target's prober; the new one sweeps at once, with what the old
     // one still had to cancel.
     svc.signal("HUP").expect("sighup");
@@ -625,9 +637,11 @@ fn a_reload_between_a_failed_cancel_and_the_next_sweep_still_cancels_the_session
             >= 1.0)
     })
     .expect("swept after the reload");
-    assert_eq!(
-        reg.storage().uploads("probe/kept").expect("uploads"),
-        Vec::<String>::new()
+    // Runs go on every 2 s, so another upload may be open right now: the kept one is gone.
+    let open = reg.storage().uploads("probe/kept").expect("uploads");
+    assert!(
+        stuck.iter().all(|s| !open.contains(s)),
+        "open before the reload: {stuck:?}; after the sweep: {open:?}"
     );
 }
 

@@ -393,16 +393,45 @@ fn explain(soak: &Session, s: &Soak) -> Result<String, String> {
             f.rule
         ));
     }
+    // Under load the prober may give up on the POST (its step deadline) after the registry
+    // opened the session: the answer with its URL is never read. Its run's log line names the
+    // POST; the run ends, and logs, within seconds of it.
+    let cut = log_lines(&s.log).into_iter().find(|l| {
+        let error = l.field("error");
+        l.field("reason") == "timeout"
+            && error.starts_with("POST ")
+            && error.contains(&format!("/v2/{}/blobs/uploads/", soak.repo))
+            && crate::soak::log_time(&l.timestamp).is_some_and(|t| {
+                t >= opened
+                    && t.duration_since(opened).unwrap_or_default() <= Duration::from_secs(15)
+            })
+    });
+    if let Some(l) = cut {
+        return Ok(format!(
+            "its POST was cut at the step deadline ({}: {}): the prober never learned its URL",
+            l.timestamp,
+            l.field("error")
+        ));
+    }
     if let Some(r) = s.restarts.iter().find(|r| near(wall(r.at), opened)) {
         return Ok(format!(
             "opened as the registry was killed at {}: the prober never saw its URL",
             at(r.at)
         ));
     }
-    Err(
-        "never used on the wire after it was opened, and no fault or restart near its start"
-            .to_string(),
-    )
+    // What the prober logged of the repository's runs around then, for whoever reads this.
+    let around: Vec<String> = log_lines(&s.log)
+        .into_iter()
+        .filter(|l| {
+            l.field("error").contains(&format!("/v2/{}/", soak.repo))
+                && crate::soak::log_time(&l.timestamp).is_some_and(|t| near(t, opened))
+        })
+        .map(|l| format!("{} {} {}", l.timestamp, l.field("reason"), l.field("error")))
+        .collect();
+    Err(format!(
+        "never used on the wire after it was opened, and no fault, restart or cut POST near its \
+         start; the prober's failures on the repository within 3 s: {around:?}"
+    ))
 }
 
 fn storage_section(
