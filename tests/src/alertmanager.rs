@@ -18,7 +18,7 @@ pub const GROUP_WAIT: Duration = Duration::ZERO;
 /// `group_interval`: changes to a group (another alert, a resolution) go out within a second.
 pub const GROUP_INTERVAL: Duration = Duration::from_secs(1);
 /// `repeat_interval`: longer than any test, so each alert is sent once while it fires.
-pub const REPEAT_INTERVAL: &str = "24h";
+pub const REPEAT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// A running Alertmanager.
 pub struct Alertmanager {
@@ -27,18 +27,54 @@ pub struct Alertmanager {
     _dir: tempfile::TempDir,
 }
 
+/// How Alertmanager batches notifications: `group_wait`, `group_interval`, `repeat_interval`.
+/// The default is the tests' ([`GROUP_WAIT`], [`GROUP_INTERVAL`], [`REPEAT_INTERVAL`]);
+/// [`Timings::production`] is Alertmanager's own defaults.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            group_wait: GROUP_WAIT,
+            group_interval: GROUP_INTERVAL,
+            repeat_interval: REPEAT_INTERVAL,
+        }
+    }
+}
+
+impl Timings {
+    /// Alertmanager's defaults: group_wait 30s, group_interval 5m, repeat_interval 4h.
+    pub fn production() -> Timings {
+        Timings {
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
 impl Alertmanager {
     /// Writes a config that routes every alert to `webhook_url` (one group per label set,
     /// [`GROUP_WAIT`], [`GROUP_INTERVAL`], [`REPEAT_INTERVAL`], resolutions sent too), starts
     /// Alertmanager on a free loopback port and waits until `/-/ready` answers 200. A start
     /// that lost its port to another listener is retried on a fresh port.
     pub fn start(webhook_url: &str) -> anyhow::Result<Alertmanager> {
+        Self::start_with(webhook_url, &Timings::default())
+    }
+
+    /// [`Alertmanager::start`] with other notification timings.
+    pub fn start_with(webhook_url: &str, timings: &Timings) -> anyhow::Result<Alertmanager> {
         let dir = tempfile::Builder::new()
             .prefix("alertmanager-")
             .tempdir()
             .context("creating the Alertmanager temp dir")?;
         let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, render_config(webhook_url))
+        std::fs::write(&config_path, render_config(webhook_url, timings))
             .with_context(|| format!("writing {}", config_path.display()))?;
         let data = dir.path().join("data");
         let daemon = Daemon::start(
@@ -96,13 +132,15 @@ impl Alertmanager {
     }
 }
 
-fn render_config(webhook_url: &str) -> String {
+fn render_config(webhook_url: &str, t: &Timings) -> String {
     // group_by ['...']: every label set is its own group, so each alert is its own
     // notification and its arrival time is its own.
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
     format!(
-        "route:\n  receiver: webhook\n  group_by: ['...']\n  group_wait: {}s\n  group_interval: {}s\n  repeat_interval: {REPEAT_INTERVAL}\nreceivers:\n  - name: webhook\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
-        GROUP_WAIT.as_secs(),
-        GROUP_INTERVAL.as_secs(),
+        "route:\n  receiver: webhook\n  group_by: ['...']\n  group_wait: {}\n  group_interval: {}\n  repeat_interval: {}\nreceivers:\n  - name: webhook\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
+        ms(t.group_wait),
+        ms(t.group_interval.max(Duration::from_millis(1))),
+        ms(t.repeat_interval),
         serde_json::Value::String(webhook_url.to_string())
     )
 }
@@ -113,9 +151,10 @@ mod tests {
 
     #[test]
     fn the_config_routes_everything_to_the_webhook_at_once() {
-        let y = render_config("http://127.0.0.1:1/alerts");
-        assert!(y.contains("group_wait: 0s\n"), "{y}");
-        assert!(y.contains("group_interval: 1s\n"), "{y}");
+        let y = render_config("http://127.0.0.1:1/alerts", &Timings::default());
+        assert!(y.contains("group_wait: 0ms\n"), "{y}");
+        assert!(y.contains("group_interval: 1000ms\n"), "{y}");
+        assert!(y.contains("repeat_interval: 86400000ms\n"), "{y}");
         assert!(y.contains("- url: \"http://127.0.0.1:1/alerts\"\n"), "{y}");
     }
 }

@@ -207,6 +207,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             hits: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
+            faulted: Mutex::new(Vec::new()),
         });
         let is_tls = tls.is_some();
         let server = {
@@ -261,6 +262,22 @@ impl FaultProxy {
     pub fn requests(&self) -> Vec<(String, String)> {
         lock(&self.shared.requests).clone()
     }
+
+    /// Every request a rule acted on, in arrival order: when, which rule, what was asked.
+    pub fn faulted(&self) -> Vec<Faulted> {
+        lock(&self.shared.faulted).clone()
+    }
+}
+
+/// A request a rule acted on.
+#[derive(Debug, Clone)]
+pub struct Faulted {
+    /// When its head arrived.
+    pub at: std::time::Instant,
+    pub rule: String,
+    pub method: String,
+    /// `path?query`, as sent.
+    pub target: String,
 }
 
 /// State shared by the handle and the connection tasks.
@@ -270,6 +287,7 @@ struct Shared {
     rules: Mutex<Vec<LiveRule>>,
     hits: Mutex<HashMap<String, u64>>,
     requests: Mutex<Vec<(String, String)>>,
+    faulted: Mutex<Vec<Faulted>>,
 }
 
 struct LiveRule {
@@ -299,6 +317,12 @@ impl Shared {
         let live = acting?;
         live.acted += 1;
         *lock(&self.hits).entry(live.rule.name.clone()).or_insert(0) += 1;
+        lock(&self.faulted).push(Faulted {
+            at: std::time::Instant::now(),
+            rule: live.rule.name.clone(),
+            method: method.to_string(),
+            target: target.to_string(),
+        });
         Some(live.rule.fault.clone())
     }
 }

@@ -25,6 +25,7 @@ pub mod prometheus;
 pub mod registry;
 pub mod service;
 pub mod skopeo;
+pub mod soak;
 pub mod storage;
 pub mod token_server;
 pub mod webhook;

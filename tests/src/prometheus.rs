@@ -47,10 +47,13 @@ impl ScrapeJob {
 /// What else Prometheus is started with besides its scrape jobs; the default is nothing.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusOptions {
-    /// Rule files (`rule_files`), evaluated every [`SCRAPE_INTERVAL`].
+    /// Rule files (`rule_files`), evaluated at the scrape interval.
     pub rule_files: Vec<PathBuf>,
     /// Alertmanagers (`host:port`) that firing alerts are sent to.
     pub alertmanagers: Vec<String>,
+    /// Scrape and rule evaluation interval instead of [`SCRAPE_INTERVAL`] (e.g. 15 s, as
+    /// production setups run); the scrape timeout is the interval, at most 10 s.
+    pub interval: Option<Duration>,
 }
 
 /// What Prometheus answered to a query: its `data`, or its own error (a PromQL parse or
@@ -128,6 +131,11 @@ impl Prometheus {
             path.push_str(&format!("?match[]={}", urlencode(s)));
         }
         self.api(&path)
+    }
+
+    /// The rule groups Prometheus loaded, with each rule's state (`/api/v1/rules`).
+    pub fn rules(&self) -> anyhow::Result<Answer> {
+        self.api("/api/v1/rules")
     }
 
     fn api(&self, path_and_query: &str) -> anyhow::Result<Answer> {
@@ -229,10 +237,12 @@ pub fn samples(data: &Value) -> Vec<(serde_json::Map<String, Value>, f64)> {
 }
 
 fn render_config(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> String {
-    let secs = SCRAPE_INTERVAL.as_secs();
+    let interval = opts.interval.unwrap_or(SCRAPE_INTERVAL);
+    let every = interval.as_millis().max(1);
+    let timeout = every.min(10_000);
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut y = format!(
-        "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n  evaluation_interval: {secs}s\n"
+        "global:\n  scrape_interval: {every}ms\n  scrape_timeout: {timeout}ms\n  evaluation_interval: {every}ms\n"
     );
     if !opts.rule_files.is_empty() {
         y.push_str("rule_files:\n");

@@ -296,6 +296,7 @@ impl Chain {
             &PrometheusOptions {
                 rule_files: vec![rules.clone()],
                 alertmanagers: vec![am.host_port()],
+                ..PrometheusOptions::default()
             },
         )
         .expect("prometheus starts");

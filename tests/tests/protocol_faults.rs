@@ -39,6 +39,16 @@ fn failed_step(report: &Value) -> (String, String, String) {
     )
 }
 
+/// The report's steps named `name`, in order.
+fn steps_named<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|st| st["step"] == name)
+        .collect()
+}
+
 /// Cleanup ran even though the run failed: nothing of ours is left in storage.
 fn assert_cleaned_up(s: &Setup, report: &Value) {
     let cleanup_failures: Vec<&Value> = report["steps"]
@@ -269,12 +279,7 @@ fn a_failed_upload_leaves_its_session_open_and_cleanup_cancels_it() {
         ("upload_blob", "http_5xx")
     );
     assert!(error.contains("got 500 Internal Server Error, expected 201, registry error UNKNOWN: storage backend exploded"), "{error}");
-    let cancel: Vec<&Value> = report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .filter(|st| st["step"] == "cancel_upload")
-        .collect();
+    let cancel = steps_named(&report, "cancel_upload");
     assert_eq!(cancel.len(), 1, "{report:#}");
     assert_eq!(cancel[0]["success"], true, "{:#}", cancel[0]);
     assert_eq!(s.proxy.hits("put500"), 1);
@@ -310,4 +315,44 @@ fn a_hanging_registry_is_cut_at_the_step_deadline() {
     // Cleanup has its own deadline and still ran after the run deadline.
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert_cleaned_up(&s, &report);
+}
+
+#[test]
+fn an_upload_whose_answer_is_lost_leaves_a_session_the_registry_will_not_cancel_and_cleanup_says_so(
+) {
+    let s = setup();
+    // The registry takes the PATCH's body (the session now holds the blob) but the prober sees
+    // a 500: its URL still carries the POST's state (offset 0), which Distribution refuses
+    // from then on, to the cancel's DELETE as to a GET (404 BLOB_UPLOAD_INVALID).
+    s.proxy.add_rule(
+        Rule::new("lost", "/blobs/uploads/", Fault::SetStatus { status: 500 })
+            .method(Method::PATCH)
+            .times(1),
+    );
+    let (code, report) = run(&s);
+    assert_eq!(code, 1);
+    let (step, reason, _) = failed_step(&report);
+    assert_eq!(
+        (step.as_str(), reason.as_str()),
+        ("upload_blob", "http_5xx")
+    );
+    let cancel = steps_named(&report, "cancel_upload");
+    assert_eq!(cancel.len(), 1, "{report:#}");
+    assert_eq!(cancel[0]["success"], false, "{:#}", cancel[0]);
+    assert_eq!(
+        cancel[0]["reason"], "blob_upload_invalid",
+        "{:#}",
+        cancel[0]
+    );
+    let error = cancel[0]["error"].as_str().expect("error");
+    assert!(
+        error.contains("404") && error.contains("refuses to cancel through it"),
+        "{error}"
+    );
+    // What the step says is what the storage holds: the session is still open.
+    assert_eq!(
+        s.registry.storage().uploads(REPO).expect("uploads").len(),
+        1,
+        "{report:#}"
+    );
 }

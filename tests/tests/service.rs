@@ -182,9 +182,22 @@ fn two_targets_are_scraped_with_sane_values_and_a_clean_exposition() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(
+    let (gzipped, plain) = (
         families(&String::from_utf8_lossy(&unzipped.stdout)),
-        families(&text)
+        families(&text),
+    );
+    assert_eq!(
+        gzipped,
+        plain,
+        "only gzipped: {:?}; only plain: {:?}",
+        gzipped
+            .iter()
+            .filter(|f| !plain.contains(f))
+            .collect::<Vec<_>>(),
+        plain
+            .iter()
+            .filter(|f| !gzipped.contains(f))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -489,5 +502,193 @@ fn the_status_page_renders_in_headless_chromium() {
         bytes.len() > 20_000,
         "a {}-byte screenshot is a blank page",
         bytes.len()
+    );
+}
+
+/// `registry_prober_<series>` of the target's default size class.
+fn class_metric(svc: &Service, series: &str, name: &str, extra: &str) -> f64 {
+    svc.metric(&format!(
+        "registry_prober_{series}{{target=\"{name}\",size_class=\"default\"{extra}}}"
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_stopped_schedule_counts_the_ticks_it_missed_and_every_scheduled_run_is_accounted_for() {
+    let reg = Registry::start_default().expect("registry");
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}",
+        target("paused", &reg.url(), "probe/paused", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("two successes", Duration::from_secs(15), |s| {
+        Ok(successes(s, "paused") >= 2.0)
+    })
+    .expect("successes");
+    // Stopped for 3.5 intervals: the ticks at +1 s .. +3 s pass while nothing runs.
+    svc.signal("STOP").expect("sigstop");
+    std::thread::sleep(Duration::from_millis(3500));
+    svc.signal("CONT").expect("sigcont");
+    svc.wait_for("the missed ticks counted", Duration::from_secs(10), |s| {
+        Ok(class_metric(s, "skipped_runs_total", "paused", ",cause=\"missed\"") >= 2.0)
+    })
+    .expect("missed ticks");
+    // Scheduled = ended + skipped + in flight; a run waiting for room, or one ending between
+    // two counters of a scrape, is off by one for a moment, never for good.
+    svc.wait_for(
+        "every scheduled run accounted for",
+        Duration::from_secs(10),
+        |s| {
+            let text = s.metrics()?;
+            let v = |series: &str| metric_value(&text, series).unwrap_or(0.0);
+            let class = "target=\"paused\",size_class=\"default\"";
+            let scheduled = v(&format!("registry_prober_scheduled_runs_total{{{class}}}"));
+            let ended = v(&format!(
+                "registry_prober_runs_total{{{class},result=\"success\"}}"
+            )) + v(&format!(
+                "registry_prober_runs_total{{{class},result=\"failure\"}}"
+            ));
+            let skipped: f64 = ["overrun", "rate_limited", "missed"]
+                .iter()
+                .map(|c| {
+                    v(&format!(
+                        "registry_prober_skipped_runs_total{{{class},cause=\"{c}\"}}"
+                    ))
+                })
+                .sum();
+            let in_flight = v(&format!("registry_prober_runs_in_flight{{{class}}}"));
+            Ok(scheduled > 5.0 && scheduled == ended + skipped + in_flight)
+        },
+    )
+    .expect("accounted");
+}
+
+#[test]
+fn a_sighup_after_a_rewrite_reloads_once() {
+    let reg = Registry::start_default().expect("registry");
+    let body = |layers: u32| {
+        format!(
+            "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n  - name: once\n    registry: {}\n    repository: probe/once\n    image: {{layers: {layers}, layer_size: 4KiB}}\n",
+            reg.url()
+        )
+    };
+    let svc = Service::start(&body(1)).expect("service starts");
+    let listen = std::fs::read_to_string(svc.config_path()).expect("config");
+    let listen = listen.lines().next().expect("the listen line");
+    let tmp = svc.config_path().with_extension("tmp");
+    std::fs::write(&tmp, format!("{listen}\n{}", body(2))).expect("new config");
+    std::fs::rename(&tmp, svc.config_path()).expect("swapped in");
+    svc.signal("HUP").expect("sighup");
+    // The file poll (every 2 s) sees the new content too; it was loaded already.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        svc.metric("registry_prober_config_reloads_total{result=\"success\"}")
+            .expect("metrics"),
+        Some(1.0),
+        "{}",
+        svc.log()
+    );
+}
+
+#[test]
+fn a_reload_between_a_failed_cancel_and_the_next_sweep_still_cancels_the_session() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // The first upload's closing PUT fails without reaching the registry (the session stays
+    // open, its URL current), and the cancel's DELETE fails too: the prober keeps the session
+    // for its next sweep, an hour away.
+    proxy.add_rule(
+        Rule::new("put", "/blobs/uploads/", Fault::status(500))
+            .method(Method::PUT)
+            .times(1),
+    );
+    proxy.add_rule(
+        Rule::new("cancel", "/blobs/uploads/", Fault::status(503))
+            .method(Method::DELETE)
+            .times(1),
+    );
+    let config = format!(
+        "defaults: {{interval: 2s, timeout: 2s}}\ntargets:\n{}    hygiene: {{interval: 1h}}\n",
+        target("kept", &proxy.url(), "probe/kept", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for("the failed cancel", Duration::from_secs(20), |s| {
+        Ok(proxy.hits("cancel") == 1 && failures(s, "kept", "http_5xx") >= 1.0)
+    })
+    .expect("cancel failed");
+    svc.wait_for("a success after it", Duration::from_secs(20), |s| {
+        Ok(successes(s, "kept") >= 1.0)
+    })
+    .expect("success");
+    // The session is still open (besides, perhaps, the upload of a run in flight now, which
+    // ends within its 2 s timeout).
+    let stuck = reg.storage().uploads("probe/kept").expect("uploads");
+    assert!(!stuck.is_empty(), "the session is still open");
+    // A reload replaces the target's prober; the new one sweeps at once, with what the old
+    // one still had to cancel.
+    svc.signal("HUP").expect("sighup");
+    svc.wait_for("the session swept", Duration::from_secs(20), |s| {
+        Ok(s.metric(
+            "registry_prober_swept_objects_total{target=\"kept\",kind=\"upload_session\"}",
+        )?
+        .unwrap_or(0.0)
+            >= 1.0)
+    })
+    .expect("swept after the reload");
+    // Runs go on every 2 s, so another upload may be open right now: the kept one is gone.
+    let open = reg.storage().uploads("probe/kept").expect("uploads");
+    assert!(
+        stuck.iter().all(|s| !open.contains(s)),
+        "open before the reload: {stuck:?}; after the sweep: {open:?}"
+    );
+}
+
+#[test]
+fn a_session_the_registry_refuses_to_cancel_is_not_retried_by_every_sweep() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // The registry takes the PATCH's body, the prober sees a 500: its URL's state is stale
+    // and Distribution refuses to cancel through it (404 BLOB_UPLOAD_INVALID), for good.
+    proxy.add_rule(
+        Rule::new("lost", "/blobs/uploads/", Fault::SetStatus { status: 500 })
+            .method(Method::PATCH)
+            .times(1),
+    );
+    let config = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\ntargets:\n{}    hygiene: {{interval: 1s}}\n",
+        target("stale", &proxy.url(), "probe/stale", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    svc.wait_for(
+        "the refused cancel, then sweeps",
+        Duration::from_secs(20),
+        |s| {
+            let sweeps = s
+                .metric("registry_prober_sweeps_total{target=\"stale\",result=\"success\"}")?
+                .unwrap_or(0.0);
+            Ok(failures(s, "stale", "http_5xx") >= 1.0 && sweeps >= 4.0)
+        },
+    )
+    .expect("sweeps");
+    assert_eq!(
+        svc.metric("registry_prober_sweeps_total{target=\"stale\",result=\"failure\"}")
+            .expect("metrics"),
+        Some(0.0),
+        "a sweep retried a session no request can reach"
+    );
+    assert_eq!(
+        svc.metric("registry_prober_upload_sessions_total{target=\"stale\",outcome=\"abandoned\"}")
+            .expect("metrics"),
+        Some(1.0),
+        "the session is counted as left open"
+    );
+    // Stopped first: a run in flight has a session of its own open.
+    svc.signal("TERM").expect("sigterm");
+    assert_eq!(svc.wait_exit(Duration::from_secs(20)).expect("exits"), 0);
+    assert_eq!(
+        reg.storage().uploads("probe/stale").expect("uploads").len(),
+        1
     );
 }

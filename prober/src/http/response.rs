@@ -29,6 +29,9 @@ pub const ERROR_BODY: BodyLimit = BodyLimit::new("error body", 64 * 1024);
 /// Registries accept manifests of at least 4 MiB (OCI distribution spec), so one may be that
 /// big.
 pub const MANIFEST_BODY: BodyLimit = BodyLimit::new("manifest", 4 * 1024 * 1024);
+/// A referrers answer: an image index with one descriptor per artifact that names the image
+/// (a few hundred bytes each); held to a manifest's bound, and named as what it is.
+pub const REFERRERS_BODY: BodyLimit = BodyLimit::new("referrers answer", 4 * 1024 * 1024);
 /// A page of a tag list: the prober asks for 1000 tags (of at most 128 characters: ~135 KB of
 /// JSON); the rest is room for a registry that ignores `n` and sends more.
 pub const TAG_LIST_BODY: BodyLimit = BodyLimit::new("tag list page", 4 * 1024 * 1024);

@@ -182,6 +182,21 @@ async fn a_manifest_over_its_bound_fails_naming_the_limit() {
 }
 
 #[tokio::test]
+async fn a_referrers_answer_over_its_bound_fails_naming_the_limit() {
+    let (resp, mut tr, url) = endless(200).await;
+    let f = resp
+        .read_body(REFERRERS_BODY, soon(), &mut tr)
+        .await
+        .expect_err("over the bound");
+    assert_eq!(f.reason, Reason::Protocol);
+    assert_eq!(
+        f.message,
+        format!("GET {url}: referrers answer over its limit of 4194304 bytes, not read further")
+    );
+    assert_stopped_at(&tr, REFERRERS_BODY);
+}
+
+#[tokio::test]
 async fn an_unused_body_over_its_bound_fails_naming_the_limit() {
     let (resp, mut tr, url) = endless(202).await;
     let f = resp

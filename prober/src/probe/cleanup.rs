@@ -15,6 +15,9 @@ use crate::http::{redact_url, Request};
 use crate::oci::digest::Digest;
 use crate::outcome::{Failure, LeftBehind, Reason, Step};
 
+/// The registry error code for an upload URL whose state the registry no longer accepts.
+const STALE_STATE: &str = "BLOB_UPLOAD_INVALID";
+
 impl Run<'_> {
     /// Undoes everything the run created; what a registry that refuses DELETE keeps, or what
     /// cleanup does not delete by configuration, is counted as left behind.
@@ -118,6 +121,7 @@ impl Run<'_> {
             }
             let url = self.sessions[i].url.clone();
             let subject = redact_url(&url);
+            let mut stale = false;
             let result = step!(self, Step::CancelUpload, origin, subject, |call| async {
                 let resp = call
                     .send(&Request::new(Method::DELETE, url.clone()))
@@ -133,21 +137,41 @@ impl Run<'_> {
                     .await
                     .err()
                     .unwrap_or_else(|| Failure::new(Reason::Protocol, "unexpected answer"));
-                // Distribution answers a DELETE whose _state is stale (the upload broke
-                // mid-body) with 400 BLOB_UPLOAD_INVALID yet cancels the session anyway. Ask
-                // the session itself: 404 means it is gone, which is all we want.
-                let status = call.send(&Request::new(Method::GET, url)).await?;
-                let gone = status.status == StatusCode::NOT_FOUND;
-                call.discard(status).await?;
-                if gone {
-                    Ok(())
-                } else {
-                    Err(failure)
+                // Ask the session itself: gone (404 BLOB_UPLOAD_UNKNOWN, or a bare 404) is all
+                // we want. Distribution 2.8 answers a URL whose _state no longer matches the
+                // bytes it holds (a PATCH or PUT broke after the registry took its body) with
+                // 404 BLOB_UPLOAD_INVALID, to this GET as to the DELETE, and cancels nothing:
+                // no request can reach that session any more.
+                let check = call.send(&Request::new(Method::GET, url)).await?;
+                let status = check.status;
+                let checked = call
+                    .expect(check, &[StatusCode::NO_CONTENT], Reason::BlobUploadUnknown)
+                    .await;
+                match checked {
+                    Ok(resp) => {
+                        call.discard(resp).await?;
+                        Err(failure)
+                    }
+                    Err(f) if f.registry_code.as_deref() == Some(STALE_STATE) => {
+                        stale = true;
+                        Err(Failure {
+                            message: format!(
+                                "{}; GET on the session: {} (the registry holds bytes this URL's \
+                                 state does not account for, and refuses to cancel through it: \
+                                 the session stays open until the registry purges old uploads)",
+                                failure.message, f.message
+                            ),
+                            ..f
+                        })
+                    }
+                    Err(_) if status == StatusCode::NOT_FOUND => Ok(()),
+                    Err(_) => Err(failure),
                 }
             });
             if result.is_ok() {
                 self.sessions[i].completed = true;
             }
+            self.sessions[i].unreachable = stale;
         }
     }
 

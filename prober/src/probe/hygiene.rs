@@ -57,18 +57,10 @@ impl Prober {
                 }
             }
         }
-        let sessions: Vec<url::Url> = std::mem::take(
-            &mut *self
-                .leftover_sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let sessions: Vec<url::Url> = std::mem::take(&mut *self.leftovers_lock());
         run.sessions = sessions
             .into_iter()
-            .map(|url| Session {
-                url,
-                completed: false,
-            })
+            .map(|url| Session::new(url, false))
             .collect();
         run.cancel_open_sessions().await;
         let sessions_cancelled = run.sessions.iter().filter(|s| s.completed).count() as u32;
@@ -82,6 +74,39 @@ impl Prober {
             errors,
             steps,
         }
+    }
+}
+
+impl Prober {
+    /// Hands the upload sessions this prober still has to cancel to `next`, the prober that
+    /// replaces it after a reload, when it probes the same target (name, registry and
+    /// repository): a reload between a failed cancel and the next sweep must not forget one.
+    pub fn hand_over_leftovers(&self, next: &Prober) {
+        let (a, b) = (&self.target, &next.target);
+        if a.name != b.name || a.registry != b.registry || a.repository != b.repository {
+            return;
+        }
+        let taken = std::mem::take(&mut *self.leftovers_lock());
+        next.keep_leftovers(taken);
+    }
+
+    fn leftovers_lock(&self) -> std::sync::MutexGuard<'_, Vec<url::Url>> {
+        self.leftover_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers sessions for the next sweep, the newest [`MAX_LEFTOVER_SESSIONS`] at most.
+    pub(super) fn keep_leftovers(&self, urls: impl IntoIterator<Item = url::Url>) {
+        let mut left = self.leftovers_lock();
+        left.extend(urls);
+        let excess = left.len().saturating_sub(MAX_LEFTOVER_SESSIONS);
+        left.drain(..excess);
+    }
+
+    #[cfg(test)]
+    pub(super) fn leftovers(&self) -> Vec<url::Url> {
+        self.leftovers_lock().clone()
     }
 }
 
@@ -183,16 +208,9 @@ impl Run<'_> {
         let open = self
             .sessions
             .iter()
-            .filter(|s| !s.completed)
+            .filter(|s| !s.completed && !s.unreachable)
             .map(|s| s.url.clone());
-        let mut left = self
-            .prober
-            .leftover_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        left.extend(open);
-        let excess = left.len().saturating_sub(MAX_LEFTOVER_SESSIONS);
-        left.drain(..excess);
+        self.prober.keep_leftovers(open);
     }
 }
 

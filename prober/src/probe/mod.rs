@@ -300,14 +300,44 @@ mod tests {
     use crate::config::RawConfig;
 
     fn prober(cleanup: &str) -> Prober {
+        probing("t", "https://r.example", "p", &format!("    sizes:\n      - {{class: small, layer_sizes: [4KiB]}}\n      - {{class: big, layer_sizes: [1MiB]}}\n    cleanup: {cleanup}\n"))
+    }
+
+    fn probing(name: &str, registry: &str, repository: &str, rest: &str) -> Prober {
         let yaml = format!(
-            "targets:\n  - name: t\n    registry: https://r.example\n    repository: p\n    sizes:\n      - {{class: small, layer_sizes: [4KiB]}}\n      - {{class: big, layer_sizes: [1MiB]}}\n    cleanup: {cleanup}\n"
+            "targets:\n  - name: {name}\n    registry: {registry}\n    repository: {repository}\n{rest}"
         );
         let config = RawConfig::from_yaml(&yaml)
             .expect("parses")
             .validate()
             .expect("valid");
         Prober::new(config.targets.into_iter().next().expect("a target"))
+    }
+
+    #[test]
+    fn a_reloaded_target_inherits_the_sessions_left_to_cancel_and_another_does_not() {
+        let session = |n: u32| {
+            url::Url::parse(&format!(
+                "https://r.example/v2/p/blobs/uploads/{n}?_state=x"
+            ))
+            .expect("url")
+        };
+        let old = probing("t", "https://r.example", "p", "");
+        old.keep_leftovers([session(1), session(2)]);
+        // Other settings changed by the reload: still the same target.
+        let next = probing("t", "https://r.example", "p", "    image: {layers: 3}\n");
+        old.hand_over_leftovers(&next);
+        assert_eq!(next.leftovers(), [session(1), session(2)]);
+        assert!(old.leftovers().is_empty(), "handed over, not copied");
+        for other in [
+            probing("u", "https://r.example", "p", ""),
+            probing("t", "https://other.example", "p", ""),
+            probing("t", "https://r.example", "q", ""),
+        ] {
+            next.hand_over_leftovers(&other);
+            assert!(other.leftovers().is_empty(), "{}", other.target().name);
+            assert_eq!(next.leftovers().len(), 2);
+        }
     }
 
     #[test]

@@ -62,10 +62,7 @@ impl Run<'_> {
             }
         });
         if let Some(url) = opened {
-            self.sessions.push(Session {
-                url,
-                completed: result.is_ok(),
-            });
+            self.sessions.push(Session::new(url, result.is_ok()));
         }
         let outcome = result?;
         self.mount = Some(outcome);

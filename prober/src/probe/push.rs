@@ -139,10 +139,7 @@ impl Run<'_> {
                 Ok((location, min_chunk))
             }
         )?;
-        self.sessions.push(Session {
-            url: location,
-            completed: false,
-        });
+        self.sessions.push(Session::new(location, false));
         Ok(min_chunk)
     }
 
@@ -223,10 +220,7 @@ impl Run<'_> {
             completed
         });
         if let Some(url) = session {
-            self.sessions.push(Session {
-                url,
-                completed: result.is_ok(),
-            });
+            self.sessions.push(Session::new(url, result.is_ok()));
         }
         if result.is_ok() {
             self.uploaded.push(blob.digest.clone());

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use super::run::step;
 use super::run::{Endpoint, Run};
 use super::verify;
-use crate::http::{Request, MANIFEST_BODY};
+use crate::http::{Request, MANIFEST_BODY, REFERRERS_BODY};
 use crate::oci::artifact::Artifact;
 use crate::oci::index::Entry;
 use crate::oci::manifest::Named;
@@ -124,7 +124,7 @@ impl<'a> Run<'a> {
             let filtered = resp
                 .header(FILTERS_APPLIED)
                 .is_some_and(|f| f.split(',').any(|f| f.trim() == "artifactType"));
-            let body = call.read_body(resp, MANIFEST_BODY).await?;
+            let body = call.read_body(resp, REFERRERS_BODY).await?;
             let what = format!("{method} {shown}: the referrers answer");
             let entries = referrers::parse(&body, &content_type, &what)
                 .map_err(|e| Failure::new(Reason::Protocol, e.0))?;

@@ -56,6 +56,19 @@ pub(super) struct Endpoint {
 pub(super) struct Session {
     pub(super) url: Url,
     pub(super) completed: bool,
+    /// The registry refuses this URL as stale (it holds bytes the URL's state does not account
+    /// for): no cancel through it can work, so no sweep retries it.
+    pub(super) unreachable: bool,
+}
+
+impl Session {
+    pub(super) fn new(url: Url, completed: bool) -> Session {
+        Session {
+            url,
+            completed,
+            unreachable: false,
+        }
+    }
 }
 
 /// A manifest the run PUT; `stored` once the registry answered 201 (until then a 404 on its

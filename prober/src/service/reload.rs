@@ -27,7 +27,7 @@ pub async fn serve(
     sinks: Sinks,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut generation = Generation::start(&config, &sinks);
+    let mut generation = Generation::start(&config, &sinks, &[]);
     let mut current = config;
     let mut seen = fingerprint(&path);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -38,34 +38,37 @@ pub async fn serve(
             _ = shutdown.wait_for(|s| *s) => Event::Shutdown,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Reload("SIGHUP"),
             _ = poll.tick() => {
-                let now = fingerprint(&path);
-                if now != seen {
-                    seen = now;
-                    Event::Reload("file change")
-                } else {
+                if fingerprint(&path) == seen {
                     continue;
                 }
+                Event::Reload("file change")
             }
         };
         match event {
             Event::Shutdown => break,
-            Event::Reload(why) => match Config::load(&path) {
-                Ok(new) => {
-                    generation.drain(current.shutdown_grace).await;
-                    generation = Generation::start(&new, &sinks);
-                    sinks.metrics.config_reload(true);
-                    tracing::info!(
-                        trigger = why,
-                        targets = new.targets.len(),
-                        "Config reloaded"
-                    );
-                    current = new;
+            Event::Reload(why) => {
+                // What is loaded now is seen, so a SIGHUP after a rewrite reloads once and not
+                // again at the next poll; taken before the load, so a swap in between is
+                // loaded at the next poll.
+                seen = fingerprint(&path);
+                match Config::load(&path) {
+                    Ok(new) => {
+                        let retired = generation.drain(current.shutdown_grace).await;
+                        generation = Generation::start(&new, &sinks, &retired);
+                        sinks.metrics.config_reload(true);
+                        tracing::info!(
+                            trigger = why,
+                            targets = new.targets.len(),
+                            "Config reloaded"
+                        );
+                        current = new;
+                    }
+                    Err(e) => {
+                        sinks.metrics.config_reload(false);
+                        tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
+                    }
                 }
-                Err(e) => {
-                    sinks.metrics.config_reload(false);
-                    tracing::error!(trigger = why, error = %e, "Config reload failed, keeping the old config");
-                }
-            },
+            }
         }
     }
     let grace = current.shutdown_grace;

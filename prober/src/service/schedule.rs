@@ -50,15 +50,22 @@ impl Limits {
 pub(super) struct Generation {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    probers: Vec<Arc<Prober>>,
 }
 
 impl Generation {
-    pub(super) fn start(config: &Config, sinks: &Sinks) -> Generation {
+    /// Starts every target's loops. `retired`: the probers of the generation this one replaces,
+    /// whose upload sessions still to cancel go to the prober of the same target.
+    pub(super) fn start(config: &Config, sinks: &Sinks, retired: &[Arc<Prober>]) -> Generation {
         let (stop, stop_rx) = watch::channel(false);
         let limit = Arc::new(Limits::new(config));
         let mut probers = Vec::with_capacity(config.targets.len());
         for target in &config.targets {
-            probers.push(Arc::new(Prober::new(target.clone())));
+            let prober = Arc::new(Prober::new(target.clone()));
+            for old in retired {
+                old.hand_over_leftovers(&prober);
+            }
+            probers.push(prober);
         }
         let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
         sinks.history.set_targets(&names);
@@ -105,19 +112,24 @@ impl Generation {
                 stop_rx.clone(),
             ));
         }
-        for prober in probers {
+        for prober in &probers {
             tasks.spawn(hygiene_loop(
-                prober,
+                prober.clone(),
                 sinks.clone(),
                 limit.clone(),
                 stop_rx.clone(),
             ));
         }
-        Generation { stop, tasks }
+        Generation {
+            stop,
+            tasks,
+            probers,
+        }
     }
 
-    /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`.
-    pub(super) async fn drain(mut self, grace: Duration) {
+    /// Stops scheduling and waits for running cycles (and their cleanup) at most `grace`;
+    /// returns the probers, for the next generation to take their leftovers over.
+    pub(super) async fn drain(mut self, grace: Duration) -> Vec<Arc<Prober>> {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {
@@ -127,6 +139,7 @@ impl Generation {
             );
             self.tasks.abort_all();
         }
+        self.probers
     }
 }
 
@@ -142,15 +155,25 @@ async fn class_loop(
 ) {
     let name = prober.target().name.clone();
     let class_name = prober.target().sizes[class].name.clone();
-    let mut ticker = tokio::time::interval_at(first, prober.target().sizes[class].interval);
+    let interval = prober.target().sizes[class].interval;
+    let mut ticker = tokio::time::interval_at(first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut current: Option<JoinHandle<Option<Instant>>> = None;
     let mut not_before: Option<Instant> = None;
+    let mut last_due: Option<Instant> = None;
     loop {
         let due = tokio::select! {
             due = ticker.tick() => due,
             _ = stop.wait_for(|s| *s) => break,
         };
+        // Every tick is accounted for: due, then started (and counted when it ends) or skipped.
+        let missed = last_due.map_or(0, |last| missed_ticks(last, due, interval));
+        if missed > 0 {
+            sinks.metrics.runs_missed(&name, &class_name, missed);
+            tracing::warn!(target_name = %name, size_class = %class_name, missed, "The schedule fell whole intervals behind, runs missed");
+        }
+        last_due = Some(due);
+        sinks.metrics.run_due(&name, &class_name);
         if current.as_ref().is_some_and(|h| !h.is_finished()) {
             sinks
                 .metrics
@@ -182,6 +205,16 @@ async fn class_loop(
     if let Some(run) = current {
         let _ = run.await;
     }
+}
+
+/// Ticks that passed unseen between two ticks the schedule saw (`last` and `due`): a ticker
+/// that skips missed ticks delivers the next one on the period's grid after a stall, so the gap
+/// is a whole number of periods.
+fn missed_ticks(last: Instant, due: Instant, period: Duration) -> u64 {
+    let period = period.as_nanos().max(1);
+    let gap = due.saturating_duration_since(last).as_nanos();
+    let periods = (gap + period / 2) / period;
+    u64::try_from(periods.saturating_sub(1)).unwrap_or(u64::MAX)
 }
 
 /// Connections are kept from one run to the next only when the next run is due sooner than
@@ -272,6 +305,42 @@ mod tests {
 
     const TARGET: &str =
         "targets:\n  - name: t\n    registry: http://127.0.0.1:5000\n    repository: p/x\n";
+
+    #[test]
+    fn missed_ticks_are_the_whole_periods_between_two_seen_ticks() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(2);
+        assert_eq!(missed_ticks(t0, t0 + p, p), 0, "the next tick: none missed");
+        assert_eq!(missed_ticks(t0, t0 + p * 4, p), 3);
+        // Off the grid (it never is: deadlines are), the nearest whole number of periods.
+        assert_eq!(
+            missed_ticks(t0, t0 + p * 2 + Duration::from_millis(900), p),
+            1
+        );
+        assert_eq!(missed_ticks(t0, t0 + Duration::from_millis(900), p), 0);
+        assert_eq!(missed_ticks(t0, t0, p), 0);
+        assert_eq!(missed_ticks(t0 + p, t0, p), 0, "never negative");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_ticker_delivers_the_next_tick_on_its_grid() {
+        // What missed_ticks relies on: with MissedTickBehavior::Skip, after the runtime was
+        // blocked for 3.5 periods the overdue tick comes at once with its own deadline, and
+        // the next one on the grid, whole periods later.
+        let p = Duration::from_millis(50);
+        let mut ticker = tokio::time::interval_at(Instant::now(), p);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let first = ticker.tick().await;
+        std::thread::sleep(p.mul_f64(3.5));
+        let late = ticker.tick().await;
+        let next = ticker.tick().await;
+        assert_eq!(late - first, p, "the overdue tick keeps its own deadline");
+        let periods = (next - first).as_nanos() / p.as_nanos();
+        assert_eq!(next - first, p * periods as u32, "on the grid");
+        assert!(periods >= 4, "{periods}");
+        // Ticks at 2p .. (periods - 1)p were never delivered.
+        assert_eq!(missed_ticks(late, next, p), periods as u64 - 2);
+    }
 
     #[tokio::test]
     async fn images_wait_for_room_in_the_in_flight_byte_bound() {

@@ -129,9 +129,22 @@ impl Metrics {
         self.http.observe_rate_limits(&target, &sweep.steps);
     }
 
-    /// A scheduled run of `size_class` did not start, for `cause`.
+    /// A run of `target`'s `size_class` came due; it is counted again when it ends or is
+    /// skipped.
+    pub fn run_due(&self, target: &str, size_class: &str) {
+        self.run.scheduled(target, size_class, 1);
+    }
+
+    /// A run that came due did not start, for `cause`.
     pub fn run_skipped(&self, target: &str, size_class: &str, cause: SkipCause) {
-        self.run.skipped(target, size_class, cause);
+        self.run.skipped(target, size_class, cause, 1);
+    }
+
+    /// `n` runs of `target`'s `size_class` came due while the schedule was a whole interval or
+    /// more behind: due and skipped at once (cause `missed`).
+    pub fn runs_missed(&self, target: &str, size_class: &str, n: u64) {
+        self.run.scheduled(target, size_class, n);
+        self.run.skipped(target, size_class, SkipCause::Missed, n);
     }
 
     /// A run of `target`'s `size_class` started (in-flight +1).

@@ -1,5 +1,6 @@
-//! Run metrics: how many runs of each size class finished and how, how long they took, when the
-//! last one (and the last good one) ended, runs skipped or in flight, and the configured interval.
+//! Run metrics: how many runs of each size class came due, how many finished and how, how long
+//! they took, when the last one (and the last good one) ended, runs skipped or in flight, and the
+//! configured interval.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,12 +16,15 @@ use crate::config::{Target, UploadMode};
 use crate::outcome::{Reason, RunReport};
 
 /// `cause` of a skipped run: `overrun`, the previous run of the size class was still going;
-/// `rate_limited`, the registry answered 429 (Retry-After) and the schedule waits it out.
+/// `rate_limited`, the registry answered 429 (Retry-After) and the schedule waits it out;
+/// `missed`, the schedule itself fell a whole interval behind (the process was starved of CPU
+/// or stopped) and the tick passed without a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
 #[strum(serialize_all = "snake_case")]
 pub enum SkipCause {
     Overrun,
     RateLimited,
+    Missed,
 }
 
 closed_label!(SkipCause, UploadMode);
@@ -35,6 +39,7 @@ label_sets! {
 
 #[derive(Clone, Debug)]
 pub(super) struct RunMetrics {
+    scheduled: Tracked<ClassLabels, Counter>,
     runs: Tracked<RunLabels, Counter>,
     failures: Tracked<FailureLabels, Counter>,
     duration: Tracked<ClassLabels, Histogram>,
@@ -54,6 +59,7 @@ fn run_histogram() -> Histogram {
 impl RunMetrics {
     pub(super) fn register(f: &mut Families) -> RunMetrics {
         let m = RunMetrics {
+            scheduled: Tracked::counter(),
             runs: Tracked::counter(),
             failures: Tracked::counter(),
             duration: Tracked::new(run_histogram),
@@ -64,6 +70,12 @@ impl RunMetrics {
             interval: Tracked::float_gauge(),
             info: Tracked::gauge(),
         };
+        f.tracked(
+            "scheduled_runs",
+            "Runs that came due on the schedule of the size class; each one is either counted in registry_prober_runs_total when it ends or in registry_prober_skipped_runs_total",
+            None,
+            &m.scheduled,
+        );
         f.tracked(
             "runs",
             "Probe runs that finished, by size class and result; a run fails when any of its steps fails",
@@ -96,7 +108,7 @@ impl RunMetrics {
         );
         f.tracked(
             "skipped_runs",
-            "Scheduled runs not started, by cause: overrun (the previous run of the size class still going) or rate_limited (waiting out the registry's Retry-After)",
+            "Scheduled runs not started, by cause: overrun (the previous run of the size class still going), rate_limited (waiting out the registry's Retry-After) or missed (the schedule fell a whole interval behind)",
             None,
             &m.skipped,
         );
@@ -131,6 +143,7 @@ impl RunMetrics {
                 target: t.clone(),
                 size_class: c.clone(),
             };
+            self.scheduled.touch(class_labels());
             for result in Outcome::iter() {
                 self.runs.touch(RunLabels {
                     target: t.clone(),
@@ -175,6 +188,7 @@ impl RunMetrics {
 
     pub(super) fn retain(&self, configured: &Configured) {
         let kept = |l: &dyn super::family::Scope| configured.keeps(l);
+        self.scheduled.retain(kept);
         self.runs.retain(kept);
         self.failures.retain(kept);
         self.duration.retain(kept);
@@ -221,15 +235,26 @@ impl RunMetrics {
         }
     }
 
-    /// A scheduled run of `size_class` did not start, for `cause`.
-    pub(super) fn skipped(&self, target: &str, size_class: &str, cause: SkipCause) {
+    /// `n` runs of `size_class` came due.
+    pub(super) fn scheduled(&self, target: &str, size_class: &str, n: u64) {
+        self.scheduled.inc_by(
+            ClassLabels {
+                target: Name::from(target),
+                size_class: Name::from(size_class),
+            },
+            n,
+        );
+    }
+
+    /// `n` scheduled runs of `size_class` did not start, for `cause`.
+    pub(super) fn skipped(&self, target: &str, size_class: &str, cause: SkipCause, n: u64) {
         self.skipped.inc_by(
             SkipLabels {
                 target: Name::from(target),
                 size_class: Name::from(size_class),
                 cause,
             },
-            1,
+            n,
         );
     }
 

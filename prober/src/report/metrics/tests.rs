@@ -304,9 +304,12 @@ fn observed() -> String {
     metrics.run_started(TARGET, "small");
     metrics.run_started(TARGET, "small");
     metrics.run_finished(TARGET, "small");
+    metrics.run_due(TARGET, "small");
+    metrics.run_due(TARGET, "small");
     metrics.run_skipped(TARGET, "small", SkipCause::Overrun);
     metrics.run_skipped(TARGET, "large", SkipCause::RateLimited);
     metrics.run_skipped(TARGET, "large", SkipCause::RateLimited);
+    metrics.runs_missed(TARGET, "large", 3);
     metrics.observe_sweep(&SweepReport {
         target: TARGET.into(),
         tags_deleted: 2,
@@ -616,7 +619,7 @@ fn counts_sweeps_by_result_and_swept_objects_by_kind() {
 }
 
 #[test]
-fn tracks_skips_by_cause_runs_in_flight_schedule_lag_reloads_and_targets() {
+fn tracks_scheduled_runs_skips_by_cause_runs_in_flight_schedule_lag_reloads_and_targets() {
     let text = observed();
     assert_lines(
         &text,
@@ -626,6 +629,10 @@ fn tracks_skips_by_cause_runs_in_flight_schedule_lag_reloads_and_targets() {
             r#"registry_prober_skipped_runs_total{target="t",size_class="small",cause="overrun"} 1"#,
             r#"registry_prober_skipped_runs_total{target="t",size_class="small",cause="rate_limited"} 0"#,
             r#"registry_prober_skipped_runs_total{target="t",size_class="large",cause="rate_limited"} 2"#,
+            r#"registry_prober_skipped_runs_total{target="t",size_class="large",cause="missed"} 3"#,
+            r#"registry_prober_skipped_runs_total{target="t",size_class="small",cause="missed"} 0"#,
+            r#"registry_prober_scheduled_runs_total{target="t",size_class="small"} 2"#,
+            r#"registry_prober_scheduled_runs_total{target="t",size_class="large"} 3"#,
             "registry_prober_schedule_lag_seconds_count 1",
             r#"registry_prober_schedule_lag_seconds_bucket{le="0.004"} 1"#,
             r#"registry_prober_schedule_lag_seconds_bucket{le="0.002"} 0"#,
@@ -678,34 +685,34 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_101_series_and_an_observed_one_at_most_677_plus_step_failures() {
+fn a_new_target_has_103_series_and_an_observed_one_at_most_679_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 101);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 103);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     let target = &targets(PLAIN)[0];
     metrics.observe_run(&every_step_run(target, "default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 677);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 679);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 64 + 37 C + 32 P (+2 mount, +1 canaries); at most
-    // 175 + 502 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 64 + 39 C + 32 P (+2 mount, +1 canaries); at most
+    // 175 + 504 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 37 * c + 32 * p + 2 + 1
+        64 + 39 * c + 32 * p + 2 + 1
     );
     let target = &targets(FULL)[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
     metrics.observe_run(&every_step_run(target, "large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        175 + 502 * c + 160 * p + 242 * c * p + 2 + 2
+        175 + 504 * c + 160 * p + 242 * c * p + 2 + 2
     );
 }
 
@@ -719,7 +726,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let (registry, metrics) = metrics(&with_referrers());
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 37 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
+        64 + 39 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
     );
     let target = &targets(&with_referrers())[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
@@ -727,7 +734,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let text = encode(&registry);
     assert_eq!(
         series_of(&text, TARGET).len(),
-        175 + 502 * c
+        175 + 504 * c
             + 160 * p
             + 242 * c * p
             + 2
@@ -871,7 +878,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 39);
+    assert_eq!(contract.families.len(), 40);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -999,7 +1006,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(39));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(40));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));
