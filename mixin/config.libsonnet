@@ -66,7 +66,8 @@
       },
 
       // The registry served bytes other than those pushed: a digest or size mismatch on any
-      // step, or a canary whose manifest changed (content_changed). Never a blip: pages on the
+      // step, a canary whose manifest changed (content_changed), or a layer of a golden image
+      // or canary that does not unpack to its DiffID (diff_id_mismatch, layer_unreadable). Never a blip: pages on the
       // first one and stays firing for `window` after the last one.
       RegistryProberContentMismatch: {
         enabled: true,

@@ -31,10 +31,11 @@ function(cfg)
 
   local mismatch = appeared(
     'RegistryProberContentMismatch',
-    ['reason=~"digest_mismatch|size_mismatch|content_changed"'],
+    ['reason=~"digest_mismatch|size_mismatch|content_changed|diff_id_mismatch|layer_unreadable"'],
     'The registry served content other than what was pushed.',
-    'the registry served bytes or a manifest other than those pushed. The prober logs and status '
-    + 'page name the image, the blob, and the expected and actual digest and length.',
+    'the registry served bytes or a manifest other than those pushed, or a layer that does not '
+    + 'unpack to its DiffID. The prober logs and status page name the image, the blob, and the '
+    + 'expected and actual digest and length.',
   );
   local lost = appeared(
     'RegistryProberContentLost',

@@ -23,12 +23,18 @@ pub(crate) mod server;
 pub(crate) mod cli;
 
 // What is used from outside the crate: the binary's entry point, and what the end-to-end
-// tests (a resolver hook for the dns phase), the hashing benchmark and the pool spike
-// (bench/poolspike: the timed transport side by side with hyper-util's pooled client) plug into.
+// tests (a resolver hook for the dns phase, images of earlier versions), the hashing benchmark
+// (the verifier, layers and their unpacking) and the pool spike (bench/poolspike: the timed
+// transport side by side with hyper-util's pooled client) plug into.
 pub use cli::main;
 pub use config::{RawConfig, Target};
 pub use http::transport::{ConnTiming, ReqBody, Resolve, Transport, TransportError};
+pub use oci::compression::{Compression, LayerFormat};
 pub use oci::digest::{Digest, Verifier};
+pub use oci::image::Image;
+pub use oci::layer::Layer;
+pub use oci::manifest::ManifestType;
+pub use oci::unpack::LayerCheck;
 pub use outcome::{HttpRecord, Phase, RunReport};
 pub use probe::Prober;
 

@@ -147,6 +147,12 @@ pub enum Fault {
     /// Reads the request and never answers, until the client closes the connection or the
     /// proxy is dropped (the client then sees the connection close).
     Hang,
+    /// Re-compresses a gzip body as a transcoding cache would: gunzipped and gzipped again at
+    /// `level`, then padded to the original length with a second, empty gzip member whose
+    /// comment field fills the difference. Same length and headers, the same bytes once
+    /// unpacked, another digest. When the body is not gzip or does not get shorter, the proxy
+    /// drops the connection instead.
+    Recompress { level: u32 },
     /// Answers itself with `status` (e.g. 307) and `Location: <to><path?query as sent>`, with
     /// `query` appended to that query: a registry sending blob GETs to its object store with
     /// a signed URL, as registries on S3 or GCS do.
@@ -612,6 +618,8 @@ struct BodyPlan {
     drip: Option<(usize, Duration)>,
     /// Send this instead of the upstream's body.
     replace: Option<Bytes>,
+    /// Re-compress the whole body at this gzip level (see [`Fault::Recompress`]).
+    recompress: Option<u32>,
 }
 
 impl Plan {
@@ -629,6 +637,7 @@ impl Plan {
                 append: 0,
                 drip: None,
                 replace: None,
+                recompress: None,
             },
             // A close-delimited body can only end with the connection.
             after: if framing == Framing::UntilClose {
@@ -685,6 +694,7 @@ impl Plan {
                 resp.status = status;
                 resp.reason = reason(status).to_string();
             }
+            Fault::Recompress { level } => plan.body.recompress = Some(level),
             Fault::ReplaceBody { body, content_type } => {
                 resp.remove_header("transfer-encoding");
                 resp.set_header("Content-Length", &body.len().to_string());
@@ -710,6 +720,25 @@ async fn send_body<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         return Ok(());
     }
     let mut decoder = BodyDecoder::new(framing);
+    if let Some(level) = plan.recompress {
+        let mut whole = Vec::new();
+        while let Some(piece) = decoder
+            .next(up)
+            .await
+            .context("reading the upstream's body")?
+        {
+            whole.extend_from_slice(&piece);
+        }
+        let same_length = recompress(&whole, level)?;
+        write_piece(client, plan.encoding, &same_length, None).await?;
+        if plan.encoding == Encoding::Chunked {
+            client
+                .write_all(b"0\r\n\r\n")
+                .await
+                .context("writing to the client")?;
+        }
+        return Ok(());
+    }
     let mut sent = 0usize;
     loop {
         let piece = match plan.replace.take() {
@@ -1203,4 +1232,34 @@ fn reason(status: u16) -> &'static str {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Injected Fault")
+}
+
+/// `gzip` gunzipped and gzipped again at `level`, padded to its length with an empty gzip member
+/// whose comment fills the difference (see [`Fault::Recompress`]).
+fn recompress(gzip: &[u8], level: u32) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read as _, Write as _};
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(gzip)
+        .read_to_end(&mut plain)
+        .context("the body to re-compress is not gzip")?;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(&plain).context("gzip in memory")?;
+    let mut out = e.finish().context("gzip in memory")?;
+    // An empty member: header with FCOMMENT, the comment, its NUL, an empty final stored block,
+    // CRC-32 and ISIZE of nothing: 10 + n + 1 + 5 + 8 bytes.
+    let fixed = 10 + 1 + 5 + 8;
+    let Some(room) = gzip.len().checked_sub(out.len() + fixed) else {
+        bail!(
+            "re-compressed at level {level}, {} bytes became {}: too long to pad",
+            gzip.len(),
+            out.len()
+        );
+    };
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 0, 0xff]);
+    out.extend(std::iter::repeat_n(b'p', room));
+    out.push(0);
+    out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    out.extend_from_slice(&[0u8; 8]);
+    debug_assert_eq!(out.len(), gzip.len());
+    Ok(out)
 }

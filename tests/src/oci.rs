@@ -99,14 +99,30 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layer_sizes: &[usize]) -> anyhow:
         "rootfs": {"type": "layers", "diff_ids": layer_digests},
         "history": layer_digests.iter().map(|_| serde_json::json!({"created_by": "registry-prober-e2e"})).collect::<Vec<_>>(),
     });
-    let config_bytes = serde_json::to_vec(&config)?;
+    let layers: Vec<(&str, String, u64)> = layer_digests
+        .iter()
+        .zip(&layer_sizes_out)
+        .map(|(d, &s)| (LAYER_MEDIA_TYPE, d.clone(), s))
+        .collect();
+    finish_layout(dir, tag, &config, &layers)
+}
+
+/// Writes the config and the manifest of `layers` (media type, digest, size: blobs already in
+/// the layout) and names the manifest `tag` in `index.json`, keeping its other images.
+fn finish_layout(
+    dir: &Path,
+    tag: &str,
+    config: &serde_json::Value,
+    layers: &[(&str, String, u64)],
+) -> anyhow::Result<OciImage> {
+    let config_bytes = serde_json::to_vec(config)?;
     let config_digest = write_blob(dir, &config_bytes)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_bytes.len()},
-        "layers": layer_digests.iter().zip(&layer_sizes_out).map(|(d, s)| serde_json::json!({
-            "mediaType": LAYER_MEDIA_TYPE, "digest": d, "size": s,
+        "layers": layers.iter().map(|(m, d, s)| serde_json::json!({
+            "mediaType": m, "digest": d, "size": s,
         })).collect::<Vec<_>>(),
     });
     let manifest_bytes = serde_json::to_vec(&manifest)?;
@@ -145,8 +161,8 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layer_sizes: &[usize]) -> anyhow:
         manifest_digest,
         manifest: manifest_bytes,
         config_digest,
-        layer_digests,
-        layer_sizes: layer_sizes_out,
+        layer_digests: layers.iter().map(|(_, d, _)| d.clone()).collect(),
+        layer_sizes: layers.iter().map(|(_, _, s)| *s).collect(),
     })
 }
 
@@ -210,4 +226,45 @@ fn tar_header(name: &str, size: u64) -> [u8; 512] {
     let sum: u32 = h.iter().map(|&b| b as u32).sum();
     put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
     h
+}
+
+/// One layer of [`write_oci_layout_of`]: its media type and blob bytes as pushed.
+pub struct LayoutLayer {
+    pub media_type: String,
+    pub blob: Vec<u8>,
+}
+
+/// Writes (or adds to) an OCI image layout in `dir` an image tagged `tag` of exactly these
+/// layer blobs and a config listing `diff_ids` (right or wrong: the caller's), so a test can
+/// push, with `skopeo copy --preserve-digests`, an image no well-behaved builder would make.
+pub fn write_oci_layout_of(
+    dir: &Path,
+    tag: &str,
+    layers: &[LayoutLayer],
+    diff_ids: &[String],
+) -> anyhow::Result<OciImage> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .with_context(|| format!("writing {}/oci-layout", dir.display()))?;
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let digest = write_blob(dir, &layer.blob)?;
+        descriptors.push((layer.media_type.as_str(), digest, layer.blob.len() as u64));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "registry-prober-e2e"})).collect::<Vec<_>>(),
+    });
+    finish_layout(dir, tag, &config, &descriptors)
+}
+
+/// A one-file ustar archive of `data` named `name` (two zero blocks at its end).
+pub fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = tar_header(name, data.len() as u64).to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len() + (512 - data.len() % 512) % 512 + 1024, 0);
+    out
 }

@@ -248,10 +248,11 @@ fn a_canary_whose_blob_was_lost_fails_loudly_while_fresh_pushes_pass() {
         .tag_target(REPO, &tag)
         .expect("tag link")
         .expect("tagged");
-    // The canary's manifest names its layers; lose the data of the 8 KiB one.
+    // The canary's manifest names its layers; lose the data of the second (8 KiB of tar,
+    // gzipped).
     let (_, layer) = manifest_layers(&reg, &manifest)
         .into_iter()
-        .find(|(size, _)| *size == 8192)
+        .nth(1)
         .expect("the 8 KiB layer");
     reg.storage().delete_blob(&layer).expect("blob deleted");
 
@@ -366,7 +367,7 @@ fn once_runs_the_size_class_asked_for() {
     let config = write_config(
         dir.path(),
         &format!(
-            "targets:\n  - name: tiers\n    registry: {}\n    repository: {REPO}\n    upload:\n      mode: chunked\n      chunk_size: 64KiB\n    sizes:\n      - class: small\n        layer_sizes: [4KiB]\n      - class: medium\n        layer_sizes: [1MiB, 1MiB]\n        chunk_size: 256KiB\n",
+            "targets:\n  - name: tiers\n    registry: {}\n    repository: {REPO}\n    image:\n      compression: none\n    upload:\n      mode: chunked\n      chunk_size: 64KiB\n    sizes:\n      - class: small\n        layer_sizes: [4KiB]\n      - class: medium\n        layer_sizes: [1MiB, 1MiB]\n        chunk_size: 256KiB\n",
             reg.url()
         ),
     );
@@ -375,7 +376,7 @@ fn once_runs_the_size_class_asked_for() {
     assert_eq!(report["size_class"], "medium");
     let uploads = steps(&report, "upload_blob", "origin");
     assert_eq!(uploads.len(), 3);
-    // 1 MiB in 256 KiB chunks: 4 PATCHes and the closing PUT per layer.
+    // 1 MiB (of uncompressed tar) in 256 KiB chunks: 4 PATCHes and the closing PUT per layer.
     let patches = uploads
         .iter()
         .flat_map(|s| s["requests"].as_array().expect("requests"))

@@ -91,7 +91,8 @@ impl Run {
 }
 
 /// The prober's flags for `server`: registry, repository, credentials (password in a file in
-/// `dir`), two 300 KiB layers (three 128 KiB chunks each in chunked mode).
+/// `dir`), two 300 KiB layers (three 128 KiB chunks each in chunked mode), uncompressed so the
+/// wire shape of every mode is exact (tests/tests/layers.rs has compressed layers on these).
 fn base_args(server: &dyn Server, dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--registry",
@@ -102,6 +103,8 @@ fn base_args(server: &dyn Server, dir: &Path) -> Vec<String> {
         "2",
         "--layer-size",
         "300KiB",
+        "--compression",
+        "none",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -115,6 +115,12 @@ struct OnceArgs {
     /// Manifest media type: oci or docker.
     #[arg(long)]
     manifest_type: Option<String>,
+    /// Layer compression: gzip (default), zstd (oci manifests only) or none.
+    #[arg(long)]
+    compression: Option<String>,
+    /// Also check the run's own layers against their DiffIDs as they are pulled.
+    #[arg(long)]
+    verify_diff_ids: bool,
     /// Fail a step on any tolerated deviation from the distribution spec (conformance testing).
     #[arg(long)]
     strict: bool,
@@ -408,6 +414,8 @@ fn once_target(
             layers: args.layers,
             layer_size: size(&args.layer_size),
             layer_sizes: None,
+            compression: args.compression.clone(),
+            verify_diff_ids: args.verify_diff_ids.then_some(true),
             platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
             pull_platforms: platform_choice(&args.pull_platforms),
         },

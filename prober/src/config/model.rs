@@ -11,6 +11,7 @@ use url::Url;
 use super::OtlpConfig;
 use crate::http::keychain::CredentialSource;
 use crate::http::tls::TlsOptions;
+use crate::oci::compression::LayerFormat;
 use crate::oci::manifest::ManifestType;
 use crate::oci::platform::Platform;
 
@@ -38,6 +39,10 @@ pub struct Target {
     pub(crate) registry: Url,
     pub(crate) repository: String,
     pub(crate) manifest_type: ManifestType,
+    /// What the layers the target pushes are (`image.compression`).
+    pub(crate) layer_format: LayerFormat,
+    /// Whether pulls of the run's own image check each layer against its DiffID.
+    pub(crate) verify_diff_ids: bool,
     /// The target's run deadline (a sweep's; each size class has its own).
     pub(crate) timeout: Duration,
     pub(crate) step_timeout: Duration,

@@ -305,6 +305,14 @@ pub(crate) struct RawImage {
     pub(crate) layer_size: Option<RawSize>,
     /// Explicit size of each layer, instead of layers + layer_size.
     pub(crate) layer_sizes: Option<Vec<RawSize>>,
+    /// How layers (tar streams of seeded files, each about its layer size) are compressed:
+    /// "gzip" (default), "zstd" (OCI manifests only: Docker's schema 2 has no zstd media type)
+    /// or "none". Applies to every size class and to canaries.
+    pub(crate) compression: Option<String>,
+    /// Also decompress the run's own image as it is pulled and check each layer against its
+    /// DiffID (default false: the compressed digest already proves the bytes are the ones
+    /// generated; golden images and canaries are always checked so).
+    pub(crate) verify_diff_ids: Option<bool>,
     /// Push an image index over one image per platform, e.g. [linux/amd64, linux/arm64]
     /// ("os/architecture[/variant]"; each image's config names its platform), instead of one
     /// image. Applies to every size class.

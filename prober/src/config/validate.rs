@@ -25,6 +25,7 @@ use super::registry_url::parse_registry_url;
 use super::size::{parse_size, size_list, MAX_LAYERS};
 use super::{content, invalid, ConfigError, RawOtlp};
 use crate::http::keychain::CredentialSource;
+use crate::oci::compression::{Compression, LayerFormat};
 use crate::oci::manifest::ManifestType;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9115";
@@ -161,6 +162,8 @@ impl RawTarget {
         let image_given = self.image.layers.is_some()
             || self.image.layer_size.is_some()
             || self.image.layer_sizes.is_some();
+        let layer_format = image_compression(self.image.compression.as_deref(), manifest_type)?;
+        let verify_diff_ids = self.image.verify_diff_ids.unwrap_or(false);
         let layer_sizes = self.image.validate()?;
         let upload = self.upload.validate()?;
         let sizes = match self.sizes {
@@ -254,6 +257,8 @@ impl RawTarget {
             registry,
             repository: self.repository,
             manifest_type,
+            layer_format,
+            verify_diff_ids,
             timeout,
             step_timeout,
             cleanup_timeout,
@@ -273,6 +278,27 @@ impl RawTarget {
             instance: instance.to_string(),
         })
     }
+}
+
+/// `image.compression`: gzip unless said otherwise; zstd needs OCI manifests.
+fn image_compression(
+    value: Option<&str>,
+    manifest_type: ManifestType,
+) -> Result<LayerFormat, ConfigError> {
+    let compression = match value {
+        None => Compression::Gzip,
+        Some(v) => Compression::parse(v).ok_or_else(|| {
+            invalid(format!(
+                "image.compression: unknown compression {v:?} (expected \"gzip\", \"zstd\" or \"none\")"
+            ))
+        })?,
+    };
+    if compression == Compression::Zstd && manifest_type == ManifestType::Docker {
+        return Err(invalid(
+            "image.compression: \"zstd\" needs manifest_type \"oci\": Docker's image manifest (schema 2) defines no zstd layer media type, and docker's own clients do not read the one containerd and BuildKit made up",
+        ));
+    }
+    Ok(LayerFormat::Tar(compression))
 }
 
 impl RawSizeClass {

@@ -163,39 +163,53 @@ impl Response {
         tr: &mut Transcript,
         mut on_data: impl FnMut(&[u8]) -> Result<(), Failure>,
     ) -> Result<u64, Failure> {
-        let Response {
-            method,
-            url,
-            mut body,
-            record,
-            ..
-        } = self;
-        let started = Instant::now();
-        let mut received: u64 = 0;
+        let mut reader = BodyReader::new(self);
         let result = loop {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => {
-                    break Err(Failure::new(
-                        Reason::Timeout,
-                        format!("{method} {url}: timed out reading the response body after {received} bytes"),
-                    ))
-                }
-                Ok(None) => break Ok(received),
-                Ok(Some(Err(e))) => break Err(body_failure(&method, &url, received, &e)),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        received += data.len() as u64;
-                        if let Err(f) = on_data(&data) {
-                            break Err(f);
-                        }
+            match reader.next(deadline).await {
+                Err(f) => break Err(f),
+                Ok(None) => break Ok(reader.received),
+                Ok(Some(data)) => {
+                    if let Err(f) = on_data(&data) {
+                        break Err(f);
                     }
                 }
             }
         };
-        if let Some(r) = tr.requests.get_mut(record) {
-            r.transfer_seconds = Some(started.elapsed());
-            r.bytes_received = received;
-        }
+        reader.record(tr);
+        result
+    }
+
+    /// Sends every data frame of the body to each of `sinks` (consumers on other threads),
+    /// waiting when one is behind, until the body ends, the connection breaks or the deadline
+    /// passes; a sink whose consumer stopped is skipped from then on, and when the first one
+    /// stops (its consumer has its verdict: more bytes than expected) reading stops. Records
+    /// transfer time and bytes as `stream` does.
+    pub async fn pipe(
+        self,
+        deadline: Instant,
+        tr: &mut Transcript,
+        mut sinks: Vec<tokio::sync::mpsc::Sender<Bytes>>,
+    ) -> Result<u64, Failure> {
+        let mut reader = BodyReader::new(self);
+        let result = 'read: loop {
+            let data = match reader.next(deadline).await {
+                Err(f) => break Err(f),
+                Ok(None) => break Ok(reader.received),
+                Ok(Some(data)) => data,
+            };
+            let mut i = 0;
+            while i < sinks.len() {
+                match tokio::time::timeout_at(deadline, sinks[i].send(data.clone())).await {
+                    Err(_) => break 'read Err(reader.timed_out()),
+                    Ok(Ok(())) => i += 1,
+                    Ok(Err(_)) if i == 0 => break 'read Ok(reader.received),
+                    Ok(Err(_)) => {
+                        sinks.remove(i);
+                    }
+                }
+            }
+        };
+        reader.record(tr);
         result
     }
 
@@ -232,6 +246,65 @@ impl Response {
     }
 }
 
+/// A body read frame by frame under a deadline, counting what arrived.
+struct BodyReader {
+    method: Method,
+    url: String,
+    body: hyper::body::Incoming,
+    record: usize,
+    started: Instant,
+    received: u64,
+}
+
+impl BodyReader {
+    fn new(resp: Response) -> BodyReader {
+        BodyReader {
+            method: resp.method,
+            url: resp.url,
+            body: resp.body,
+            record: resp.record,
+            started: Instant::now(),
+            received: 0,
+        }
+    }
+
+    /// The next data frame; None at the end of the body.
+    async fn next(&mut self, deadline: Instant) -> Result<Option<Bytes>, Failure> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(body_failure(&self.method, &self.url, self.received, &e))
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.received += data.len() as u64;
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::new(
+            Reason::Timeout,
+            format!(
+                "{} {}: timed out reading the response body after {} bytes",
+                self.method, self.url, self.received
+            ),
+        )
+    }
+
+    /// Records the transfer time and bytes in the exchange's record.
+    fn record(&self, tr: &mut Transcript) {
+        if let Some(r) = tr.requests.get_mut(self.record) {
+            r.transfer_seconds = Some(self.started.elapsed());
+            r.bytes_received = self.received;
+        }
+    }
+}
 /// `Response::location` on the header as sent: `base` is the URL that answered, `url` the
 /// same as reports show it.
 fn resolve_location(

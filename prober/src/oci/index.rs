@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, SCHEMA_VERSION};
 
+use super::compression::LayerFormat;
 use super::digest::Digest;
 use super::image::Image;
 use super::manifest::{ManifestError, ManifestType};
@@ -57,6 +58,7 @@ impl Index {
         seed: u64,
         layer_sizes: &[u64],
         manifest_type: ManifestType,
+        format: LayerFormat,
         platforms: &[Platform],
         created: SystemTime,
     ) -> Index {
@@ -68,6 +70,7 @@ impl Index {
                     platform_seed(seed, i),
                     layer_sizes,
                     manifest_type,
+                    format,
                     created,
                     platform,
                 );
@@ -160,6 +163,8 @@ mod tests {
         list.iter().map(|p| Platform::parse(p).unwrap()).collect()
     }
 
+    const GZIP: LayerFormat = LayerFormat::Tar(crate::oci::compression::Compression::Gzip);
+
     fn created() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
@@ -170,6 +175,7 @@ mod tests {
             7,
             &[100, 200],
             ManifestType::Oci,
+            GZIP,
             &platforms(&["linux/amd64", "linux/arm64/v8"]),
             created(),
         );
@@ -200,6 +206,7 @@ mod tests {
             7,
             &[100],
             ManifestType::Docker,
+            GZIP,
             &platforms(&["linux/amd64", "linux/arm/v7"]),
             created(),
         );
@@ -229,10 +236,11 @@ mod tests {
             9,
             &[64],
             ManifestType::Oci,
+            GZIP,
             &platforms(&["linux/amd64"]),
             created(),
         );
-        let single = Image::generate_at(9, &[64], ManifestType::Oci, created());
+        let single = Image::generate_at(9, &[64], ManifestType::Oci, GZIP, created());
         assert_eq!(index.images[0].1.manifest_digest, single.manifest_digest);
     }
 

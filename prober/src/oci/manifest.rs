@@ -46,15 +46,6 @@ impl ManifestType {
             ManifestType::Docker => "application/vnd.docker.container.image.v1+json",
         }
     }
-
-    /// Uncompressed tar media types: the bytes are random, not gzip, and claiming gzip would
-    /// make clients that unpack the image fail on the first byte.
-    pub fn layer_media_type(self) -> &'static str {
-        match self {
-            ManifestType::Oci => "application/vnd.oci.image.layer.v1.tar",
-            ManifestType::Docker => "application/vnd.docker.image.rootfs.diff.tar",
-        }
-    }
 }
 
 /// A manifest that is not one the prober can use: not JSON of an image manifest or index, or
@@ -91,6 +82,7 @@ pub fn image_manifest(
     manifest_type: ManifestType,
     config: (&Digest, u64),
     layers: &[(&Digest, u64)],
+    layer_media_type: &str,
 ) -> Vec<u8> {
     let descriptor = |media_type: &str, (digest, size): (&Digest, u64)| {
         let digest: oci_spec::image::Digest = digest
@@ -106,7 +98,7 @@ pub fn image_manifest(
         .layers(
             layers
                 .iter()
-                .map(|&layer| descriptor(manifest_type.layer_media_type(), layer))
+                .map(|&layer| descriptor(layer_media_type, layer))
                 .collect::<Vec<_>>(),
         )
         .build()
@@ -221,7 +213,12 @@ mod tests {
             Digest::parse(&d('a')).unwrap(),
             Digest::parse(&d('b')).unwrap(),
         );
-        let body = image_manifest(ManifestType::Oci, (&config, 404), &[(&layer, 4096)]);
+        let body = image_manifest(
+            ManifestType::Oci,
+            (&config, 404),
+            &[(&layer, 4096)],
+            "application/vnd.oci.image.layer.v1.tar",
+        );
         assert_eq!(
             String::from_utf8(body).unwrap(),
             format!(

@@ -81,7 +81,8 @@ proptest! {
         layers in proptest::collection::vec((digest(), any::<u64>()), 0..8),
     ) {
         let layer_refs: Vec<(&Digest, u64)> = layers.iter().map(|(d, s)| (d, *s)).collect();
-        let body = image_manifest(manifest_type, (&config.0, config.1), &layer_refs);
+        let gzip = crate::oci::compression::LayerFormat::Tar(crate::oci::compression::Compression::Gzip);
+        let body = image_manifest(manifest_type, (&config.0, config.1), &layer_refs, gzip.media_type(manifest_type));
         let pulled = Pulled::parse(&body, "").expect("our own manifest reads");
         let blobs = pulled.blobs("").expect("our digests verify");
         let want: Vec<Named> = std::iter::once(("config".to_owned(), config.clone()))

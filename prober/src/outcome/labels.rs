@@ -208,6 +208,12 @@ pub enum Reason {
     PropagationTimeout,
     /// An aged canary's manifest is not the one the prober pushed (content replaced).
     ContentChanged,
+    /// A layer unpacks to bytes whose sha256 is not the DiffID its image config lists (or the
+    /// config lists none for it), as `crane validate` checks.
+    DiffIdMismatch,
+    /// A layer a runtime could not unpack: not valid gzip or zstd, a compressed stream that
+    /// ends early, or a malformed tar.
+    LayerUnreadable,
     /// An index does not list a platform the prober pushed in it or the target asks for.
     PlatformMissing,
     /// The referrers of a subject (the referrers API or the referrers tag) do not list an

@@ -4,26 +4,38 @@
 //! keeps failing until it ages out of the rotation.
 //!
 //! A canary's tag names its period and seed (`registry-prober-<instance>-canary-<period start
-//! unix>-<seed hex>`), and its content is a pure function of those and its layer sizes, so the
-//! prober knows what every canary must contain without storing anything: after a restart the
-//! tag list tells it which canaries exist. A canary that carries an artifact (with
-//! `canaries.artifact`) says so in its tag (`-canary-a-<period>-<seed>`), so an artifact lost
-//! from its referrers is told apart from one it never had; the artifact is a pure function of
-//! the seed and the canary's manifest, and is found through the referrers like a blob.
+//! unix>-<seed hex>`), and its content is a pure function of those, its layer sizes and its
+//! layer format, so the prober knows what every canary must contain without storing anything:
+//! after a restart the tag list tells it which canaries exist. The sizes and format are in its
+//! config's `io.registry-prober.layers` label; a canary without one was pushed before layers
+//! were tars (random bytes, sized as its manifest says) and is regenerated so.
+//!
+//! A canary seen for the first time is checked by its config: regenerated from its seed, the
+//! config (and so every layer's DiffID) must be the one its manifest names; each layer must
+//! then unpack to its DiffID. The compressed bytes are not regenerated for this: they depend on
+//! the compressor's version, which may have changed since the canary was pushed.
+//!
+//! A canary that carries an artifact (with `canaries.artifact`) says so in its tag
+//! (`-canary-a-<period>-<seed>`), so an artifact lost from its referrers is told apart from
+//! one it never had; the artifact is a pure function of the seed and the canary's manifest,
+//! and is found through the referrers like a blob.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::artifact::PushedArtifact;
 use super::content::artifact_seed;
+use super::pull::Manifest;
 use super::referrers::Lookup;
 use super::run::{Endpoint, Run};
 use super::tags::{unix_now, TAG_PREFIX};
-use super::verify;
+use super::verify::{self, DiffIds};
 use crate::config::{ArtifactConfig, Canaries};
 use crate::oci::artifact::{Artifact, Subject};
+use crate::oci::compression::LayerFormat;
 use crate::oci::digest::Digest;
-use crate::oci::image::Image;
+use crate::oci::image::{parse_layers_label, Image, LAYERS_LABEL};
+use crate::oci::manifest::ManifestType;
 use crate::outcome::{CanarySummary, Failure, Step};
 
 /// The canaries a prober knows exist, by period start (unix seconds).
@@ -153,9 +165,9 @@ impl<'a> Run<'a> {
             config.artifact.is_some(),
         );
         let sizes = config.layer_sizes.clone();
-        let manifest_type = self.target().manifest_type;
+        let (manifest_type, format) = (self.target().manifest_type, self.target().layer_format);
         let image = tokio::task::spawn_blocking(move || {
-            Image::generate_at(seed, &sizes, manifest_type, period_time(period))
+            Image::generate_at(seed, &sizes, manifest_type, format, period_time(period))
         })
         .await
         .expect("image generation does not panic");
@@ -195,8 +207,9 @@ impl<'a> Run<'a> {
         result
     }
 
-    /// Pulls a canary's manifest by tag through `endpoint` and checks it is the one pushed,
-    /// then HEADs and GETs every blob, and finds its artifact among its referrers.
+    /// Pulls a canary's manifest by tag through `endpoint` and checks it is the one pushed
+    /// (or, seen for the first time, the one its seed gives), then HEADs and GETs every blob,
+    /// each layer checked against its DiffID, and finds its artifact among its referrers.
     async fn verify_canary(
         &mut self,
         endpoint: &'a Endpoint,
@@ -216,55 +229,68 @@ impl<'a> Run<'a> {
                 None,
             )
             .await?;
+        // The manifest's step, the last recorded (token fetches are recorded before theirs).
+        let manifest_step = self.next_step_index().saturating_sub(1);
         let actual = Digest::of(&manifest.body);
-        let expected = match &canary.manifest {
-            Some(d) => d.clone(),
-            None => {
-                // First seen in the tag list: regenerate it from its seed and the layer sizes
-                // its manifest names, which gives the manifest it was pushed with.
-                let sizes = manifest
-                    .parse()
-                    .map_err(|f| self.note_failure(f))?
-                    .layer_sizes();
-                let (seed, period, manifest_type) =
-                    (canary.seed, canary.period, self.target().manifest_type);
-                let image = tokio::task::spawn_blocking(move || {
-                    Image::generate_at(seed, &sizes, manifest_type, period_time(period))
-                })
-                .await
-                .expect("image generation does not panic");
-                image.manifest_digest
-            }
-        };
-        verify::canary_unchanged(&canary.tag, &pushed, &actual, &expected)
+        if let Some(expected) = &canary.manifest {
+            verify::canary_unchanged(&canary.tag, &pushed, "manifest", &actual, expected)
+                .map_err(|f| self.note_failure(f))?;
+        }
+        let mut blobs = manifest
+            .blobs(&format!("canary {}", canary.tag))
             .map_err(|f| self.note_failure(f))?;
-        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
         let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        let layers = blobs.split_off(1);
+        let config_blob = blobs.remove(0);
+        let config_digest = config_blob.digest.clone();
+        let (first, bytes) = self
+            .pull_old_config(endpoint, Step::PullCanaryBlob, repo, config_blob)
+            .await;
+        if canary.manifest.is_none() {
+            let Some(bytes) = &bytes else {
+                // Its config could not be read: that failure stands, and what the canary
+                // should be stays unknown until a run reads it.
+                return first;
+            };
+            let regenerated = self.regenerate(&canary, &manifest, bytes).await;
+            let unchanged = match regenerated {
+                Some(Regenerated::Config(expected)) => verify::canary_unchanged(
+                    &canary.tag,
+                    &pushed,
+                    "config",
+                    &config_digest,
+                    &expected,
+                ),
+                Some(Regenerated::Manifest(expected)) => {
+                    verify::canary_unchanged(&canary.tag, &pushed, "manifest", &actual, &expected)
+                }
+                None => Ok(()),
+            };
+            // The manifest is what changed: its step fails, as when the book knew its digest.
+            unchanged.map_err(|f| self.note_failure_at(manifest_step, f))?;
+        }
         let subject = Subject {
             media_type: self
                 .target()
                 .manifest_type
                 .manifest_media_type()
                 .to_string(),
-            digest: actual,
+            digest: actual.clone(),
             size: manifest.body.len() as u64,
         };
         self.book(|b| {
             if let Some(c) = b.known.get_mut(&canary.period) {
-                c.manifest = Some(expected.clone());
+                c.manifest = Some(actual.clone());
                 c.blobs = digests;
                 c.subject = Some(subject.clone());
             }
         });
-        let blobs = blobs
-            .into_iter()
-            .map(|mut b| {
-                b.label = format!("canary {}: {}", canary.tag, b.label);
-                b
-            })
-            .collect();
-        let pulled = self
-            .pull_old_blobs(endpoint, Step::PullCanaryBlob, repo, blobs)
+        let diff_ids = match &bytes {
+            Some(bytes) => self.diff_ids(&manifest, bytes, layers.len()),
+            None => DiffIds::Unchecked,
+        };
+        let rest = self
+            .pull_old_blobs(endpoint, Step::PullCanaryBlob, repo, layers, &diff_ids)
             .await;
         // The artifact is checked whatever the blobs said: one loss must not hide another.
         let found = match (&config.artifact, canary.with_artifact) {
@@ -283,7 +309,39 @@ impl<'a> Run<'a> {
             }
             _ => Ok(()),
         };
-        pulled.and(found)
+        first.and(rest).and(found)
+    }
+
+    /// What a canary seen for the first time must be, from its seed: its config (from the
+    /// sizes and format its config's label names), or for a canary of raw layers its whole
+    /// manifest (from the sizes its manifest names). None when the label is not one this
+    /// version reads (a newer version's canary): its DiffIDs are still checked.
+    async fn regenerate(
+        &self,
+        canary: &Canary,
+        manifest: &Manifest,
+        config: &[u8],
+    ) -> Option<Regenerated> {
+        let manifest_type = if manifest.config_media_type().contains("docker") {
+            ManifestType::Docker
+        } else {
+            ManifestType::Oci
+        };
+        let (seed, created) = (canary.seed, period_time(canary.period));
+        let (format, sizes) = match layers_label_of(config) {
+            Label::Absent => (LayerFormat::Raw, manifest.parse().ok()?.layer_sizes()),
+            Label::Reads(format, sizes) => (format, sizes),
+            Label::Unknown => return None,
+        };
+        let image = tokio::task::spawn_blocking(move || {
+            Image::generate_at(seed, &sizes, manifest_type, format, created)
+        })
+        .await
+        .expect("image generation does not panic");
+        Some(match format {
+            LayerFormat::Raw => Regenerated::Manifest(image.manifest_digest),
+            LayerFormat::Tar(_) => Regenerated::Config(image.config_digest),
+        })
     }
 
     /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs). A
@@ -388,6 +446,35 @@ impl<'a> Run<'a> {
     }
 }
 
+/// What a canary must be, regenerated from its seed.
+enum Regenerated {
+    Config(Digest),
+    Manifest(Digest),
+}
+
+/// The layers label of a config, as far as this version reads it.
+enum Label {
+    Absent,
+    Reads(LayerFormat, Vec<u64>),
+    Unknown,
+}
+
+fn layers_label_of(config: &[u8]) -> Label {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return Label::Unknown;
+    };
+    match value
+        .pointer("/config/Labels")
+        .and_then(|l| l.get(LAYERS_LABEL))
+    {
+        None => Label::Absent,
+        Some(label) => match label.as_str().and_then(parse_layers_label) {
+            Some((format, sizes)) => Label::Reads(format, sizes),
+            None => Label::Unknown,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,14 +510,49 @@ mod tests {
     }
 
     #[test]
-    fn a_canary_regenerates_to_the_manifest_it_was_pushed_with() {
-        use crate::oci::manifest::ManifestType;
-        let pushed = Image::generate_at(42, &[4096, 100], ManifestType::Oci, period_time(86_400));
+    fn a_raw_canary_regenerates_to_the_manifest_it_was_pushed_with() {
+        // Canaries pushed before tar layers: no layers label, sizes from the manifest.
+        let pushed = Image::generate_at(
+            42,
+            &[4096, 100],
+            ManifestType::Oci,
+            LayerFormat::Raw,
+            period_time(86_400),
+        );
+        assert!(matches!(layers_label_of(&pushed.config), Label::Absent));
         let sizes = crate::oci::manifest::Pulled::parse(&pushed.manifest, "")
             .expect("parses")
             .layer_sizes();
         assert_eq!(sizes, vec![4096, 100]);
-        let again = Image::generate_at(42, &sizes, ManifestType::Oci, period_time(86_400));
+        let again = Image::generate_at(
+            42,
+            &sizes,
+            ManifestType::Oci,
+            LayerFormat::Raw,
+            period_time(86_400),
+        );
         assert_eq!(again.manifest_digest, pushed.manifest_digest);
+    }
+
+    #[test]
+    fn a_tar_canary_regenerates_to_its_config_from_its_label() {
+        let format = LayerFormat::Tar(crate::oci::compression::Compression::Zstd);
+        let pushed = Image::generate_at(
+            42,
+            &[4096, 100],
+            ManifestType::Oci,
+            format,
+            period_time(86_400),
+        );
+        let Label::Reads(f, sizes) = layers_label_of(&pushed.config) else {
+            panic!("the label reads back");
+        };
+        assert_eq!((f, sizes.clone()), (format, vec![4096, 100]));
+        let again = Image::generate_at(42, &sizes, ManifestType::Oci, f, period_time(86_400));
+        assert_eq!(again.config_digest, pushed.config_digest);
+        assert!(matches!(
+            layers_label_of(br#"{"config":{"Labels":{"io.registry-prober.layers":"tar+xz:1"}}}"#),
+            Label::Unknown
+        ));
     }
 }

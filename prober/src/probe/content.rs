@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::push::Blob;
 use crate::config::{ArtifactConfig, Platforms};
 use crate::oci::artifact::{Artifact, Subject};
+use crate::oci::compression::LayerFormat;
 use crate::oci::digest::Digest;
 use crate::oci::image::Image;
 use crate::oci::index::{index_media_type, Index};
@@ -40,15 +41,17 @@ impl Content {
         seed: u64,
         layer_sizes: &[u64],
         manifest_type: ManifestType,
+        format: LayerFormat,
         platforms: Option<&Platforms>,
         artifact: Option<&ArtifactConfig>,
     ) -> Content {
         let tagged = match platforms {
-            None => Tagged::Image(Image::generate(seed, layer_sizes, manifest_type)),
+            None => Tagged::Image(Image::generate(seed, layer_sizes, manifest_type, format)),
             Some(p) => Tagged::Index(Index::generate(
                 seed,
                 layer_sizes,
                 manifest_type,
+                format,
                 &p.push,
                 SystemTime::now(),
             )),
@@ -169,6 +172,8 @@ mod tests {
     use crate::config::PlatformChoice;
     use crate::oci::platform::Platform;
 
+    const GZIP: LayerFormat = LayerFormat::Tar(crate::oci::compression::Compression::Gzip);
+
     fn platforms() -> Platforms {
         Platforms {
             push: vec![
@@ -193,6 +198,7 @@ mod tests {
             3,
             &[10],
             ManifestType::Oci,
+            GZIP,
             Some(&platforms()),
             Some(&artifact()),
         );
@@ -214,13 +220,14 @@ mod tests {
             3,
             &[10, 20],
             ManifestType::Oci,
+            GZIP,
             Some(&platforms()),
             Some(&artifact()),
         );
         let arm = &c.images()[1].1.layers[1];
         assert_eq!(
             c.blob(&arm.digest),
-            Some(("linux/arm64: layer 2".to_string(), 20))
+            Some(("linux/arm64: layer 2".to_string(), arm.size))
         );
         let a = c.artifact.as_ref().unwrap();
         assert_eq!(
@@ -228,12 +235,15 @@ mod tests {
             Some(("artifact payload".to_string(), 200))
         );
         assert_eq!(c.blob(&Digest::of(b"other")), None);
-        assert_eq!(c.bytes_of(&[arm.digest.clone(), Digest::of(b"other")]), 20);
+        assert_eq!(
+            c.bytes_of(&[arm.digest.clone(), Digest::of(b"other")]),
+            arm.size
+        );
     }
 
     #[test]
     fn a_plain_run_is_the_image_of_its_seed() {
-        let c = Content::generate(3, &[10], ManifestType::Docker, None, None);
+        let c = Content::generate(3, &[10], ManifestType::Docker, GZIP, None, None);
         let Tagged::Image(image) = &c.tagged else {
             panic!("an image")
         };

@@ -6,6 +6,7 @@
 use super::pull::Manifest;
 use super::push::{Blob, ManifestPut};
 use super::run::{Endpoint, Run};
+use super::verify::DiffIds;
 use crate::config::{PlatformChoice, Reference};
 use crate::oci::digest::Digest;
 use crate::oci::index::{entries, index_media_type, pick, Entry, Index};
@@ -74,6 +75,11 @@ impl<'a> Run<'a> {
             chosen.push((platform.to_string(), entry.clone()));
         }
         for (platform, entry) in chosen {
+            let image = index
+                .images
+                .iter()
+                .find(|(p, _)| p.to_string() == platform)
+                .map(|(_, image)| image);
             let manifest = self
                 .pull_manifest(
                     endpoint,
@@ -84,12 +90,10 @@ impl<'a> Run<'a> {
                     Some((&entry.digest, entry.size)),
                 )
                 .await?;
-            let blobs = manifest
-                .blobs(&platform)
-                .map_err(|f| self.note_failure(f))?;
-            for blob in blobs {
-                self.pull_blob(endpoint, Step::PullBlob, repo, blob).await?;
-            }
+            // A platform pulled is one pushed (validation refuses others).
+            let diff_ids = image.map_or(DiffIds::Unchecked, |image| self.run_diff_ids(image));
+            self.pull_run_blobs(endpoint, &diff_ids, &manifest, &platform)
+                .await?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ mod content;
 pub(crate) mod cost;
 mod hygiene;
 mod index;
+mod inflate;
 mod leftovers;
 mod mount;
 mod propagation;
@@ -122,13 +123,15 @@ impl Prober {
         let tag = self.tag_for(index, seed);
         let sizes = class.layer_sizes.clone();
         let manifest_type = self.target.manifest_type;
+        let format = self.target.layer_format;
         let (platforms, artifact) = (self.target.platforms.clone(), self.target.artifact.clone());
-        // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
+        // Hashing (and compressing) a large layer takes a while: off the async workers.
         let content = tokio::task::spawn_blocking(move || {
             Content::generate(
                 seed,
                 &sizes,
                 manifest_type,
+                format,
                 platforms.as_ref(),
                 artifact.as_ref(),
             )

@@ -1,19 +1,21 @@
 //! The pull path, on any endpoint: GET the manifest by tag and by digest (both digests checked),
 //! then GET every blob it names, streamed through sha256 and compared in digest and length; for
-//! old content (golden images, canaries) every blob is also checked with HEAD.
+//! old content (golden images, canaries) every blob is also checked with HEAD, and every layer
+//! unpacked and checked against the DiffID its config lists, as a runtime would.
 
 use bytes::Bytes;
 use http::header;
 use http::{Method, StatusCode};
 
 use super::run::step;
-use super::run::{Endpoint, Run};
-use super::verify;
+use super::run::{Call, Endpoint, Run};
+use super::verify::{self, DiffIds};
 use crate::config::Reference;
 use crate::http::{Request, MANIFEST_BODY};
 use crate::oci::digest::{Digest, Verifier};
 use crate::oci::image::Image;
 use crate::oci::manifest::{Named, Pulled, ACCEPT};
+use crate::oci::unpack::LayerCheck;
 use crate::outcome::{Failure, Reason, Step};
 
 /// A manifest as pulled: its bytes and the Content-Type it came with.
@@ -23,6 +25,14 @@ pub(super) struct Manifest {
 }
 
 impl Manifest {
+    /// The media type of the config an image manifest names ("" for an index).
+    pub(super) fn config_media_type(&self) -> String {
+        match self.parse() {
+            Ok(Pulled::Image(m)) => m.config().media_type().to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// The manifest parsed, or a protocol failure saying why it is not one.
     pub(super) fn parse(&self) -> Result<Pulled, Failure> {
         Pulled::parse(&self.body, &self.media_type)
@@ -46,13 +56,39 @@ impl<'a> Run<'a> {
         image: &Image,
         tag: &str,
     ) -> Result<(), Failure> {
-        let repo = endpoint.client.repository();
         let manifest = self
             .pull_tagged(endpoint, tag, &image.manifest_digest, &image.manifest)
             .await?;
-        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
-        for blob in blobs {
-            self.pull_blob(endpoint, Step::PullBlob, repo, blob).await?;
+        let diff_ids = self.run_diff_ids(image);
+        self.pull_run_blobs(endpoint, &diff_ids, &manifest, "")
+            .await
+    }
+
+    /// What the layers of an image the run pushed are checked against when pulled: their
+    /// DiffIDs with `image.verify_diff_ids`, else nothing (their digests prove the bytes).
+    pub(super) fn run_diff_ids(&self, image: &Image) -> DiffIds {
+        if self.target().verify_diff_ids {
+            DiffIds::of_image(image)
+        } else {
+            DiffIds::Unchecked
+        }
+    }
+
+    /// GET every blob of an image the run pushed (`manifest` as pulled, labels prefixed with
+    /// `prefix`), each layer checked against `diff_ids`.
+    pub(super) async fn pull_run_blobs(
+        &mut self,
+        endpoint: &'a Endpoint,
+        diff_ids: &DiffIds,
+        manifest: &Manifest,
+        prefix: &str,
+    ) -> Result<(), Failure> {
+        let repo = endpoint.client.repository();
+        let blobs = manifest.blobs(prefix).map_err(|f| self.note_failure(f))?;
+        for (i, blob) in blobs.into_iter().enumerate() {
+            let check = i.checked_sub(1).and_then(|layer| diff_ids.check(layer));
+            self.pull_blob(endpoint, Step::PullBlob, repo, blob, check)
+                .await?;
         }
         Ok(())
     }
@@ -88,21 +124,93 @@ impl<'a> Run<'a> {
         .await
     }
 
-    /// Old content (a golden image or a canary): HEAD each blob, then GET it. Registries that
-    /// lost the data often still answer HEAD from their metadata, so both must agree. Every
-    /// blob is checked, so one lost layer does not hide another.
+    /// Old content (a golden image or a canary), as a runtime would use it: the config, then
+    /// every layer checked against the DiffID the config lists (see `pull_old_blobs`).
+    pub(super) async fn pull_old_image(
+        &mut self,
+        endpoint: &'a Endpoint,
+        step: Step,
+        repository: &str,
+        manifest: &Manifest,
+        prefix: &str,
+    ) -> Result<(), Failure> {
+        let mut blobs = manifest.blobs(prefix).map_err(|f| self.note_failure(f))?;
+        let layers = blobs.split_off(1);
+        let config = blobs.remove(0);
+        let (first, bytes) = self
+            .pull_old_config(endpoint, step, repository, config)
+            .await;
+        let diff_ids = match bytes {
+            Some(bytes) => self.diff_ids(manifest, &bytes, layers.len()),
+            None => DiffIds::Unchecked,
+        };
+        let rest = self
+            .pull_old_blobs(endpoint, step, repository, layers, &diff_ids)
+            .await;
+        first.and(rest)
+    }
+
+    /// The DiffIDs a config lists for `layers` layers; a config that lists them wrong is a
+    /// failure of the step that pulled it (its layers are then checked by digest only).
+    pub(super) fn diff_ids(
+        &mut self,
+        manifest: &Manifest,
+        config: &[u8],
+        layers: usize,
+    ) -> DiffIds {
+        let media_type = manifest.config_media_type();
+        match verify::image_config(&media_type, config, layers) {
+            Ok(diff_ids) => diff_ids,
+            Err(f) => {
+                self.note_failure(f);
+                DiffIds::Unchecked
+            }
+        }
+    }
+
+    /// HEAD and GET an old image's config, keeping its bytes (configs are small; one past 4
+    /// MiB is verified, not kept, and its layers are then checked by digest only).
+    pub(super) async fn pull_old_config(
+        &mut self,
+        endpoint: &'a Endpoint,
+        step: Step,
+        repository: &str,
+        blob: Named,
+    ) -> (Result<(), Failure>, Option<Bytes>) {
+        let head = self.head_blob(endpoint, repository, &blob).await;
+        let label = blob.label.clone();
+        let get = step!(self, step, endpoint, label, |call| async {
+            let resp = call.get_blob(repository, &blob).await?;
+            call.verify_keep(
+                resp,
+                Verifier::new(blob.digest.clone(), blob.size),
+                MANIFEST_BODY.bytes,
+            )
+            .await
+        });
+        match get {
+            Ok(bytes) => (head, bytes),
+            Err(f) => (head.and(Err(f)), None),
+        }
+    }
+
+    /// HEAD and GET every layer of old content (or a canary artifact's payload), each layer
+    /// checked against its DiffID when the config named them. Registries that lost the data
+    /// often still answer HEAD from their metadata, so both must agree. Every blob is checked,
+    /// so one lost layer does not hide another.
     pub(super) async fn pull_old_blobs(
         &mut self,
         endpoint: &'a Endpoint,
         step: Step,
         repository: &str,
-        blobs: Vec<Named>,
+        layers: Vec<Named>,
+        diff_ids: &DiffIds,
     ) -> Result<(), Failure> {
         let mut first = Ok(());
-        for blob in blobs {
+        for (i, blob) in layers.into_iter().enumerate() {
             let head = self.head_blob(endpoint, repository, &blob).await;
             let get = self
-                .pull_blob(endpoint, step, repository, blob)
+                .pull_blob(endpoint, step, repository, blob, diff_ids.check(i))
                 .await
                 .map(|_| ());
             if first.is_ok() {
@@ -125,16 +233,7 @@ impl<'a> Run<'a> {
             endpoint,
             blob.label.clone(),
             |call| async {
-                let url = call.repo_url(repository, &format!("blobs/{}", blob.digest))?;
-                let resp = call
-                    .fetch(
-                        &Request::new(Method::HEAD, url),
-                        &[StatusCode::OK],
-                        Reason::BlobUnknown,
-                    )
-                    .await?;
-                verify::content_length(&resp, &blob.digest, blob.size)?;
-                verify::digest_header(&resp, &blob.digest)?;
+                let resp = call.fetch_blob(Method::HEAD, repository, blob).await?;
                 call.tolerate(verify::digest_header_on_head(&resp));
                 call.discard(resp).await
             }
@@ -165,11 +264,14 @@ impl<'a> Run<'a> {
             .await?;
         let pulled = manifest.parse().map_err(|f| self.note_failure(f))?;
         if let Pulled::Image(_) = pulled {
-            let blobs = manifest
-                .blobs(&golden.to_string())
-                .map_err(|f| self.note_failure(f))?;
             return self
-                .pull_old_blobs(endpoint, Step::PullGoldenBlob, &golden.repository, blobs)
+                .pull_old_image(
+                    endpoint,
+                    Step::PullGoldenBlob,
+                    &golden.repository,
+                    &manifest,
+                    &golden.to_string(),
+                )
                 .await;
         }
         for (subject, child) in self.golden_children(golden, &pulled)? {
@@ -183,9 +285,14 @@ impl<'a> Run<'a> {
                     Some((&child.digest, 0)),
                 )
                 .await?;
-            let blobs = manifest.blobs(&subject).map_err(|f| self.note_failure(f))?;
-            self.pull_old_blobs(endpoint, Step::PullGoldenBlob, &golden.repository, blobs)
-                .await?;
+            self.pull_old_image(
+                endpoint,
+                Step::PullGoldenBlob,
+                &golden.repository,
+                &manifest,
+                &subject,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -222,28 +329,54 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// GET one blob, streaming it through sha256; compares digest AND length.
+    /// GET one blob, streaming it through sha256; compares digest AND length, and for a layer
+    /// checked against its DiffID, what it unpacks to.
     pub(super) async fn pull_blob(
         &mut self,
         endpoint: &'a Endpoint,
         step: Step,
         repository: &str,
         blob: Named,
+        layer: Option<LayerCheck>,
     ) -> Result<u64, Failure> {
         let label = blob.label.clone();
         step!(self, step, endpoint, label, |call| async {
-            let url = call.repo_url(repository, &format!("blobs/{}", blob.digest))?;
-            let resp = call
-                .fetch(
-                    &Request::new(Method::GET, url),
-                    &[StatusCode::OK],
-                    Reason::BlobUnknown,
-                )
-                .await?;
-            verify::content_length(&resp, &blob.digest, blob.size)?;
-            verify::digest_header(&resp, &blob.digest)?;
-            call.verify_body(resp, Verifier::new(blob.digest, blob.size))
+            let resp = call.get_blob(repository, &blob).await?;
+            let size = blob.size;
+            call.verify_body(resp, Verifier::new(blob.digest, size), layer, size)
                 .await
         })
+    }
+}
+
+impl Call<'_> {
+    /// GET a blob: 200, and Content-Length and Docker-Content-Digest (when sent) name it; the
+    /// body is the caller's to verify.
+    pub(super) async fn get_blob(
+        &mut self,
+        repository: &str,
+        blob: &Named,
+    ) -> Result<crate::http::Response, Failure> {
+        self.fetch_blob(Method::GET, repository, blob).await
+    }
+
+    /// HEAD or GET a blob, checking the status and the headers that name it.
+    async fn fetch_blob(
+        &mut self,
+        method: Method,
+        repository: &str,
+        blob: &Named,
+    ) -> Result<crate::http::Response, Failure> {
+        let url = self.repo_url(repository, &format!("blobs/{}", blob.digest))?;
+        let resp = self
+            .fetch(
+                &Request::new(method, url),
+                &[StatusCode::OK],
+                Reason::BlobUnknown,
+            )
+            .await?;
+        verify::content_length(&resp, &blob.digest, blob.size)?;
+        verify::digest_header(&resp, &blob.digest)?;
+        Ok(resp)
     }
 }

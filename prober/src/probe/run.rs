@@ -34,10 +34,11 @@ use url::Url;
 
 use super::artifact::PushedArtifact;
 use super::verify;
-use super::Prober;
+use super::{inflate, Prober};
 use crate::config::{Propagation, SizeClass, Target};
 use crate::http::{BodyLimit, Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
+use crate::oci::unpack::LayerCheck;
 use crate::outcome::{
     DeviationKind, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason,
     ReferrersReport, RunReport, Step, StepReport,
@@ -287,23 +288,35 @@ impl<'a> Call<'a> {
         resp.read_body(limit, self.deadline, &mut self.tr).await
     }
 
-    /// Streams the body through `verifier` (sha256 and length) without buffering it; stops
-    /// reading at the first byte more than expected.
+    /// Streams the body through `verifier` (sha256 and length) and, for a layer checked
+    /// against its DiffID, `layer`, without buffering it; stops reading at the first byte more
+    /// than expected.
     pub(super) async fn verify_body(
         &mut self,
         resp: Response,
-        mut verifier: Verifier,
+        verifier: Verifier,
+        layer: Option<LayerCheck>,
+        expected_len: u64,
     ) -> Result<u64, Failure> {
-        let (method, url) = (resp.method.clone(), resp.url.clone());
-        resp.stream(self.deadline, &mut self.tr, |data| {
-            verifier
-                .update(data)
-                .map_err(|m| verify::mismatch(&method, &url, m))
-        })
-        .await?;
-        verifier
-            .finish()
-            .map_err(|m| verify::mismatch(&method, &url, m))
+        inflate::verify_stream(
+            resp,
+            self.deadline,
+            &mut self.tr,
+            verifier,
+            layer,
+            expected_len,
+        )
+        .await
+    }
+
+    /// Streams a small blob through `verifier`, keeping its bytes when at most `keep`.
+    pub(super) async fn verify_keep(
+        &mut self,
+        resp: Response,
+        verifier: Verifier,
+        keep: usize,
+    ) -> Result<Option<Bytes>, Failure> {
+        inflate::verify_keep(resp, self.deadline, &mut self.tr, verifier, keep).await
     }
 }
 
@@ -525,10 +538,25 @@ impl<'a> Run<'a> {
     /// A failure found between steps (a manifest that names an invalid digest): it belongs to
     /// the step that produced the manifest, which is the last one recorded.
     pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
-        if let Some(last) = self.watch.lock().steps.last_mut() {
-            last.success = false;
-            last.reason = Some(f.reason);
-            last.error = Some(f.message.clone());
+        let last = self.watch.lock().steps.len().checked_sub(1);
+        match last {
+            Some(index) => self.note_failure_at(index, f),
+            None => f,
+        }
+    }
+
+    /// The index the next recorded step will have (one past the last: for `note_failure_at`).
+    pub(super) fn next_step_index(&self) -> usize {
+        self.watch.lock().steps.len()
+    }
+
+    /// A failure found later about what step `index` produced (a canary's manifest, known to
+    /// be replaced only once its config was read).
+    pub(super) fn note_failure_at(&mut self, index: usize, f: Failure) -> Failure {
+        if let Some(step) = self.watch.lock().steps.get_mut(index) {
+            step.success = false;
+            step.reason = Some(f.reason);
+            step.error = Some(f.message.clone());
         }
         f
     }

@@ -7,8 +7,11 @@ use http::{header, Method};
 
 use crate::http::Response;
 use crate::oci::artifact::Artifact;
+use crate::oci::compression::LayerFormat;
 use crate::oci::digest::{Digest, Mismatch};
+use crate::oci::image::{Image, LAYERS_LABEL, NONCE_LABEL};
 use crate::oci::index::Entry;
+use crate::oci::unpack::{LayerCheck, UnpackError};
 use crate::outcome::{DeviationKind, Failure, Reason};
 
 /// A deviation from the spec that real clients tolerate: its kind and what came back.
@@ -107,6 +110,109 @@ pub(super) fn mismatch(method: &Method, url: &str, m: Mismatch) -> Failure {
     Failure::new(reason, format!("{method} {url}: {m}"))
 }
 
+/// A layer that does not unpack to its DiffID: it unpacked to other bytes, or not at all.
+pub(super) fn unpack(method: &Method, url: &str, e: UnpackError) -> Failure {
+    let reason = match e {
+        UnpackError::DiffId { .. } => Reason::DiffIdMismatch,
+        UnpackError::Decompress { .. } | UnpackError::Tar(_) => Reason::LayerUnreadable,
+    };
+    Failure::new(reason, format!("{method} {url}: {e}"))
+}
+
+/// What the layers of an image must unpack to, from its config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum DiffIds {
+    /// Not a container image (an artifact, or a config not kept): digests only.
+    Unchecked,
+    /// An image the prober pushed before layers were tars: random bytes, whose sha256 is the
+    /// DiffID; neither compressed nor a tar.
+    Raw(Vec<Digest>),
+    /// Tar layers, compressed or not.
+    Tar(Vec<Digest>),
+}
+
+impl DiffIds {
+    /// The DiffIDs of an image the prober generated.
+    pub(super) fn of_image(image: &Image) -> DiffIds {
+        match image.format {
+            LayerFormat::Raw => DiffIds::Raw(image.diff_ids()),
+            LayerFormat::Tar(_) => DiffIds::Tar(image.diff_ids()),
+        }
+    }
+
+    /// The check of layer `index` (0-based).
+    pub(super) fn check(&self, index: usize) -> Option<LayerCheck> {
+        match self {
+            DiffIds::Unchecked => None,
+            DiffIds::Raw(ids) => ids.get(index).cloned().map(LayerCheck::raw),
+            DiffIds::Tar(ids) => ids.get(index).cloned().map(LayerCheck::new),
+        }
+    }
+}
+
+/// The config media types of container images; anything else (an artifact's config) names no
+/// layers a runtime unpacks.
+const IMAGE_CONFIGS: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// The DiffIDs an image config lists for `layers` layers, as a runtime reads them: one per
+/// layer, each a digest. Not an image config: none to check.
+pub(super) fn image_config(
+    media_type: &str,
+    config: &[u8],
+    layers: usize,
+) -> Result<DiffIds, Failure> {
+    if !IMAGE_CONFIGS.contains(&media_type) {
+        return Ok(DiffIds::Unchecked);
+    }
+    let bad = |what: String| Failure::new(Reason::DiffIdMismatch, what);
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: Option<RootFs>,
+        config: Option<RunConfig>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Option<Vec<String>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RunConfig {
+        #[serde(rename = "Labels")]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let parsed: Config = serde_json::from_slice(config).map_err(|e| {
+        bad(format!(
+            "the image config ({media_type}) is not one a runtime reads: {e}"
+        ))
+    })?;
+    let listed = parsed
+        .rootfs
+        .and_then(|r| r.diff_ids)
+        .ok_or_else(|| bad("the image config lists no rootfs.diff_ids".to_string()))?;
+    if listed.len() != layers {
+        return Err(bad(format!(
+            "the image config lists {} DiffIDs for the manifest's {layers} layers",
+            listed.len()
+        )));
+    }
+    let ids = listed
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Digest::parse(d)
+                .map_err(|e| bad(format!("the image config's DiffID of layer {}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let labels = parsed.config.and_then(|c| c.labels).unwrap_or_default();
+    // The prober's own images from before tar layers carry its nonce and no layers label.
+    if labels.contains_key(NONCE_LABEL) && !labels.contains_key(LAYERS_LABEL) {
+        return Ok(DiffIds::Raw(ids));
+    }
+    Ok(DiffIds::Tar(ids))
+}
+
 /// After a PATCH, the Range an upload session reports holding, when it reports one, is every
 /// byte sent so far: `0-<last byte index>`. Anything else is a deviation real clients tolerate:
 /// the end off by one (`0-<bytes held>`), a `bytes=` prefix, or another range (some registries
@@ -152,11 +258,12 @@ pub(super) fn digest_header_on_head(resp: &Response) -> Option<Tolerated> {
     ))
 }
 
-/// An aged canary's manifest is the one it was pushed with: a different one means the content
-/// under its tag was replaced.
+/// An aged canary's manifest (`what`), or for a canary seen for the first time its config, is
+/// the one it was pushed with: a different one means the content under its tag was replaced.
 pub(super) fn canary_unchanged(
     tag: &str,
     pushed: &str,
+    what: &str,
     actual: &Digest,
     expected: &Digest,
 ) -> Result<(), Failure> {
@@ -166,7 +273,7 @@ pub(super) fn canary_unchanged(
     Err(Failure::new(
         Reason::ContentChanged,
         format!(
-            "canary {tag} (pushed {pushed}) changed: its manifest is {actual}, it was pushed as {expected}"
+            "canary {tag} (pushed {pushed}) changed: its {what} is {actual}, it was pushed as {expected}"
         ),
     ))
 }
@@ -280,10 +387,10 @@ mod tests {
     fn a_changed_canary_names_both_digests() {
         let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
         assert_eq!(
-            canary_unchanged("t", "2026-01-01T00:00:00Z", &a, &a),
+            canary_unchanged("t", "2026-01-01T00:00:00Z", "manifest", &a, &a),
             Ok(())
         );
-        let f = canary_unchanged("t", "2026-01-01T00:00:00Z", &a, &b).unwrap_err();
+        let f = canary_unchanged("t", "2026-01-01T00:00:00Z", "manifest", &a, &b).unwrap_err();
         assert_eq!(f.reason, Reason::ContentChanged);
         assert_eq!(
             f.message,

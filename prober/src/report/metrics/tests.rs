@@ -685,34 +685,34 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_101_series_and_an_observed_one_at_most_677_plus_step_failures() {
+fn a_new_target_has_103_series_and_an_observed_one_at_most_679_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 101);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 103);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     let target = &targets(PLAIN)[0];
     metrics.observe_run(&every_step_run(target, "default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 677);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 679);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 64 + 37 C + 32 P (+2 mount, +1 canaries); at most
-    // 175 + 502 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 64 + 39 C + 32 P (+2 mount, +1 canaries); at most
+    // 175 + 504 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 37 * c + 32 * p + 2 + 1
+        64 + 39 * c + 32 * p + 2 + 1
     );
     let target = &targets(FULL)[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
     metrics.observe_run(&every_step_run(target, "large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        175 + 502 * c + 160 * p + 242 * c * p + 2 + 2
+        175 + 504 * c + 160 * p + 242 * c * p + 2 + 2
     );
 }
 
@@ -726,7 +726,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let (registry, metrics) = metrics(&with_referrers());
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 37 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
+        64 + 39 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
     );
     let target = &targets(&with_referrers())[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
@@ -734,7 +734,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let text = encode(&registry);
     assert_eq!(
         series_of(&text, TARGET).len(),
-        175 + 502 * c
+        175 + 504 * c
             + 160 * p
             + 242 * c * p
             + 2
