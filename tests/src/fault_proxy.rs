@@ -35,8 +35,9 @@ pub const APPENDED_BYTE: u8 = b'X';
 
 /// Which requests get a fault: those whose method matches (any method if `None`) and whose
 /// request target (`path?query`, as sent) contains `path_contains`. A rule acts at most `times`
-/// times (always if `None`). Rules are tried in the order they were added; the first one that
-/// matches and has not used up its `times` wins.
+/// times (always if `None`), and with a `chance`, on that share of its matching requests only
+/// (each drawn at random). Rules are tried in the order they were added; the first one that
+/// matches, has not used up its `times` and wins its draw acts.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Key for [`FaultProxy::hits`]; rules may share a name, their hits then add up.
@@ -44,6 +45,8 @@ pub struct Rule {
     pub method: Option<http::Method>,
     pub path_contains: String,
     pub times: Option<u64>,
+    /// The probability (0 to 1) that the rule acts on a matching request; always if `None`.
+    pub chance: Option<f64>,
     pub fault: Fault,
 }
 
@@ -55,8 +58,16 @@ impl Rule {
             method: None,
             path_contains: path_contains.to_string(),
             times: None,
+            chance: None,
             fault,
         }
+    }
+
+    /// Acts on each matching request with probability `p` (an intermittent fault), e.g. 0.05
+    /// for 5% of them.
+    pub fn chance(mut self, p: f64) -> Rule {
+        self.chance = Some(p);
+        self
     }
 
     /// Only requests with this method match.
@@ -254,9 +265,11 @@ impl Shared {
     fn on_request(&self, method: &str, target: &str) -> Option<Fault> {
         lock(&self.requests).push((method.to_string(), target.to_string()));
         let mut rules = lock(&self.rules);
-        let live = rules
-            .iter_mut()
-            .find(|r| r.rule.times.is_none_or(|n| r.acted < n) && r.rule.matches(method, target))?;
+        let live = rules.iter_mut().find(|r| {
+            r.rule.times.is_none_or(|n| r.acted < n)
+                && r.rule.matches(method, target)
+                && r.rule.chance.is_none_or(|p| rand::random::<f64>() < p)
+        })?;
         live.acted += 1;
         *lock(&self.hits).entry(live.rule.name.clone()).or_insert(0) += 1;
         Some(live.rule.fault.clone())

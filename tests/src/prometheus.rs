@@ -1,5 +1,6 @@
 //! A real Prometheus (Debian `prometheus`, 2.42) on a free 127.0.0.1 port that scrapes given
-//! targets every second (optionally evaluating rule files and sending alerts to Alertmanagers),
+//! targets every second, or as configured (optionally evaluating rule files and sending alerts
+//! to Alertmanagers),
 //! its TSDB, config and log in a temp dir; queried through its HTTP API and stopped by PID
 //! (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
 
@@ -14,7 +15,7 @@ use crate::process::{tail, Daemon};
 
 /// Path of the Prometheus binary (Debian package `prometheus`).
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
-/// Scrape (and rule evaluation) interval of the test Prometheus.
+/// Scrape (and rule evaluation) interval of the test Prometheus, unless its options say otherwise.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long [`Prometheus::start`] waits for `/-/ready`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,10 +48,14 @@ impl ScrapeJob {
 /// What else Prometheus is started with besides its scrape jobs; the default is nothing.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusOptions {
-    /// Rule files (`rule_files`), evaluated every [`SCRAPE_INTERVAL`].
+    /// Rule files (`rule_files`), evaluated every `evaluation_interval`.
     pub rule_files: Vec<PathBuf>,
     /// Alertmanagers (`host:port`) that firing alerts are sent to.
     pub alertmanagers: Vec<String>,
+    /// `scrape_interval` (and `scrape_timeout`); [`SCRAPE_INTERVAL`] when `None`.
+    pub scrape_interval: Option<Duration>,
+    /// `evaluation_interval`; [`SCRAPE_INTERVAL`] when `None`.
+    pub evaluation_interval: Option<Duration>,
 }
 
 /// What Prometheus answered to a query: its `data`, or its own error (a PromQL parse or
@@ -150,10 +155,15 @@ impl Prometheus {
     }
 
     /// Waits until Prometheus holds at least `n` samples of `up{job="JOB"} == 1`, i.e. `n`
-    /// successful scrapes of the job.
+    /// successful scrapes of the job. Asks every 250 ms, or every 2 s for waits of minutes.
     pub fn wait_for_scrapes(&self, job: &str, n: u32, timeout: Duration) -> anyhow::Result<()> {
-        // up is 1 per successful scrape, 0 per failed one.
-        let count = format!("sum(sum_over_time(up{{job=\"{job}\"}}[10m]))");
+        // up is 1 per successful scrape, 0 per failed one; a day holds every scrape of a test.
+        let count = format!("sum(sum_over_time(up{{job=\"{job}\"}}[1d]))");
+        let poll = if timeout > Duration::from_secs(120) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(250)
+        };
         let start = Instant::now();
         loop {
             let got = match self.query(&count) {
@@ -170,7 +180,7 @@ impl Prometheus {
                     tail(&self.log(), 4000)
                 );
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(poll);
         }
     }
 
@@ -229,10 +239,14 @@ pub fn samples(data: &Value) -> Vec<(serde_json::Map<String, Value>, f64)> {
 }
 
 fn render_config(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> String {
-    let secs = SCRAPE_INTERVAL.as_secs();
+    let scrape = opts.scrape_interval.unwrap_or(SCRAPE_INTERVAL).as_secs();
+    let evaluation = opts
+        .evaluation_interval
+        .unwrap_or(SCRAPE_INTERVAL)
+        .as_secs();
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut y = format!(
-        "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n  evaluation_interval: {secs}s\n"
+        "global:\n  scrape_interval: {scrape}s\n  scrape_timeout: {scrape}s\n  evaluation_interval: {evaluation}s\n"
     );
     if !opts.rule_files.is_empty() {
         y.push_str("rule_files:\n");

@@ -212,6 +212,93 @@ fn a_target_on_a_closed_port_fails_with_connect_while_the_other_keeps_succeeding
     );
 }
 
+/// `registry_prober_<family>{target="c",size_class="default",<label>}` of the service, 0 when absent.
+fn class_metric(svc: &Service, family: &str, label: &str) -> f64 {
+    svc.metric(&format!(
+        "registry_prober_{family}{{target=\"c\",size_class=\"default\",{label}}}"
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_failed_run_is_confirmed_or_cleared_by_confirmation_runs_seconds_later() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // One transient failure: the first upload session of the first run answers 503.
+    proxy.add_rule(
+        Rule::new("once", "/blobs/uploads/", Fault::status(503))
+            .method(Method::POST)
+            .times(1),
+    );
+    let config = format!(
+        "defaults: {{interval: 10s, timeout: 8s, confirmation_runs: 2, confirmation_delay: 500ms}}\ntargets:\n{}",
+        target("c", &proxy.url(), "probe/c", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    // Cleared: the confirmation run half a second later succeeds, long before the next run.
+    svc.wait_for("the confirmation run", Duration::from_secs(30), |s| {
+        Ok(class_metric(s, "confirmation_runs_total", "result=\"success\"") >= 1.0)
+    })
+    .expect("a confirmation run after the failed run");
+    let text = svc.metrics().expect("metrics");
+    let runs = |result: &str| {
+        metric_value(
+            &text,
+            &format!("registry_prober_runs_total{{target=\"c\",size_class=\"default\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!((runs("failure"), runs("success")), (1.0, 1.0), "{text}");
+    assert!(
+        !text.contains("registry_prober_consecutive_failed_runs{"),
+        "a success ends the streak:\n{text}"
+    );
+    assert_eq!(proxy.hits("once"), 1);
+
+    // A hard outage: the next scheduled run and its 2 confirmations fail within seconds, then
+    // no more confirmations until a run succeeds.
+    proxy.add_rule(Rule::new("down", "/v2/", Fault::status(503)));
+    let streak = |s: &Service| {
+        class_metric(
+            s,
+            "consecutive_failed_runs",
+            "path=\"origin\",step=\"ping\"",
+        )
+    };
+    svc.wait_for("3 failed runs in a row", Duration::from_secs(30), |s| {
+        Ok(streak(s) >= 3.0)
+    })
+    .expect("confirmed");
+    let confirmed_at = std::time::Instant::now();
+    assert_eq!(
+        class_metric(&svc, "confirmation_runs_total", "result=\"failure\""),
+        2.0
+    );
+    svc.wait_for("the next scheduled run", Duration::from_secs(30), |s| {
+        Ok(streak(s) >= 4.0)
+    })
+    .expect("the outage goes on");
+    assert!(
+        confirmed_at.elapsed() > Duration::from_secs(2),
+        "the fourth failure is the next scheduled run, not a confirmation"
+    );
+    assert_eq!(
+        class_metric(&svc, "confirmation_runs_total", "result=\"failure\""),
+        2.0,
+        "no confirmations once the failure is confirmed"
+    );
+    // Recovery: the first success removes the streak.
+    proxy.clear_rules();
+    svc.wait_for("a success", Duration::from_secs(30), |s| {
+        Ok(!s
+            .metrics()?
+            .contains("registry_prober_consecutive_failed_runs{"))
+    })
+    .expect("recovered");
+}
+
 #[test]
 fn a_hanging_target_is_cut_at_its_deadline_and_counted() {
     let reg = Registry::start_default().expect("registry");

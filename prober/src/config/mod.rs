@@ -18,7 +18,7 @@ pub use otlp::{OtlpConfig, OtlpHeaders, OtlpSource, RawOtlp};
 #[cfg(test)]
 pub(crate) use model::DEFAULT_SIZE_CLASS;
 pub(crate) use model::{
-    Canaries, CleanupMode, Propagation, Reference, SizeClass, UploadMode, ORIGIN,
+    Canaries, CleanupMode, Confirmation, Propagation, Reference, SizeClass, UploadMode, ORIGIN,
 };
 pub use model::{Config, Target};
 pub use raw::RawConfig;
