@@ -164,6 +164,7 @@ async fn class_loop(
     let mut not_before: Option<Instant> = None;
     let mut confirm_at: Option<Instant> = None;
     let mut next_scheduled = first;
+    let mut freshness = Freshness::new(Instant::now());
     loop {
         // Built from the select's value, so the branches' borrows end before it is handled;
         // biased: a run that ended is seen before the tick that comes with it.
@@ -174,12 +175,12 @@ async fn class_loop(
             due = ticker.tick() => Event::Due(due),
             at = at(confirm_at) => Event::Confirm(at),
         };
-        let start = |due: Instant, confirmation: bool| {
+        let start = |due: Instant, kind: RunKind| {
             tokio::spawn(run_one(
                 prober.clone(),
                 class,
                 due,
-                confirmation,
+                kind,
                 sinks.clone(),
                 limit.clone(),
             ))
@@ -209,7 +210,8 @@ async fn class_loop(
                 // Only a run that ended schedules a confirmation, and a due scheduled run
                 // cancels it: nothing is in flight here.
                 if current.is_none() {
-                    current = Some(start(at, true));
+                    freshness.renewed(Instant::now());
+                    current = Some(start(at, RunKind::Confirmation));
                 }
             }
             Event::Due(due) => {
@@ -231,7 +233,8 @@ async fn class_loop(
                     tracing::warn!(target_name = %name, size_class = %class_name, "Rate limited by the registry, waiting before the next run");
                     continue;
                 }
-                current = Some(start(due, false));
+                let kind = freshness.scheduled(Instant::now());
+                current = Some(start(due, kind));
             }
         }
     }
@@ -261,6 +264,46 @@ async fn at(at: Option<Instant>) -> Instant {
     }
 }
 
+/// Why a run starts, and on which connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    /// On the interval, reusing the connections kept from earlier runs.
+    Scheduled,
+    /// On the interval, on new connections (see [`CONNECTION_MAX_AGE`]).
+    Fresh,
+    /// After a failed run, on new connections: a kept connection that broke must not fail both
+    /// the run and the run that confirms it.
+    Confirmation,
+}
+
+/// When a class last started a run on new connections, and so whether its next scheduled run
+/// must: once kept connections have served for [`CONNECTION_MAX_AGE`].
+struct Freshness {
+    since: Instant,
+}
+
+impl Freshness {
+    /// The class starts on new connections (the service's first runs open them).
+    fn new(now: Instant) -> Freshness {
+        Freshness { since: now }
+    }
+
+    /// A run on new connections (a confirmation) starts at `now`.
+    fn renewed(&mut self, now: Instant) {
+        self.since = now;
+    }
+
+    /// The kind of the scheduled run starting at `now`.
+    fn scheduled(&mut self, now: Instant) -> RunKind {
+        if now.saturating_duration_since(self.since) >= CONNECTION_MAX_AGE {
+            self.since = now;
+            RunKind::Fresh
+        } else {
+            RunKind::Scheduled
+        }
+    }
+}
+
 /// How a run ended, for the schedule.
 struct RunEnd {
     success: bool,
@@ -278,6 +321,13 @@ struct RunEnd {
 /// on a long interval opens a new connection, and so measures DNS, connect and TLS every time.
 const KEEP_CONNECTIONS_BELOW: Duration = Duration::from_secs(30);
 
+/// Kept connections are closed before a run once they have served runs this long: a registry
+/// that keeps idle connections open (Distribution does) would otherwise be reached over one
+/// connection forever, its name never looked up again, so a DNS failure (or a move to other
+/// addresses) would never show at a short interval. Clients resolve the name anew; so does
+/// the prober, at least once a minute.
+const CONNECTION_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// One run under the global concurrency bound, reported to every sink: a scheduled run, or a
 /// confirmation run after a failed one. None when it did not run (the bounds were closed: the
 /// service is stopping).
@@ -285,7 +335,7 @@ async fn run_one(
     prober: Arc<Prober>,
     class: usize,
     due: Instant,
-    confirmation: bool,
+    kind: RunKind,
     sinks: Sinks,
     limit: Arc<Limits>,
 ) -> Option<RunEnd> {
@@ -299,9 +349,8 @@ async fn run_one(
     let Ok(_permit) = limit.runs.clone().acquire_owned().await else {
         return None;
     };
-    if confirmation {
-        // From scratch (DNS, connect, TLS): a kept connection that broke must not fail both
-        // the run and the run that confirms it.
+    if kind != RunKind::Scheduled {
+        // From scratch: DNS, connect and TLS.
         prober.close_idle_connections();
     }
     sinks.metrics.schedule_lag(due.elapsed());
@@ -321,7 +370,7 @@ async fn run_one(
         Ok(report) => report,
         Err(_) => prober.cut_report(class, started_at, hard_limit, &watch),
     };
-    report.confirmation = confirmation;
+    report.confirmation = kind == RunKind::Confirmation;
     if target.sizes[class].interval >= KEEP_CONNECTIONS_BELOW {
         prober.close_idle_connections();
     }
@@ -373,6 +422,37 @@ mod tests {
 
     const TARGET: &str =
         "targets:\n  - name: t\n    registry: http://127.0.0.1:5000\n    repository: p/x\n";
+
+    #[test]
+    fn a_scheduled_run_opens_new_connections_once_kept_ones_have_served_their_age() {
+        let start = Instant::now();
+        let mut f = Freshness::new(start);
+        let interval = Duration::from_secs(15);
+        // 15 s apart: the runs at 15, 30 and 45 s reuse; the one at 60 s renews; then 75 s
+        // reuses again until 120 s.
+        let kinds: Vec<RunKind> = (1..=8).map(|n| f.scheduled(start + interval * n)).collect();
+        use RunKind::{Fresh, Scheduled};
+        assert_eq!(
+            kinds,
+            [Scheduled, Scheduled, Scheduled, Fresh, Scheduled, Scheduled, Scheduled, Fresh]
+        );
+    }
+
+    #[test]
+    fn a_confirmation_renews_the_connections_age() {
+        let start = Instant::now();
+        let mut f = Freshness::new(start);
+        f.renewed(start + Duration::from_secs(50));
+        assert_eq!(
+            f.scheduled(start + Duration::from_secs(60)),
+            RunKind::Scheduled,
+            "10 s after a confirmation's new connections"
+        );
+        assert_eq!(
+            f.scheduled(start + Duration::from_secs(110)),
+            RunKind::Fresh
+        );
+    }
 
     #[tokio::test]
     async fn images_wait_for_room_in_the_in_flight_byte_bound() {
