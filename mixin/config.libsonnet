@@ -75,6 +75,21 @@
         window: '1h',
       },
 
+      // Artifacts cannot be found through their subject's referrers (signatures, SBOMs: what
+      // `cosign verify` and admission policies read before a deploy): a referrers step
+      // (push_artifact, update_referrers_tag, list_referrers, pull_referrers_tag, pull_artifact)
+      // failed in `failureRatio` of its executions through a path over `window`, at least
+      // `minFailures` times. Pages like a failing pull; these steps are left out of
+      // RegistryProberPathFailing so one outage pages once.
+      RegistryProberReferrersFailing: {
+        enabled: true,
+        severity: 'critical',
+        'for': '5m',
+        window: '15m',
+        failureRatio: 0.25,
+        minFailures: 3,
+      },
+
       // Old content is gone: a golden image or a canary (or one of their blobs) answers
       // BLOB_UNKNOWN, MANIFEST_UNKNOWN or NAME_UNKNOWN (the Wikimedia incident: layers deleted
       // under existing manifests while new pushes worked). Pages on the first one.

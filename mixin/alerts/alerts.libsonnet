@@ -5,6 +5,7 @@ local validate = import '../lib/validate.libsonnet';
 local groups = [
   import 'paths.libsonnet',
   import 'integrity.libsonnet',
+  import 'referrers.libsonnet',
   import 'freshness.libsonnet',
   import 'propagation.libsonnet',
   import 'latency.libsonnet',

@@ -72,7 +72,7 @@ function(cfg)
 
   local pathFailing =
     local p = a.RegistryProberPathFailing;
-    local stepMatcher = 'step!~"%s"' % steps.re(steps.cleanup + ['wait_propagation']);
+    local stepMatcher = 'step!~"%s"' % steps.re(steps.cleanup + ['wait_propagation'] + steps.referrers);
     local failed = q.sel('registry_prober_steps_total', ['result="failure"', stepMatcher]);
     q.alert(
       'RegistryProberPathFailing',

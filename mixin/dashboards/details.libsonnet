@@ -1,4 +1,5 @@
 // The details dashboard: where does the time go, and is the prober itself healthy?
+local steps = import '../lib/steps.libsonnet';
 local g = import 'lib.libsonnet';
 
 local phases = [
@@ -17,6 +18,7 @@ function(cfg)
   local S = g.S;
   local tps = [T, P, S];
   local over = ' over ' + g.baseline;
+  local indexSteps = 'step=~"%s"' % steps.re(['push_index', 'pull_platform_manifest'] + steps.referrers);
 
   local phasePanel(phase, description) =
     local sel = [T, P, 'phase="%s"' % phase];
@@ -129,6 +131,36 @@ function(cfg)
       u.seconds,
       'sum by (le) (increase(%s[%s]))' % [d.m('propagation_delay_seconds', [T, P], '_bucket'), g.rate],
       'Propagation delays over the histogram buckets (0.05 s to 409.6 s, doubling).',
+    ),
+    g.row('Referrers and indexes'),
+    g.stat(
+      'Referrers mode by path',
+      u.count,
+      [g.q('max by (target, path, mode) (%s)' % d.m('referrers_info', [T, P]), '{{target}} {{path}}: {{mode}}')],
+      'How each path served referrers when a run last looked them up: api (the OCI 1.1 referrers API) '
+      + 'or tag_schema (no referrers API: the sha256-<hex> referrers tag clients maintain). A path '
+      + 'whose mode changes gained or lost its referrers API. Targets with artifacts only.',
+      w=6,
+      h=8,
+    ),
+    g.timeseries(
+      'Referrers and index steps p95 by step',
+      u.seconds,
+      [g.q(d.quantile(0.95, 'step_duration_seconds', ['target', 'path', 'step'], tps + [indexSteps]), '{{target}} {{path}} {{step}} p95')],
+      'Duration of the steps of multi-platform indexes (push_index, pull_platform_manifest) and of '
+      + 'artifacts and their referrers (push_artifact, update_referrers_tag, list_referrers, '
+      + 'pull_referrers_tag, pull_artifact): a referrers API that slows down under load shows here first.',
+      w=9,
+    ),
+    g.timeseries(
+      'Referrers and index steps failed by step',
+      u.perMin,
+      [g.q(d.perMinute('steps_total', ['target', 'path', 'step'], [T, P, indexSteps, 'result="failure"']), '{{target}} {{path}} {{step}}')],
+      'Failed referrers and index steps per minute (RegistryProberReferrersFailing pages on the '
+      + 'referrers ones); the reasons are in registry_prober_step_failures_total.',
+      w=9,
+      bars=true,
+      stack=true,
     ),
     g.row('Prober self-health'),
     g.timeseries(

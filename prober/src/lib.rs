@@ -23,13 +23,16 @@ pub(crate) mod server;
 pub(crate) mod cli;
 
 // What is used from outside the crate: the binary's entry point, and what the end-to-end
-// tests (a resolver hook for the dns phase) and the hashing benchmark plug into.
+// tests (a resolver hook for the dns phase), the hashing benchmark and the pool spike
+// (bench/poolspike: the timed transport side by side with hyper-util's pooled client) plug into.
 pub use cli::main;
 pub use config::{RawConfig, Target};
-pub use http::transport::Resolve;
+pub use http::transport::{ConnTiming, ReqBody, Resolve, Transport, TransportError};
 pub use oci::digest::{Digest, Verifier};
-pub use outcome::{HttpRecord, RunReport};
+pub use outcome::{HttpRecord, Phase, RunReport};
 pub use probe::Prober;
 
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod proptests;

@@ -78,3 +78,25 @@ impl Drop for Background {
         }
     }
 }
+
+/// Accepts connections until `stop` fires and hands each to `serve` on a task of its own. An
+/// accept error (e.g. out of file descriptors) backs off briefly instead of spinning.
+pub async fn accept_each<F, Fut>(listener: TcpListener, mut stop: oneshot::Receiver<()>, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve(tcp));
+    }
+}

@@ -231,6 +231,22 @@ pub fn deviations(report: &Value) -> Vec<String> {
     kinds
 }
 
+/// Every step of a report as (step, subject, seconds), in the order they ran.
+pub fn durations(report: &Value) -> Vec<(String, String, f64)> {
+    report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or("?").to_string(),
+                s["subject"].as_str().unwrap_or("").to_string(),
+                s["duration_seconds"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
 /// One `once` per upload mode.
 #[derive(Debug, Serialize)]
 pub struct ModeRun {
@@ -241,6 +257,8 @@ pub struct ModeRun {
     pub layer_upload: String,
     /// [`deviations`] of the run.
     pub deviations: Vec<String>,
+    /// [`durations`] of the run (not in the committed table: they vary run to run).
+    pub durations: Vec<(String, String, f64)>,
 }
 
 /// What one implementation did in the compatibility tests.

@@ -8,7 +8,7 @@
 //! the upstream on a fresh connection (`Connection: close`), so a registry restarted behind the
 //! proxy is picked up at once; the client side keeps its connection alive between requests.
 
-use crate::background::Background;
+use crate::background::{accept_each, Background};
 use crate::certs::TlsFiles;
 use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
@@ -34,16 +34,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const APPENDED_BYTE: u8 = b'X';
 
 /// Which requests get a fault: those whose method matches (any method if `None`) and whose
-/// request target (`path?query`, as sent) contains `path_contains`. A rule acts at most `times`
-/// times (always if `None`), and with a `chance`, on that share of its matching requests only
-/// (each drawn at random). Rules are tried in the order they were added; the first one that
-/// matches, has not used up its `times` and wins its draw acts.
+/// request target (`path?query`, as sent) contains `path_contains`. A rule lets the first
+/// `after` matching requests pass, then acts at most `times` times (always if `None`), and with
+/// a `chance`, on that share of its matching requests only (each drawn at random). Rules are
+/// tried in the order they were added; the first one that matches, has not used up its
+/// `times`, is not still letting requests pass and wins its draw acts.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Key for [`FaultProxy::hits`]; rules may share a name, their hits then add up.
     pub name: String,
     pub method: Option<http::Method>,
     pub path_contains: String,
+    pub after: u64,
     pub times: Option<u64>,
     /// The probability (0 to 1) that the rule acts on a matching request; always if `None`.
     pub chance: Option<f64>,
@@ -57,6 +59,7 @@ impl Rule {
             name: name.to_string(),
             method: None,
             path_contains: path_contains.to_string(),
+            after: 0,
             times: None,
             chance: None,
             fault,
@@ -67,6 +70,13 @@ impl Rule {
     /// for 5% of them.
     pub fn chance(mut self, p: f64) -> Rule {
         self.chance = Some(p);
+        self
+    }
+
+    /// Lets the first `n` matching requests pass untouched (e.g. a manifest GET by digest
+    /// that comes before the one the fault is for).
+    pub fn after(mut self, n: u64) -> Rule {
+        self.after = n;
         self
     }
 
@@ -148,6 +158,14 @@ pub enum Fault {
     /// Reads the request and never answers, until the client closes the connection or the
     /// proxy is dropped (the client then sees the connection close).
     Hang,
+    /// Answers itself with `status` (e.g. 307) and `Location: <to><path?query as sent>`, with
+    /// `query` appended to that query: a registry sending blob GETs to its object store with
+    /// a signed URL, as registries on S3 or GCS do.
+    Redirect {
+        status: u16,
+        to: String,
+        query: String,
+    },
 }
 
 impl Fault {
@@ -227,7 +245,11 @@ impl FaultProxy {
 
     /// Adds a rule after the existing ones; it applies to requests whose head arrives from now on.
     pub fn add_rule(&self, rule: Rule) {
-        lock(&self.shared.rules).push(LiveRule { rule, acted: 0 });
+        lock(&self.shared.rules).push(LiveRule {
+            rule,
+            passed: 0,
+            acted: 0,
+        });
     }
 
     /// Removes every rule: from now on all requests pass through. Hit counts are kept.
@@ -257,6 +279,8 @@ struct Shared {
 
 struct LiveRule {
     rule: Rule,
+    /// Matching requests let through before acting (at most `rule.after`).
+    passed: u64,
     acted: u64,
 }
 
@@ -265,11 +289,22 @@ impl Shared {
     fn on_request(&self, method: &str, target: &str) -> Option<Fault> {
         lock(&self.requests).push((method.to_string(), target.to_string()));
         let mut rules = lock(&self.rules);
-        let live = rules.iter_mut().find(|r| {
-            r.rule.times.is_none_or(|n| r.acted < n)
-                && r.rule.matches(method, target)
-                && r.rule.chance.is_none_or(|p| rand::random::<f64>() < p)
-        })?;
+        let mut acting = None;
+        for r in rules.iter_mut() {
+            if r.rule.times.is_some_and(|n| r.acted >= n) || !r.rule.matches(method, target) {
+                continue;
+            }
+            if r.passed < r.rule.after {
+                r.passed += 1;
+                continue;
+            }
+            if r.rule.chance.is_some_and(|p| rand::random::<f64>() >= p) {
+                continue;
+            }
+            acting = Some(r);
+            break;
+        }
+        let live = acting?;
         live.acted += 1;
         *lock(&self.hits).entry(live.rule.name.clone()).or_insert(0) += 1;
         Some(live.rule.fault.clone())
@@ -303,25 +338,14 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                // E.g. out of file descriptors: back off instead of spinning.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    accept_each(listener, stop, move |tcp| {
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
         // An error ends only this connection; the client sees it closed.
-        tokio::spawn(async move {
+        async move {
             match tls {
                 None => {
                     let _ = serve(tcp, &shared).await;
@@ -335,8 +359,9 @@ async fn accept_loop(
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// A client connection, plain or TLS; `tcp()` reaches the socket to reset it.
@@ -430,6 +455,20 @@ async fn exchange<S: ClientIo>(
         client.io.flush().await?;
     }
 
+    let fault = match fault {
+        Some(Fault::Redirect { status, to, query }) => {
+            let sep = if req.target.contains('?') { '&' } else { '?' };
+            Some(Fault::Status {
+                status,
+                headers: vec![(
+                    "Location".to_string(),
+                    format!("{to}{}{sep}{query}", req.target),
+                )],
+                body: String::new(),
+            })
+        }
+        other => other,
+    };
     match fault {
         Some(Fault::Hang) => {
             // Never answer; return when the client gives up so the task does not linger.
@@ -591,7 +630,8 @@ impl Plan {
         let has_body = framing != Framing::None;
         let Some(fault) = fault else { return plan };
         match fault {
-            Fault::Status { .. } | Fault::Hang => {} // handled before asking the upstream
+            // Handled before asking the upstream.
+            Fault::Status { .. } | Fault::Hang | Fault::Redirect { .. } => {}
             Fault::DelayHeaders { delay } => plan.delay = Some(delay),
             Fault::Drip {
                 bytes_per_tick,

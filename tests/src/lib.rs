@@ -14,6 +14,7 @@ pub mod fault_proxy;
 pub mod ferro;
 pub mod http;
 pub mod installed;
+pub mod object_store;
 pub mod oci;
 pub mod pass;
 pub mod otlp;

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-use crate::background::Background;
+use crate::background::{accept_each, Background};
 use tokio::sync::oneshot;
 
 /// The path OTLP/HTTP receivers take traces on.
@@ -203,27 +203,18 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Mutex<Shared>>,
     delay: Duration,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    accept_each(listener, stop, move |tcp| {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req| handle(shared.clone(), delay, req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn handle(

@@ -17,8 +17,9 @@ use serde_json::Value;
 /// The prober configuration of this test, exercising the families the dashboards query
 /// (docs/metrics.md): an instance name, two size classes, a pull path through a
 /// pull-through cache (with propagation polling), canaries, blob mounts, hygiene sweeps and a
-/// golden image on a TLS target reached by host name (so dns, connect and tls are all timed),
-/// plus a target nobody listens on (so failure panels have data). A prober that predates these
+/// golden image on a TLS target reached by host name (so dns, connect and tls are all timed), a
+/// target pushing a multi-platform index and an artifact found through the referrers (tag
+/// schema here), plus a target nobody listens on (so failure panels have data). A prober that predates these
 /// keys rejects it (unknown field `instance`/`sizes`/...): this test then fails at the start.
 /// Placeholders: @ORIGIN_PORT@, @CACHE_PORT@, @CA@, @GOLDEN@, @DOWN_PORT@.
 const V2_CONFIG: &str = r#"instance: e2e
@@ -50,6 +51,14 @@ targets:
       enabled: true
     hygiene:
       interval: 1h
+  - name: referrers
+    registry: https://localhost:@ORIGIN_PORT@
+    repository: registry-prober/referrers
+    tls: {ca_file: "@CA@"}
+    interval: 3s
+    timeout: 3s
+    image: {layers: 1, layer_size: 4KiB, platforms: [linux/amd64, linux/arm64]}
+    artifact: {enabled: true}
   - name: down
     registry: http://127.0.0.1:@DOWN_PORT@
     repository: registry-prober/probe

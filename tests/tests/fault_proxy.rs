@@ -381,6 +381,28 @@ fn a_rule_with_a_chance_acts_on_that_share_of_the_requests_only() {
 }
 
 #[test]
+fn a_rule_with_after_lets_the_first_matching_requests_pass_then_acts() {
+    let bed = Bed::start();
+    let c = HttpClient::new();
+    bed.proxy.add_rule(
+        Rule::new("second-get", "/blobs/sha256:", Fault::status(404))
+            .method(http::Method::GET)
+            .after(1)
+            .times(1),
+    );
+    // A HEAD does not match, so it is not among the requests let through.
+    assert_eq!(
+        c.request("HEAD", &bed.blob_url(), &[], &[]).unwrap().status,
+        200
+    );
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| c.get(&bed.blob_url()).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 404, 200]);
+    assert_eq!(bed.proxy.hits("second-get"), 1);
+}
+
+#[test]
 fn set_header_reaches_the_client_and_a_larger_content_length_leaves_a_short_body() {
     let bed = Bed::start();
     let c = HttpClient::new();

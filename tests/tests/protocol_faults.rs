@@ -65,6 +65,37 @@ fn assert_cleaned_up(s: &Setup, report: &Value) {
     assert_eq!(st.uploads(REPO).expect("uploads"), Vec::<String>::new());
 }
 
+/// Runs with `count` bytes more after every GET body under `path` (chunked, so the client is
+/// not told): the step that fails must be `step` for `reason`; the report and its error.
+fn overrun(s: &Setup, path: &str, count: usize, step: &str, reason: &str) -> (Value, String) {
+    s.proxy.add_rule(
+        Rule::new(
+            "overrun",
+            path,
+            Fault::AppendBytes {
+                count,
+                keep_content_length: true,
+            },
+        )
+        .method(Method::GET),
+    );
+    let (code, report) = run(s);
+    assert_eq!(code, 1);
+    let (failed, why, error) = failed_step(&report);
+    assert_eq!((failed.as_str(), why.as_str()), (step, reason), "{error}");
+    (report, error)
+}
+
+/// The failed step read a number of bytes in `range`.
+fn assert_received(report: &Value, range: std::ops::Range<u64>) {
+    let failed = first_failure(report).expect("failed");
+    let received = failed["bytes_received"].as_u64().expect("bytes");
+    assert!(
+        range.contains(&received),
+        "read {received} bytes, expected {range:?}"
+    );
+}
+
 #[test]
 fn a_blob_with_a_wrong_content_length_is_a_size_mismatch() {
     let s = setup();
@@ -125,34 +156,37 @@ fn a_manifest_that_is_not_json_is_a_protocol_failure() {
 #[test]
 fn a_blob_longer_than_declared_is_a_size_mismatch_and_is_not_read_without_bound() {
     let s = setup();
-    s.proxy.add_rule(
-        Rule::new(
-            "long",
-            "/blobs/sha256:",
-            Fault::AppendBytes {
-                count: 10 * 1024 * 1024,
-                keep_content_length: true,
-            },
-        )
-        .method(Method::GET),
-    );
-    let (code, report) = run(&s);
-    assert_eq!(code, 1);
-    let (step, reason, error) = failed_step(&report);
-    assert_eq!(
-        (step.as_str(), reason.as_str()),
-        ("pull_blob", "size_mismatch")
+    let (report, error) = overrun(
+        &s,
+        "/blobs/sha256:",
+        10 * 1024 * 1024,
+        "pull_blob",
+        "size_mismatch",
     );
     assert!(
         error.contains("size mismatch: expected") && error.contains("(or more)"),
         "{error}"
     );
-    let failed = first_failure(&report).expect("failed");
-    let received = failed["bytes_received"].as_u64().expect("bytes");
-    assert!(
-        received > 0 && received < 1024 * 1024,
-        "read {received} bytes of a 10 MiB overrun"
+    assert_received(&report, 1..1024 * 1024);
+    assert_cleaned_up(&s, &report);
+}
+
+#[test]
+fn a_manifest_over_its_bound_fails_naming_the_limit_and_is_not_read_further() {
+    let s = setup();
+    let (report, error) = overrun(
+        &s,
+        "/manifests/",
+        16 * 1024 * 1024,
+        "pull_manifest_by_tag",
+        "protocol",
     );
+    assert!(
+        error.starts_with(&format!("GET {}/v2/{REPO}/manifests/", s.proxy.url()))
+            && error.ends_with(": manifest over its limit of 4194304 bytes, not read further"),
+        "{error}"
+    );
+    assert_received(&report, 4 * 1024 * 1024 + 1..5 * 1024 * 1024);
     assert_cleaned_up(&s, &report);
 }
 

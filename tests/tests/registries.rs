@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use registry_prober_e2e::compat::{
-    cells, deviations, expect, layer_upload, Cell, ModeRun, Observed, Server, CYCLE_STEPS,
-    GOLDEN_STEPS,
+    cells, deviations, durations, expect, layer_upload, Cell, ModeRun, Observed, Server,
+    CYCLE_STEPS, GOLDEN_STEPS,
 };
 use registry_prober_e2e::container_registry::ContainerRegistryServer;
 use registry_prober_e2e::ferro::Ferro;
@@ -152,6 +152,7 @@ fn observe(server: &dyn Server) -> Run {
             cells: cells(&report, &CYCLE_STEPS),
             layer_upload: layer_upload(&report),
             deviations: deviations(&report),
+            durations: durations(&report),
         });
         reports.push((mode.to_string(), report));
     }

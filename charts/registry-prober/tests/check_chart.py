@@ -149,6 +149,7 @@ def check_schema_matches_config_rs():
         "RawCanaries": (t["canaries"], set()),
         "RawMount": (t["mount"], set()),
         "RawHygiene": (t["hygiene"], set()),
+        "RawArtifact": (t["artifact"], set()),
         "RawTls": (props(t["tls"]), set()),
         "RawAuth": (props(t["auth"]), set()),
         "RawImage": (t["image"], set()),

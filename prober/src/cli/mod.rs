@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{
-    Config, ConfigError, OtlpConfig, OtlpSource, RawAuth, RawCleanup, RawDefaults, RawImage,
-    RawSize, RawTarget, RawTls, RawUpload,
+    Config, ConfigError, OtlpConfig, OtlpSource, RawArtifact, RawAuth, RawCleanup, RawDefaults,
+    RawImage, RawPlatforms, RawSize, RawTarget, RawTls, RawUpload,
 };
 use crate::outcome::RunReport;
 use crate::probe::{Prober, Watch};
@@ -133,6 +133,26 @@ struct OnceArgs {
     /// Also pull and verify this image (repo@sha256:... or repo:tag); repeatable.
     #[arg(long = "golden")]
     golden: Vec<String>,
+    /// Push an image index over one image per platform, e.g. linux/amd64,linux/arm64.
+    #[arg(long, value_delimiter = ',')]
+    platforms: Vec<String>,
+    /// With --platforms: the platforms pulls resolve through the index, e.g. linux/arm64, or
+    /// all (default: the first of --platforms).
+    #[arg(long, requires = "platforms", value_delimiter = ',')]
+    pull_platforms: Vec<String>,
+    /// The platforms of a golden index to verify, e.g. linux/amd64, or all (the default).
+    #[arg(long, requires = "golden", value_delimiter = ',')]
+    golden_platforms: Vec<String>,
+    /// Push an OCI 1.1 artifact about the run's image and find it again through the
+    /// referrers API or the referrers tag schema.
+    #[arg(long)]
+    artifact: bool,
+    /// The artifact's artifactType, e.g. application/spdx+json.
+    #[arg(long, requires = "artifact")]
+    artifact_type: Option<String>,
+    /// Ask the referrers API with ?artifactType=.
+    #[arg(long, requires = "artifact")]
+    referrers_filter: bool,
     /// Seed of the random image (default: random), to reproduce a run's exact bytes.
     #[arg(long)]
     seed: Option<u64>,
@@ -390,6 +410,8 @@ fn once_target(
             layers: args.layers,
             layer_size: size(&args.layer_size),
             layer_sizes: None,
+            platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
+            pull_platforms: platform_choice(&args.pull_platforms),
         },
         upload: RawUpload {
             mode: args.upload_mode.clone(),
@@ -400,6 +422,13 @@ fn once_target(
             ..RawCleanup::default()
         },
         golden_images: args.golden.clone(),
+        golden_platforms: platform_choice(&args.golden_platforms),
+        artifact: RawArtifact {
+            enabled: args.artifact,
+            artifact_type: args.artifact_type.clone(),
+            size: None,
+            filter: args.referrers_filter.then_some(true),
+        },
         sizes: None,
         paths: Vec::new(),
         canaries: Default::default(),
@@ -415,6 +444,15 @@ fn once_target(
         other => other,
     })?;
     Ok((target, None))
+}
+
+/// A platform flag as the config file writes it: "all", or a list.
+fn platform_choice(values: &[String]) -> Option<RawPlatforms> {
+    match values {
+        [] => None,
+        [one] if one == "all" => Some(RawPlatforms::Word(one.clone())),
+        list => Some(RawPlatforms::List(list.to_vec())),
+    }
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

@@ -3,6 +3,7 @@
 //! secrets read and each endpoint's TLS client config built, once.
 
 mod access;
+mod content;
 mod durations;
 mod model;
 mod names;
@@ -18,12 +19,14 @@ pub use otlp::{OtlpConfig, OtlpHeaders, OtlpSource, RawOtlp};
 #[cfg(test)]
 pub(crate) use model::DEFAULT_SIZE_CLASS;
 pub(crate) use model::{
-    Canaries, CleanupMode, Confirmation, Propagation, Reference, SizeClass, UploadMode, ORIGIN,
+    ArtifactConfig, Canaries, CleanupMode, Confirmation, PlatformChoice, Platforms, Propagation,
+    Reference, SizeClass, UploadMode, ORIGIN,
 };
 pub use model::{Config, Target};
 pub use raw::RawConfig;
 pub(crate) use raw::{
-    RawAuth, RawCleanup, RawDefaults, RawImage, RawSize, RawTarget, RawTls, RawUpload,
+    RawArtifact, RawAuth, RawCleanup, RawDefaults, RawImage, RawPlatforms, RawSize, RawTarget,
+    RawTls, RawUpload,
 };
 pub use yaml::YamlError;
 

@@ -12,6 +12,7 @@ use super::OtlpConfig;
 use crate::http::keychain::CredentialSource;
 use crate::http::tls::TlsOptions;
 use crate::oci::manifest::ManifestType;
+use crate::oci::platform::Platform;
 
 /// The `size_class` label of a target without `sizes`.
 pub(crate) const DEFAULT_SIZE_CLASS: &str = "default";
@@ -48,6 +49,12 @@ pub struct Target {
     /// Tolerated deviations from the spec fail the step.
     pub(crate) strict: bool,
     pub(crate) golden_images: Vec<Reference>,
+    /// Which platforms of a golden index are verified.
+    pub(crate) golden_platforms: PlatformChoice,
+    /// With `image.platforms`: an index over one image per platform is pushed.
+    pub(crate) platforms: Option<Platforms>,
+    /// An artifact pushed about every run's image, when enabled.
+    pub(crate) artifact: Option<ArtifactConfig>,
     /// At least one; the first one also pulls golden images and canaries.
     pub(crate) sizes: Vec<SizeClass>,
     pub(crate) paths: Vec<PullPath>,
@@ -186,6 +193,32 @@ pub(crate) struct Canaries {
     pub(crate) every: Duration,
     pub(crate) keep: u32,
     pub(crate) layer_sizes: Vec<u64>,
+    /// The artifact every canary carries, with `canaries.artifact`.
+    pub(crate) artifact: Option<ArtifactConfig>,
+}
+
+/// The platforms of the index a run pushes, and those its pulls resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Platforms {
+    /// At least one, each once, in the index's order.
+    pub(crate) push: Vec<Platform>,
+    pub(crate) pull: PlatformChoice,
+}
+
+/// Which platforms of an index to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PlatformChoice {
+    All,
+    These(Vec<Platform>),
+}
+
+/// The artifact pushed about an image: its type, payload size, and how its referrers are asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ArtifactConfig {
+    pub(crate) artifact_type: String,
+    pub(crate) size: u64,
+    /// Ask the referrers API with `?artifactType=`.
+    pub(crate) filter: bool,
 }
 
 impl SizeClass {

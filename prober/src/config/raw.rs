@@ -125,6 +125,14 @@ pub(crate) struct RawTarget {
     /// in this registry, "repo@sha256:..." (pinned, preferred) or "repo:tag".
     #[serde(default)]
     pub(crate) golden_images: Vec<String>,
+    /// Which platforms of a golden image that is an index are verified: "all" (default: every
+    /// platform it lists, at most 8) or a list such as [linux/amd64]; an index lacking one
+    /// fails with platform_missing.
+    pub(crate) golden_platforms: Option<RawPlatforms>,
+    /// An OCI 1.1 artifact pushed with every run's image as its subject, then found again
+    /// through the referrers API or the referrers tag schema.
+    #[serde(default)]
+    pub(crate) artifact: RawArtifact,
     /// Size tiers, each on its own interval (instead of `image`): big uploads probed rarely.
     pub(crate) sizes: Option<Vec<RawSizeClass>>,
     /// Pull paths besides the target's own endpoint (replicas, mirrors, caches, CDNs).
@@ -198,6 +206,40 @@ pub(crate) struct RawCanaries {
     pub(crate) keep: Option<i64>,
     /// Layer sizes of a canary (default [4KiB, 64KiB]).
     pub(crate) layer_sizes: Option<Vec<RawSize>>,
+    /// Every canary pushed from now on carries an artifact (its own type,
+    /// application/vnd.registry-prober.canary.v1+json, and a 1KiB payload; artifact.filter
+    /// applies), found again through the canary's referrers every run, like its blobs (default
+    /// false).
+    #[serde(default)]
+    pub(crate) artifact: bool,
+}
+
+/// The artifact pushed about a run's image (and a canary's, with canaries.artifact). With
+/// cleanup.mode rotate on a registry without a referrers API, each run's referrers tag
+/// (`sha256-<hex>`) stays with its image: the lifecycle policy must expire those tags too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawArtifact {
+    /// Push an artifact whose subject is every run's image and find it again (default false).
+    #[serde(default)]
+    pub(crate) enabled: bool,
+    /// Its artifactType, a media type such as "application/spdx+json" (default
+    /// "application/vnd.registry-prober.artifact.v1+json").
+    pub(crate) artifact_type: Option<String>,
+    /// Size of its payload blob (default 1KiB, at most 4MiB).
+    pub(crate) size: Option<RawSize>,
+    /// Ask the referrers API for this artifactType only (`?artifactType=`), and check the
+    /// registry either applied the filter (OCI-Filters-Applied) or listed what the prober then
+    /// filters itself (default false).
+    pub(crate) filter: Option<bool>,
+}
+
+/// A choice of platforms: "all", or a list of "os/architecture[/variant]".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawPlatforms {
+    List(Vec<String>),
+    Word(String),
 }
 
 /// The cross-repository blob mount step.
@@ -278,6 +320,14 @@ pub(crate) struct RawImage {
     pub(crate) layer_size: Option<RawSize>,
     /// Explicit size of each layer, instead of layers + layer_size.
     pub(crate) layer_sizes: Option<Vec<RawSize>>,
+    /// Push an image index over one image per platform, e.g. [linux/amd64, linux/arm64]
+    /// ("os/architecture[/variant]"; each image's config names its platform), instead of one
+    /// image. Applies to every size class.
+    pub(crate) platforms: Option<Vec<String>>,
+    /// With platforms: which platforms a pull resolves through the index, as containerd does
+    /// (the index, the platform's manifest, its blobs): a list such as [linux/arm64], or "all"
+    /// (default: the first of platforms).
+    pub(crate) pull_platforms: Option<RawPlatforms>,
 }
 
 /// How blobs are uploaded.

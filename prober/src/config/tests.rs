@@ -221,3 +221,21 @@ fn otlp_headers_come_from_a_file_and_never_show_their_values() {
     );
     assert!(!e.contains("s3cret"));
 }
+
+/// The README's configuration example is read as a config file would be: no unknown key, no
+/// malformed value (its secret files are placeholders, so it is parsed, not validated).
+#[test]
+fn the_readme_configuration_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split_once("## Configuration")
+        .expect("README has a Configuration section")
+        .1;
+    let yaml = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a yaml block in the Configuration section")
+        .0;
+    let raw = RawConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(raw.targets.len(), 2);
+}

@@ -23,7 +23,7 @@ use super::raw::{
 };
 use super::registry_url::parse_registry_url;
 use super::size::{parse_size, size_list, MAX_LAYERS};
-use super::{invalid, ConfigError, RawOtlp};
+use super::{content, invalid, ConfigError, RawOtlp};
 use crate::http::keychain::CredentialSource;
 use crate::oci::manifest::ManifestType;
 
@@ -116,7 +116,7 @@ impl RawConfig {
 impl RawTarget {
     /// One target, with `defaults` for what it leaves out (`once` builds one from its flags).
     pub(crate) fn validate(
-        self,
+        mut self,
         defaults: &RawDefaults,
         instance: &str,
     ) -> Result<Target, ConfigError> {
@@ -157,6 +157,10 @@ impl RawTarget {
         not_longer("step_timeout", step_timeout, "timeout", timeout)?;
         let tls = self.tls.validate()?;
         let credentials = self.auth.validate(&registry)?;
+        let platforms = content::platforms(
+            self.image.platforms.take(),
+            self.image.pull_platforms.take(),
+        )?;
         let image_given = self.image.layers.is_some()
             || self.image.layer_size.is_some()
             || self.image.layer_sizes.is_some();
@@ -204,7 +208,19 @@ impl RawTarget {
             }
             paths.push(path);
         }
-        let canaries = self.canaries.validate()?;
+        let canary_artifact = std::mem::take(&mut self.canaries.artifact);
+        if canary_artifact && !self.canaries.enabled {
+            return Err(invalid(
+                "canaries.artifact is true but canaries.enabled is not",
+            ));
+        }
+        let (artifact, canary_artifact) = self.artifact.validate(canary_artifact)?;
+        let canaries = self.canaries.validate()?.map(|c| Canaries {
+            artifact: canary_artifact,
+            ..c
+        });
+        let golden_platforms =
+            content::golden_platforms(self.golden_platforms, self.golden_images.len())?;
         let mount = match (self.mount.enabled, self.mount.repository) {
             (false, Some(_)) => {
                 return Err(invalid(
@@ -254,6 +270,9 @@ impl RawTarget {
             cleanup: self.cleanup.validate()?,
             strict: self.strict,
             golden_images,
+            golden_platforms,
+            platforms,
+            artifact,
             sizes,
             paths,
             canaries,
@@ -434,6 +453,7 @@ impl RawCanaries {
             every,
             keep: keep as u32,
             layer_sizes,
+            artifact: None,
         }))
     }
 }

@@ -32,6 +32,11 @@ struct EnvelopeError {
 
 /// Registry text is reported but kept short: an error page can be megabytes of HTML.
 const MAX_MESSAGE_CHARS: usize = 300;
+/// Codes kept of one envelope, and characters of each: real codes are short identifiers
+/// (`MANIFEST_BLOB_UNKNOWN`), but a broken or hostile server may send thousands of any length,
+/// and they go into every message and log line of the failure.
+const MAX_CODES: usize = 8;
+const MAX_CODE_CHARS: usize = 64;
 
 /// Parses an error body. A body that is not an envelope is kept as (truncated) text, because
 /// proxies and load balancers in front of registries answer with HTML or plain text.
@@ -45,7 +50,8 @@ pub fn parse_error_body(body: &[u8]) -> RegistryErrors {
                 .errors
                 .iter()
                 .filter(|e| !e.code.is_empty())
-                .map(|e| e.code.clone())
+                .take(MAX_CODES)
+                .map(|e| truncate(&e.code, MAX_CODE_CHARS))
                 .collect();
             let messages: Vec<&str> = env
                 .errors
@@ -53,7 +59,8 @@ pub fn parse_error_body(body: &[u8]) -> RegistryErrors {
                 .map(|e| e.message.as_str())
                 .filter(|m| !m.is_empty())
                 .collect();
-            let message = (!messages.is_empty()).then(|| truncate(&messages.join("; ")));
+            let message =
+                (!messages.is_empty()).then(|| truncate(&messages.join("; "), MAX_MESSAGE_CHARS));
             return RegistryErrors { codes, message };
         }
     }
@@ -61,15 +68,16 @@ pub fn parse_error_body(body: &[u8]) -> RegistryErrors {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     RegistryErrors {
         codes: Vec::new(),
-        message: (!text.is_empty()).then(|| truncate(&text)),
+        message: (!text.is_empty()).then(|| truncate(&text, MAX_MESSAGE_CHARS)),
     }
 }
 
-fn truncate(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE_CHARS {
+/// `s` cut to `max` characters, with '…' when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
+    let mut out: String = s.chars().take(max).collect();
     out.push('…');
     out
 }
@@ -314,3 +322,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "errors_properties.rs"]
+mod properties;

@@ -20,6 +20,6 @@ pub mod url;
 pub use client::Client;
 pub use errors::error_chain;
 pub use request::{BodySource, Request};
-pub use response::{Response, MAX_MANIFEST_BYTES};
+pub use response::{BodyLimit, Response, MANIFEST_BODY, TAG_LIST_BODY};
 pub use transcript::{TokenFetch, Transcript};
 pub use url::redact_url;

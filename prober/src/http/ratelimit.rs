@@ -135,3 +135,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "ratelimit_properties.rs"]
+mod properties;

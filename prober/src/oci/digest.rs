@@ -225,6 +225,10 @@ impl Verifier {
 }
 
 #[cfg(test)]
+#[path = "digest_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::manifest::{image_manifest, ManifestType};
+use super::platform::Platform;
 
 /// Layers are generated in blocks of this size, each from its own RNG, so any byte range can
 /// be produced by seeding at the block holding its start.
@@ -249,8 +250,10 @@ impl fmt::Display for BlobKind {
 
 #[derive(Serialize)]
 struct ConfigJson<'a> {
-    architecture: &'static str,
-    os: &'static str,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
     created: &'a str,
     config: RunConfig<'a>,
     rootfs: RootFs<'a>,
@@ -297,13 +300,32 @@ impl Image {
         manifest_type: ManifestType,
         created: SystemTime,
     ) -> Image {
+        Image::generate_for(
+            seed,
+            layer_sizes,
+            manifest_type,
+            created,
+            &Platform::linux_amd64(),
+        )
+    }
+
+    /// `generate_at` for `platform`, which the config names (an image of a multi-platform
+    /// index); linux/amd64 gives the bytes `generate_at` gives.
+    pub fn generate_for(
+        seed: u64,
+        layer_sizes: &[u64],
+        manifest_type: ManifestType,
+        created: SystemTime,
+        platform: &Platform,
+    ) -> Image {
         let layers = layers_of(seed, layer_sizes, PARALLEL_MIN_BYTES);
 
         let created = humantime::format_rfc3339_seconds(created).to_string();
         let nonce = format!("{seed:016x}");
         let config = ConfigJson {
-            architecture: "amd64",
-            os: "linux",
+            architecture: &platform.architecture,
+            os: &platform.os,
+            variant: platform.variant.as_deref(),
             created: &created,
             config: RunConfig {
                 labels: Labels { nonce: &nonce },

@@ -204,6 +204,10 @@ fn named(label: String, d: &Descriptor) -> Result<Named, ManifestError> {
 }
 
 #[cfg(test)]
+#[path = "manifest_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -38,16 +38,34 @@ pub enum Step {
     MountBlob,
     /// PUT /v2/<repo>/manifests/<tag>.
     PushManifest,
+    /// PUT /v2/<repo>/manifests/<tag> of the image index over the platform manifests (with
+    /// `image.platforms`; each platform's manifest is a `push_manifest` by digest before it).
+    PushIndex,
     /// Polls a replicated path for the pushed manifest until it appears.
     WaitPropagation,
     /// GET /v2/<repo>/manifests/<tag>.
     PullManifestByTag,
     /// GET /v2/<repo>/manifests/<digest>.
     PullManifestByDigest,
+    /// GET of the platform manifest an index names, picked as containerd picks it.
+    PullPlatformManifest,
     /// GET /v2/<repo>/blobs/<digest>, streamed through sha256.
     PullBlob,
     /// HEAD of a blob of old content, compared with what its GET serves.
     HeadBlob,
+    /// PUT /v2/<repo>/manifests/<digest> of an OCI 1.1 artifact whose subject is the run's
+    /// image (or a canary); the answer's OCI-Subject says whether the registry indexed it.
+    PushArtifact,
+    /// The referrers tag schema, where a registry has no referrers API: GET the index under
+    /// the tag `sha256-<hex of the subject>`, add (or remove) the artifact's entry, PUT it back.
+    UpdateReferrersTag,
+    /// GET /v2/<repo>/referrers/<digest> (optionally ?artifactType=): the referrers API.
+    ListReferrers,
+    /// GET /v2/<repo>/manifests/sha256-<hex>: the referrers tag, where the registry has no
+    /// referrers API.
+    PullReferrersTag,
+    /// GET of an artifact's manifest found among the referrers of its subject.
+    PullArtifact,
     /// GET of a golden image's manifest (pinned content the prober never pushed).
     PullGoldenManifest,
     /// GET of a golden image's blob, streamed through sha256.
@@ -81,6 +99,9 @@ impl Step {
                 | Step::UploadBlob
                 | Step::MountBlob
                 | Step::PushManifest
+                | Step::PushIndex
+                | Step::PushArtifact
+                | Step::UpdateReferrersTag
         )
     }
 
@@ -90,12 +111,33 @@ impl Step {
             self,
             Step::PullManifestByTag
                 | Step::PullManifestByDigest
+                | Step::PullPlatformManifest
                 | Step::PullBlob
                 | Step::HeadBlob
                 | Step::PullGoldenManifest
                 | Step::PullGoldenBlob
                 | Step::PullCanaryManifest
                 | Step::PullCanaryBlob
+                | Step::ListReferrers
+                | Step::PullReferrersTag
+                | Step::PullArtifact
+        )
+    }
+
+    /// Steps of multi-platform images (`image.platforms`).
+    pub fn is_index(self) -> bool {
+        matches!(self, Step::PushIndex | Step::PullPlatformManifest)
+    }
+
+    /// Steps of artifacts and their referrers (`artifact`, `canaries.artifact`).
+    pub fn is_referrers(self) -> bool {
+        matches!(
+            self,
+            Step::PushArtifact
+                | Step::UpdateReferrersTag
+                | Step::ListReferrers
+                | Step::PullReferrersTag
+                | Step::PullArtifact
         )
     }
 
@@ -166,6 +208,11 @@ pub enum Reason {
     PropagationTimeout,
     /// An aged canary's manifest is not the one the prober pushed (content replaced).
     ContentChanged,
+    /// An index does not list a platform the prober pushed in it or the target asks for.
+    PlatformMissing,
+    /// The referrers of a subject (the referrers API or the referrers tag) do not list an
+    /// artifact pushed for it.
+    ReferrerMissing,
     /// Another 4xx answer without a known registry error code.
     #[serde(rename = "http_4xx")]
     #[strum(serialize = "http_4xx")]
@@ -262,4 +309,24 @@ pub enum DeviationKind {
     TagListUnsupported,
     /// A 401 without a WWW-Authenticate challenge.
     MissingAuthChallenge,
+}
+
+/// How a registry serves the referrers of a manifest (the `mode` label of `referrers_info`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ReferrersMode {
+    /// The OCI 1.1 referrers API: `GET /v2/<repo>/referrers/<digest>` answers an index.
+    Api,
+    /// No referrers API (404): clients keep the referrers in the index under the tag
+    /// `sha256-<hex of the subject>`.
+    TagSchema,
+}
+
+impl ReferrersMode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }

@@ -5,10 +5,10 @@
 mod labels;
 mod report;
 
-pub use labels::{DeviationKind, Phase, Reason, Step};
+pub use labels::{DeviationKind, Phase, Reason, ReferrersMode, Step};
 pub use report::{
     CanarySummary, Deviation, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport,
-    RunReport, StepReport, SweepReport,
+    ReferrersReport, RunReport, StepReport, SweepReport,
 };
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::labels::{DeviationKind, Reason, Step};
+use super::labels::{DeviationKind, Reason, ReferrersMode, Step};
 
 /// One deviation a step met: its kind, and what was sent and what came back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -204,6 +204,16 @@ pub struct RunReport {
     /// What the run left on the registry knowingly, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left_behind: Option<LeftBehind>,
+    /// How each path served the referrers the run looked up (with artifacts only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrersReport>,
+}
+
+/// How a path served referrers: through the referrers API or the referrers tag schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReferrersReport {
+    pub path: String,
+    pub mode: ReferrersMode,
 }
 
 /// How long a replicated path took to serve a pushed image.

@@ -6,15 +6,22 @@
 //! A canary's tag names its period and seed (`registry-prober-<instance>-canary-<period start
 //! unix>-<seed hex>`), and its content is a pure function of those and its layer sizes, so the
 //! prober knows what every canary must contain without storing anything: after a restart the
-//! tag list tells it which canaries exist.
+//! tag list tells it which canaries exist. A canary that carries an artifact (with
+//! `canaries.artifact`) says so in its tag (`-canary-a-<period>-<seed>`), so an artifact lost
+//! from its referrers is told apart from one it never had; the artifact is a pure function of
+//! the seed and the canary's manifest, and is found through the referrers like a blob.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::artifact::PushedArtifact;
+use super::content::artifact_seed;
+use super::referrers::Lookup;
 use super::run::{Endpoint, Run};
 use super::tags::{unix_now, TAG_PREFIX};
 use super::verify;
-use crate::config::Canaries;
+use crate::config::{ArtifactConfig, Canaries};
+use crate::oci::artifact::{Artifact, Subject};
 use crate::oci::digest::Digest;
 use crate::oci::image::Image;
 use crate::outcome::{CanarySummary, Failure, Step};
@@ -34,23 +41,46 @@ struct Canary {
     manifest: Option<Digest>,
     /// Its blobs, for deleting them when it expires.
     blobs: Vec<Digest>,
+    /// Whether it carries an artifact (its tag says so).
+    with_artifact: bool,
+    /// Its manifest as its artifact's subject (known once pushed or first verified).
+    subject: Option<Subject>,
 }
 
-pub fn canary_tag(instance: &str, period: u64, seed: u64) -> String {
-    format!("{TAG_PREFIX}{instance}-canary-{period}-{seed:016x}")
+pub fn canary_tag(instance: &str, period: u64, seed: u64, with_artifact: bool) -> String {
+    let a = if with_artifact { "a-" } else { "" };
+    format!("{TAG_PREFIX}{instance}-canary-{a}{period}-{seed:016x}")
 }
 
-/// (period, seed) of a canary tag of `instance`.
-pub fn parse_canary_tag(instance: &str, tag: &str) -> Option<(u64, u64)> {
+/// (period, seed, whether it carries an artifact) of a canary tag of `instance`.
+pub fn parse_canary_tag(instance: &str, tag: &str) -> Option<(u64, u64, bool)> {
     let rest = tag
         .strip_prefix(TAG_PREFIX)?
         .strip_prefix(instance)?
         .strip_prefix("-canary-")?;
+    let (rest, with_artifact) = match rest.strip_prefix("a-") {
+        Some(rest) => (rest, true),
+        None => (rest, false),
+    };
     let (period, seed) = rest.split_once('-')?;
     if seed.len() != 16 {
         return None;
     }
-    Some((period.parse().ok()?, u64::from_str_radix(seed, 16).ok()?))
+    Some((
+        period.parse().ok()?,
+        u64::from_str_radix(seed, 16).ok()?,
+        with_artifact,
+    ))
+}
+
+/// The artifact a canary carries: a pure function of its seed and its manifest.
+fn canary_artifact(seed: u64, config: &ArtifactConfig, subject: Subject) -> Artifact {
+    Artifact::generate(
+        artifact_seed(seed),
+        &config.artifact_type,
+        config.size,
+        subject,
+    )
 }
 
 fn period_time(period: u64) -> SystemTime {
@@ -70,13 +100,15 @@ impl<'a> Run<'a> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for tag in tags {
-                if let Some((period, seed)) = parse_canary_tag(&instance, tag) {
+                if let Some((period, seed, with_artifact)) = parse_canary_tag(&instance, tag) {
                     book.known.entry(period).or_insert_with(|| Canary {
                         tag: tag.clone(),
                         period,
                         seed,
                         manifest: None,
                         blobs: Vec::new(),
+                        with_artifact,
+                        subject: None,
                     });
                 }
             }
@@ -90,7 +122,7 @@ impl<'a> Run<'a> {
         for endpoint in self.endpoints() {
             for canary in self.book(|b| b.known.values().cloned().collect::<Vec<_>>()) {
                 if self.may_continue() {
-                    let _ = self.verify_canary(endpoint, canary).await;
+                    let _ = self.verify_canary(endpoint, canary, config).await;
                 }
             }
         }
@@ -114,7 +146,12 @@ impl<'a> Run<'a> {
 
     async fn push_canary(&mut self, config: &Canaries, period: u64) -> Result<(), Failure> {
         let seed: u64 = rand::random();
-        let tag = canary_tag(&self.target().instance, period, seed);
+        let tag = canary_tag(
+            &self.target().instance,
+            period,
+            seed,
+            config.artifact.is_some(),
+        );
         let sizes = config.layer_sizes.clone();
         let manifest_type = self.target().manifest_type;
         let image = tokio::task::spawn_blocking(move || {
@@ -124,7 +161,19 @@ impl<'a> Run<'a> {
         .expect("image generation does not panic");
         // A canary is kept: what it uploads is not the run's to clean up, once it is complete.
         let (uploaded, manifests) = (self.uploaded.len(), self.manifests_pushed.len());
-        let result = self.push_image(&image, &tag).await;
+        let subject = Subject {
+            media_type: manifest_type.manifest_media_type().to_string(),
+            digest: image.manifest_digest.clone(),
+            size: image.manifest.len() as u64,
+        };
+        let mut result = self.push_image(&image, &tag).await;
+        if let (Ok(()), Some(artifact)) = (&result, &config.artifact) {
+            let artifact = canary_artifact(seed, artifact, subject.clone());
+            let prefix = format!("canary {tag}: ");
+            result = Box::pin(self.push_artifact(&artifact, &prefix))
+                .await
+                .map(|_| ());
+        }
         if result.is_ok() {
             self.uploaded.truncate(uploaded);
             self.manifests_pushed.truncate(manifests);
@@ -137,6 +186,8 @@ impl<'a> Run<'a> {
                         seed,
                         manifest: Some(image.manifest_digest.clone()),
                         blobs: image.blobs().into_iter().map(|b| b.digest).collect(),
+                        with_artifact: config.artifact.is_some(),
+                        subject: Some(subject),
                     },
                 )
             });
@@ -145,11 +196,12 @@ impl<'a> Run<'a> {
     }
 
     /// Pulls a canary's manifest by tag through `endpoint` and checks it is the one pushed,
-    /// then HEADs and GETs every blob.
+    /// then HEADs and GETs every blob, and finds its artifact among its referrers.
     async fn verify_canary(
         &mut self,
         endpoint: &'a Endpoint,
         canary: Canary,
+        config: &Canaries,
     ) -> Result<(), Failure> {
         let repo = endpoint.client.repository();
         let pushed = humantime::format_rfc3339_seconds(period_time(canary.period)).to_string();
@@ -188,10 +240,20 @@ impl<'a> Run<'a> {
             .map_err(|f| self.note_failure(f))?;
         let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
         let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        let subject = Subject {
+            media_type: self
+                .target()
+                .manifest_type
+                .manifest_media_type()
+                .to_string(),
+            digest: actual,
+            size: manifest.body.len() as u64,
+        };
         self.book(|b| {
             if let Some(c) = b.known.get_mut(&canary.period) {
                 c.manifest = Some(expected.clone());
                 c.blobs = digests;
+                c.subject = Some(subject.clone());
             }
         });
         let blobs = blobs
@@ -201,8 +263,27 @@ impl<'a> Run<'a> {
                 b
             })
             .collect();
-        self.pull_old_blobs(endpoint, Step::PullCanaryBlob, repo, blobs)
-            .await
+        let pulled = self
+            .pull_old_blobs(endpoint, Step::PullCanaryBlob, repo, blobs)
+            .await;
+        // The artifact is checked whatever the blobs said: one loss must not hide another.
+        let found = match (&config.artifact, canary.with_artifact) {
+            (Some(artifact), true) => {
+                let artifact = canary_artifact(canary.seed, artifact, subject);
+                let lookup = Lookup {
+                    artifact: &artifact,
+                    filter: config.artifact.as_ref().is_some_and(|a| a.filter),
+                    indexed: None,
+                    prefix: format!("canary {}: ", canary.tag),
+                    blob_step: Step::PullCanaryBlob,
+                };
+                // Boxed: the lookup's steps would otherwise sit in the run's future, inline,
+                // and debug builds overflow a worker's stack polling it.
+                Box::pin(self.find_referrer(endpoint, &lookup)).await
+            }
+            _ => Ok(()),
+        };
+        pulled.and(found)
     }
 
     /// Deletes the canaries beyond the newest `keep` (manifest by digest, then its blobs). A
@@ -221,8 +302,19 @@ impl<'a> Run<'a> {
             });
             return;
         }
+        let artifact = self
+            .target()
+            .canaries
+            .as_ref()
+            .and_then(|c| c.artifact.clone());
         for canary in expired {
             let subject = format!("expired canary {}", canary.tag);
+            if let (Some(config), Some(of), true) =
+                (&artifact, canary.subject.clone(), canary.with_artifact)
+            {
+                self.delete_canary_artifact(&canary, config, of, &subject)
+                    .await;
+            }
             let deleted = match &canary.manifest {
                 Some(digest) => self
                     .delete(
@@ -257,6 +349,43 @@ impl<'a> Run<'a> {
             self.book(|b| b.known.remove(&canary.period));
         }
     }
+
+    /// An expiring canary's artifact: out of the referrers tag (where the prober put it
+    /// there), its manifest and its payload deleted.
+    async fn delete_canary_artifact(
+        &mut self,
+        canary: &Canary,
+        config: &ArtifactConfig,
+        subject: Subject,
+        label: &str,
+    ) {
+        let artifact = canary_artifact(canary.seed, config, subject);
+        let pushed = PushedArtifact {
+            digest: artifact.digest.clone(),
+            subject: artifact.subject.digest.clone(),
+            // Not known after a restart: looking at the tag costs one GET, and finds nothing
+            // to do when the registry indexed the artifact itself.
+            indexed: false,
+        };
+        self.unlist_artifact(&pushed, &format!("{label}: ")).await;
+        let manifest = format!("manifests/{}", artifact.digest);
+        let deleted = self
+            .delete(
+                Step::DeleteManifest,
+                &format!("{label}: artifact"),
+                None,
+                &manifest,
+                true,
+            )
+            .await;
+        if deleted.is_ok() && self.target().cleanup.deletes_blobs() {
+            let blob = format!("blobs/{}", artifact.payload_digest);
+            let label = format!("{label}: artifact payload");
+            let _ = self
+                .delete(Step::DeleteBlob, &label, None, &blob, true)
+                .await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +394,7 @@ mod tests {
 
     #[test]
     fn canary_tags_round_trip_and_belong_to_one_instance() {
-        let tag = canary_tag("eu1", 1_700_006_400, 0x0123_4567_89ab_cdef);
+        let tag = canary_tag("eu1", 1_700_006_400, 0x0123_4567_89ab_cdef, false);
         assert_eq!(
             tag,
             "registry-prober-eu1-canary-1700006400-0123456789abcdef"
@@ -273,8 +402,19 @@ mod tests {
         assert!(tag.len() <= 128);
         assert_eq!(
             parse_canary_tag("eu1", &tag),
-            Some((1_700_006_400, 0x0123_4567_89ab_cdef))
+            Some((1_700_006_400, 0x0123_4567_89ab_cdef, false))
         );
+        let with = canary_tag("eu1", 1_700_006_400, 0x0123_4567_89ab_cdef, true);
+        assert_eq!(
+            with,
+            "registry-prober-eu1-canary-a-1700006400-0123456789abcdef"
+        );
+        assert_eq!(
+            parse_canary_tag("eu1", &with),
+            Some((1_700_006_400, 0x0123_4567_89ab_cdef, true))
+        );
+        // Never a run tag, so sweeps leave it alone.
+        assert_eq!(super::super::tags::parse_run_tag(&with), None);
         assert_eq!(parse_canary_tag("us1", &tag), None);
         assert_eq!(
             parse_canary_tag("eu1", "registry-prober-eu1-1700000000-0a0b0c0d"),

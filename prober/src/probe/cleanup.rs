@@ -1,5 +1,6 @@
-//! Cleanup, on the origin: cancel every upload session the run left open, DELETE the manifest
-//! by digest and the blobs it pushed. Cleanup steps have their own deadline, so they run even
+//! Cleanup, on the origin: cancel every upload session the run left open, take its artifact
+//! out of the referrers tag it was added to, DELETE the manifests it pushed by digest (newest
+//! first: an artifact, then the index, then the platform manifests) and the blobs it pushed. Cleanup steps have their own deadline, so they run even
 //! after the run deadline; a failure is reported as a cleanup failure, never hidden. A registry
 //! that refuses DELETE (405, UNSUPPORTED, DENIED, or an HTML 404 for what the run just pushed:
 //! DELETE is not routed) is said to, as `unsupported`, never as lost content; what it keeps is
@@ -7,21 +8,25 @@
 
 use http::{Method, StatusCode};
 
+use super::content::Content;
 use super::run::step;
 use super::run::Run;
 use crate::http::{redact_url, Request};
 use crate::oci::digest::Digest;
-use crate::oci::image::Image;
 use crate::outcome::{Failure, LeftBehind, Reason, Step};
 
 impl Run<'_> {
     /// Undoes everything the run created; what a registry that refuses DELETE keeps, or what
     /// cleanup does not delete by configuration, is counted as left behind.
-    pub(super) async fn cleanup(&mut self, image: &Image) {
+    pub(super) async fn cleanup(&mut self, content: &Content) {
+        self.cleaning = true;
         self.cancel_open_sessions().await;
         if !self.target().cleanup.deletes() {
-            self.leave(image, self.stored_manifests(), &self.uploaded.clone());
+            self.leave(content, self.stored_manifests(), &self.uploaded.clone());
             return;
+        }
+        if let Some(pushed) = self.artifact.clone() {
+            self.unlist_artifact(&pushed, "").await;
         }
         let deletes_blobs = self.target().cleanup.deletes_blobs();
         if let (Some(digest), Some(repo)) = (self.mounted.clone(), self.target().mount.clone()) {
@@ -33,36 +38,36 @@ impl Run<'_> {
                         .delete(Step::DeleteBlob, &subject, Some(&repo), &rest, false)
                         .await,
                 ) {
-                    self.leave(image, self.stored_manifests(), &self.uploaded.clone());
+                    self.leave(content, self.stored_manifests(), &self.uploaded.clone());
                     return;
                 }
             }
         }
         // Manifests go first: distribution refuses nothing here, but a registry that
-        // garbage-collects would otherwise still see the blobs referenced.
-        let manifests = self.manifests_pushed.clone();
+        // garbage-collects would otherwise still see the blobs referenced. Newest first, so
+        // nothing is deleted while a manifest still names it (an index its platforms, an
+        // artifact its subject).
+        let manifests: Vec<_> = self.manifests_pushed.iter().rev().cloned().collect();
         for (i, m) in manifests.iter().enumerate() {
             let rest = format!("manifests/{}", m.digest);
             let result = self
-                .delete(Step::DeleteManifest, "manifest", None, &rest, !m.stored)
+                .delete(Step::DeleteManifest, &m.label, None, &rest, !m.stored)
                 .await;
             if refused(&result) {
                 let left = manifests[i..].iter().filter(|m| m.stored).count() as u32;
-                self.leave(image, left, &self.uploaded.clone());
+                self.leave(content, left, &self.uploaded.clone());
                 return;
             }
         }
         let uploaded: Vec<Digest> = self.uploaded.clone();
         if !deletes_blobs {
-            self.leave(image, 0, &uploaded);
+            self.leave(content, 0, &uploaded);
             return;
         }
         for (i, digest) in uploaded.iter().enumerate() {
-            let label = image
-                .blobs()
-                .into_iter()
-                .find(|b| b.digest == *digest)
-                .map(|b| b.kind.to_string())
+            let label = content
+                .blob(digest)
+                .map(|(label, _)| label)
                 .unwrap_or_else(|| digest.to_string());
             let result = self
                 .delete(
@@ -74,7 +79,7 @@ impl Run<'_> {
                 )
                 .await;
             if refused(&result) {
-                self.leave(image, 0, &uploaded[i..]);
+                self.leave(content, 0, &uploaded[i..]);
                 return;
             }
         }
@@ -85,18 +90,23 @@ impl Run<'_> {
         self.manifests_pushed.iter().filter(|m| m.stored).count() as u32
     }
 
-    /// Records `manifests` and the bytes of `blobs` (of this run's image) as left on the
+    /// Records `manifests` and the bytes of `blobs` (of this run's content) as left on the
     /// registry: for its lifecycle policy or garbage collection, not for a later sweep.
-    fn leave(&mut self, image: &Image, manifests: u32, blobs: &[Digest]) {
-        let bytes = image
-            .blobs()
-            .iter()
-            .filter(|b| blobs.contains(&b.digest))
-            .map(|b| b.size)
-            .sum();
-        if manifests > 0 || bytes > 0 {
-            self.left_behind = Some(LeftBehind { manifests, bytes });
+    fn leave(&mut self, content: &Content, manifests: u32, blobs: &[Digest]) {
+        self.add_left_behind(manifests, content.bytes_of(blobs));
+    }
+
+    /// Adds to what the run leaves on the registry knowingly.
+    pub(super) fn add_left_behind(&mut self, manifests: u32, bytes: u64) {
+        if manifests == 0 && bytes == 0 {
+            return;
         }
+        let left = self.left_behind.get_or_insert(LeftBehind {
+            manifests: 0,
+            bytes: 0,
+        });
+        left.manifests += manifests;
+        left.bytes += bytes;
     }
 
     /// Cancels upload sessions that never completed (a failed or cut-off upload).

@@ -13,7 +13,7 @@ use super::run::step;
 use super::run::{Run, Session, Watch};
 use super::tags::{parse_run_tag, unix_now};
 use super::Prober;
-use crate::http::{Request, Response, MAX_MANIFEST_BYTES};
+use crate::http::{Request, TAG_LIST_BODY};
 use crate::outcome::{DeviationKind, Failure, Reason, Step, SweepReport};
 
 /// Pages of the tag list read at most (a repository with more tags is not the prober's).
@@ -119,16 +119,16 @@ impl Run<'_> {
                     }
                     other => other?,
                 };
-                next = next_page(&resp);
+                next = next_page(resp.header(header::LINK), &resp.raw_url);
                 let (method, shown) = (resp.method.clone(), resp.url.clone());
-                let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
-                let list: TagList = serde_json::from_slice(&body).map_err(|e| {
+                let body = call.read_body(resp, TAG_LIST_BODY).await?;
+                let page = parse_tag_list(&body).map_err(|e| {
                     Failure::new(
                         Reason::Protocol,
                         format!("{method} {shown}: tag list is not JSON: {e}"),
                     )
                 })?;
-                tags.extend(list.tags.unwrap_or_default());
+                tags.extend(page);
             }
             Ok(tags)
         })
@@ -151,6 +151,8 @@ impl Run<'_> {
             )
             .await?;
         let digest = crate::oci::digest::Digest::of(&manifest.body);
+        // Its artifacts first: they name it as their subject.
+        self.sweep_referrers(&digest, &subject).await;
         self.delete(
             Step::DeleteManifest,
             &subject,
@@ -159,8 +161,9 @@ impl Run<'_> {
             true,
         )
         .await?;
+        let blobs = self.leftover_blobs(&manifest, &subject).await;
         if self.target().cleanup.deletes_blobs() {
-            for blob in manifest.blobs("").unwrap_or_default() {
+            for blob in blobs {
                 let _ = self
                     .delete(
                         Step::DeleteBlob,
@@ -193,13 +196,24 @@ impl Run<'_> {
     }
 }
 
-/// The next page of a paginated list: `Link: </v2/...?n=..&last=..>; rel="next"`.
-fn next_page(resp: &Response) -> Option<url::Url> {
-    let link = resp.header(header::LINK)?;
-    let (target, params) = link.split_once(';')?;
+/// The tags of one tag list page (`"tags": null`, as Distribution sends once the last tag is
+/// deleted, is none).
+fn parse_tag_list(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let list: TagList = serde_json::from_slice(body)?;
+    Ok(list.tags.unwrap_or_default())
+}
+
+/// The next page of a paginated list, from the answer's `Link` header resolved against the
+/// URL that sent it: `Link: </v2/...?n=..&last=..>; rel="next"`.
+fn next_page(link: Option<&str>, base: &url::Url) -> Option<url::Url> {
+    let (target, params) = link?.split_once(';')?;
     if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
         return None;
     }
     let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-    resp.raw_url.join(target).ok()
+    base.join(target).ok()
 }
+
+#[cfg(test)]
+#[path = "hygiene_tests.rs"]
+mod tests;

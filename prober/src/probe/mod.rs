@@ -6,14 +6,19 @@
 //! function (`verify.rs`); push, pull, cleanup, mount, propagation, canaries and the hygiene
 //! sweep each have a file of their own.
 
+mod artifact;
 mod canary;
 mod cleanup;
+mod content;
 pub(crate) mod cost;
 mod hygiene;
+mod index;
+mod leftovers;
 mod mount;
 mod propagation;
 mod pull;
 mod push;
+mod referrers;
 mod run;
 mod tags;
 mod upload;
@@ -28,8 +33,9 @@ use tokio::time::Instant;
 use crate::config::{CleanupMode, Target, ORIGIN};
 use crate::http::transport::{Resolve, SystemResolver, Transport};
 use crate::http::Client;
-use crate::oci::image::Image;
-use crate::outcome::RunReport;
+use crate::outcome::{RunReport, Step};
+use content::{Content, Tagged};
+use referrers::Lookup;
 use run::{Endpoint, Run};
 
 pub use run::Watch;
@@ -116,16 +122,28 @@ impl Prober {
         let tag = self.tag_for(index, seed);
         let sizes = class.layer_sizes.clone();
         let manifest_type = self.target.manifest_type;
+        let (platforms, artifact) = (self.target.platforms.clone(), self.target.artifact.clone());
         // Hashing a large layer takes a while (1 GiB ~ 0.6 s): off the async workers.
-        let image =
-            tokio::task::spawn_blocking(move || Image::generate(seed, &sizes, manifest_type))
-                .await
-                .expect("image generation does not panic");
+        let content = tokio::task::spawn_blocking(move || {
+            Content::generate(
+                seed,
+                &sizes,
+                manifest_type,
+                platforms.as_ref(),
+                artifact.as_ref(),
+            )
+        })
+        .await
+        .expect("image generation does not panic");
 
         let origin_up = run.ping_all().await;
-        let pushed = origin_up && run.push_image(&image, &tag).await.is_ok();
+        let pushed = origin_up
+            && match &content.tagged {
+                Tagged::Image(image) => run.push_image(image, &tag).await.is_ok(),
+                Tagged::Index(index) => run.push_index(index, &tag).await.is_ok(),
+            };
         if pushed && self.target.mount.is_some() && run.may_continue() {
-            let _ = run.mount_blob(&image).await;
+            let _ = run.mount_blob(content.first_image()).await;
         }
         if pushed {
             // Replicated paths first, right after the push, so their delay is measured from it.
@@ -134,12 +152,35 @@ impl Prober {
             for &endpoint in &endpoints {
                 propagated.push(
                     !run.may_continue()
-                        || run.wait_propagation(endpoint, &image, &tag).await.is_ok(),
+                        || run.wait_propagation(endpoint, &content, &tag).await.is_ok(),
                 );
             }
             for (endpoint, ok) in endpoints.into_iter().zip(propagated) {
                 if ok && run.may_continue() {
-                    let _ = run.pull_image(endpoint, &image, &tag).await;
+                    let _ = match (&content.tagged, &self.target.platforms) {
+                        (Tagged::Index(index), Some(p)) => {
+                            run.pull_index(endpoint, index, &tag, &p.pull).await
+                        }
+                        (Tagged::Image(image), _) => run.pull_image(endpoint, image, &tag).await,
+                        (Tagged::Index(_), None) => Ok(()),
+                    };
+                }
+            }
+        }
+        if let (true, Some(artifact)) = (pushed && run.may_continue(), &content.artifact) {
+            let filter = self.target.artifact.as_ref().is_some_and(|a| a.filter);
+            if let Ok(done) = Box::pin(run.push_artifact(artifact, "")).await {
+                let indexed = Some(done.indexed);
+                run.artifact = Some(done);
+                if run.may_continue() {
+                    let lookup = Lookup {
+                        artifact,
+                        filter,
+                        indexed,
+                        prefix: String::new(),
+                        blob_step: Step::PullBlob,
+                    };
+                    let _ = Box::pin(run.find_referrer(run.origin(), &lookup)).await;
                 }
             }
         }
@@ -153,13 +194,15 @@ impl Prober {
                 }
             }
             if let Some(config) = self.target.canaries.as_ref().filter(|_| origin_up) {
-                canaries = Some(run.check_canaries(config).await);
+                // Boxed, as every artifact step: inline, debug builds overflow a worker's
+                // stack polling the run.
+                canaries = Some(Box::pin(run.check_canaries(config)).await);
             }
         }
         if !origin_up {
             // Nothing was pushed; leftovers of earlier runs are the sweep's.
         } else if self.target.cleanup.enabled {
-            run.cleanup(&image).await;
+            run.cleanup(&content).await;
         } else {
             run.cancel_open_sessions().await;
         }
@@ -176,10 +219,8 @@ impl Prober {
         let retry_after = run
             .rate_limited
             .map(|d| if d.is_zero() { class.interval } else { d });
-        let manifest_pushed = run
-            .manifests_pushed
-            .iter()
-            .any(|m| m.digest == image.manifest_digest);
+        let top = content.top().0;
+        let manifest_pushed = run.manifests_pushed.iter().any(|m| &m.digest == top);
         RunReport {
             trace_id: run.trace_id,
             target: self.target.name.clone(),
@@ -188,7 +229,7 @@ impl Prober {
             registry: self.target.registry.to_string(),
             repository: self.target.repository.clone(),
             tag: pushed.then_some(tag),
-            manifest_digest: manifest_pushed.then(|| image.manifest_digest.to_string()),
+            manifest_digest: manifest_pushed.then(|| top.to_string()),
             success,
             cleanup_failed,
             confirmation: false,
@@ -200,6 +241,7 @@ impl Prober {
             mount: run.mount,
             canaries,
             left_behind: run.left_behind,
+            referrers: run.referrers,
         }
     }
 
@@ -246,6 +288,7 @@ impl Prober {
             mount: None,
             canaries: None,
             left_behind: None,
+            referrers: Vec::new(),
         }
     }
 }

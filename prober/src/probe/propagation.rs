@@ -9,11 +9,11 @@ use http::header;
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 
+use super::content::Content;
 use super::run::step;
 use super::run::{Endpoint, Run};
 use super::verify;
 use crate::http::{redact_url, Request};
-use crate::oci::image::Image;
 use crate::outcome::{Failure, PropagationReport, Reason, Step};
 
 /// Margin before the step deadline at which polling gives up, so the last answer is reported
@@ -26,15 +26,14 @@ impl<'a> Run<'a> {
     pub(super) async fn wait_propagation(
         &mut self,
         endpoint: &'a Endpoint,
-        image: &Image,
+        content: &Content,
         tag: &str,
     ) -> Result<(), Failure> {
         let Some(propagation) = endpoint.propagation else {
             return Ok(());
         };
-        let digest = &image.manifest_digest;
+        let (digest, _, media_type) = content.top();
         let pushed = self.manifest_stored_at.unwrap_or_else(Instant::now);
-        let media_type = image.manifest_type.manifest_media_type();
         let mut delay = None;
         let result = step!(self, Step::WaitPropagation, endpoint, tag, |call| async {
             let url = call.url(&format!("manifests/{tag}"))?;

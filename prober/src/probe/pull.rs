@@ -10,14 +10,11 @@ use super::run::step;
 use super::run::{Endpoint, Run};
 use super::verify;
 use crate::config::Reference;
-use crate::http::{Request, MAX_MANIFEST_BYTES};
+use crate::http::{Request, MANIFEST_BODY};
 use crate::oci::digest::{Digest, Verifier};
 use crate::oci::image::Image;
 use crate::oci::manifest::{Named, Pulled, ACCEPT};
 use crate::outcome::{Failure, Reason, Step};
-
-/// Child manifests of an index verified per golden image, so a huge index cannot stall a run.
-const MAX_INDEX_CHILDREN: usize = 8;
 
 /// A manifest as pulled: its bytes and the Content-Type it came with.
 pub(super) struct Manifest {
@@ -50,7 +47,27 @@ impl<'a> Run<'a> {
         tag: &str,
     ) -> Result<(), Failure> {
         let repo = endpoint.client.repository();
-        let expected = Some((&image.manifest_digest, image.manifest.len() as u64));
+        let manifest = self
+            .pull_tagged(endpoint, tag, &image.manifest_digest, &image.manifest)
+            .await?;
+        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
+        for blob in blobs {
+            self.pull_blob(endpoint, Step::PullBlob, repo, blob).await?;
+        }
+        Ok(())
+    }
+
+    /// The manifest a run pushed (`body`, hashing to `digest`), pulled by `tag` and by digest
+    /// through `endpoint`; both must be the bytes pushed.
+    pub(super) async fn pull_tagged(
+        &mut self,
+        endpoint: &'a Endpoint,
+        tag: &str,
+        digest: &Digest,
+        body: &Bytes,
+    ) -> Result<Manifest, Failure> {
+        let repo = endpoint.client.repository();
+        let expected = Some((digest, body.len() as u64));
         self.pull_manifest(
             endpoint,
             Step::PullManifestByTag,
@@ -60,22 +77,15 @@ impl<'a> Run<'a> {
             expected,
         )
         .await?;
-        let digest = image.manifest_digest.as_str();
-        let manifest = self
-            .pull_manifest(
-                endpoint,
-                Step::PullManifestByDigest,
-                digest.to_string(),
-                repo,
-                digest,
-                expected,
-            )
-            .await?;
-        let blobs = manifest.blobs("").map_err(|f| self.note_failure(f))?;
-        for blob in blobs {
-            self.pull_blob(endpoint, Step::PullBlob, repo, blob).await?;
-        }
-        Ok(())
+        self.pull_manifest(
+            endpoint,
+            Step::PullManifestByDigest,
+            digest.to_string(),
+            repo,
+            digest.as_str(),
+            expected,
+        )
+        .await
     }
 
     /// Old content (a golden image or a canary): HEAD each blob, then GET it. Registries that
@@ -162,14 +172,7 @@ impl<'a> Run<'a> {
                 .pull_old_blobs(endpoint, Step::PullGoldenBlob, &golden.repository, blobs)
                 .await;
         }
-        let children = pulled.children(MAX_INDEX_CHILDREN).map_err(|e| {
-            self.note_failure(Failure::new(
-                Reason::Protocol,
-                format!("index of {golden} names an invalid digest: {e}"),
-            ))
-        })?;
-        for child in children {
-            let subject = format!("{golden} > {}", child.digest);
+        for (subject, child) in self.golden_children(golden, &pulled)? {
             let manifest = self
                 .pull_manifest(
                     endpoint,
@@ -213,14 +216,14 @@ impl<'a> Run<'a> {
                 .headers
                 .get("docker-content-digest")
                 .map(|v| v.to_str().unwrap_or("<not text>").to_string());
-            let body = call.read_body(resp, MAX_MANIFEST_BYTES).await?;
+            let body = call.read_body(resp, MANIFEST_BODY).await?;
             verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
             Ok(Manifest { body, media_type })
         })
     }
 
     /// GET one blob, streaming it through sha256; compares digest AND length.
-    async fn pull_blob(
+    pub(super) async fn pull_blob(
         &mut self,
         endpoint: &'a Endpoint,
         step: Step,

@@ -10,40 +10,94 @@ use tokio::time::Instant;
 use super::run::step;
 use super::run::{PushedManifest, Run, Session};
 use super::upload::{
-    blob_body, chunk_min_length, close_upload, put_created, upload_chunks, upload_whole,
-    CHUNK_MIN_LENGTH,
+    blob_body, chunk_min_length, close_upload, put_created_saying, upload_chunks, upload_whole,
+    CHUNK_MIN_LENGTH, OCI_SUBJECT,
 };
 use super::verify;
 use crate::config::UploadMode;
 use crate::http::{BodySource, Request};
-use crate::oci::image::{BlobRef, Image};
+use crate::oci::digest::Digest;
+use crate::oci::image::Image;
 use crate::outcome::{Failure, Reason, Step};
+
+/// A blob to push: what the steps name it, its digest and size, and its bytes.
+pub(super) struct Blob {
+    pub(super) subject: String,
+    pub(super) digest: Digest,
+    pub(super) size: u64,
+    pub(super) body: BodySource,
+}
+
+impl Blob {
+    /// Every blob of `image`, config first, each subject prefixed with `prefix`.
+    pub(super) fn of_image(image: &Image, prefix: &str) -> Vec<Blob> {
+        image
+            .blobs()
+            .into_iter()
+            .map(|b| Blob {
+                subject: format!("{prefix}{}", b.kind),
+                body: blob_body(image, &b),
+                digest: b.digest,
+                size: b.size,
+            })
+            .collect()
+    }
+}
+
+/// A manifest to PUT: where (a tag or its digest), what the steps name it, its bytes.
+pub(super) struct ManifestPut<'m> {
+    pub(super) step: Step,
+    pub(super) reference: &'m str,
+    pub(super) subject: String,
+    pub(super) media_type: &'m str,
+    pub(super) body: &'m bytes::Bytes,
+    pub(super) digest: &'m Digest,
+    /// What cleanup calls it.
+    pub(super) label: &'m str,
+}
 
 impl Run<'_> {
     /// Pushes every blob, then the manifest. Stops at the first failure.
     pub(super) async fn push_image(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
-        for blob in image.blobs() {
+        self.push_blobs(Blob::of_image(image, "")).await?;
+        self.push_manifest(ManifestPut {
+            step: Step::PushManifest,
+            reference: tag,
+            subject: tag.to_string(),
+            media_type: image.manifest_type.manifest_media_type(),
+            body: &image.manifest,
+            digest: &image.manifest_digest,
+            label: "manifest",
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Pushes each blob the registry does not hold yet, in the target's upload mode. Stops at
+    /// the first failure.
+    pub(super) async fn push_blobs(&mut self, blobs: Vec<Blob>) -> Result<(), Failure> {
+        for blob in blobs {
             if self.check_blob(&blob).await? {
                 continue;
             }
             if self.class.upload == UploadMode::Post {
-                self.post_blob(image, &blob).await?;
+                self.post_blob(&blob).await?;
                 continue;
             }
             let min_chunk = self.start_upload(&blob).await?;
-            self.upload_blob(image, &blob, min_chunk).await?;
+            self.upload_blob(&blob, min_chunk).await?;
         }
-        self.push_manifest(image, tag).await
+        Ok(())
     }
 
     /// HEAD the blob: a fresh random blob must be unknown (404); an existing one is not re-sent.
-    async fn check_blob(&mut self, blob: &BlobRef) -> Result<bool, Failure> {
+    async fn check_blob(&mut self, blob: &Blob) -> Result<bool, Failure> {
         let origin = self.origin();
         step!(
             self,
             Step::CheckBlob,
             origin,
-            blob.kind.to_string(),
+            blob.subject.clone(),
             |call| async {
                 let url = call.url(&format!("blobs/{}", blob.digest))?;
                 let resp = call
@@ -62,13 +116,13 @@ impl Run<'_> {
 
     /// POST /blobs/uploads/: 202 with the session's Location, which the run remembers (cleanup
     /// cancels it unless the upload completes). Returns the registry's minimum chunk size.
-    async fn start_upload(&mut self, blob: &BlobRef) -> Result<u64, Failure> {
+    async fn start_upload(&mut self, blob: &Blob) -> Result<u64, Failure> {
         let origin = self.origin();
         let (location, min_chunk) = step!(
             self,
             Step::StartUpload,
             origin,
-            blob.kind.to_string(),
+            blob.subject.clone(),
             |call| async {
                 let url = call.url("blobs/uploads/")?;
                 let resp = call
@@ -95,18 +149,13 @@ impl Run<'_> {
     /// Uploads one blob into the session just opened and checks the registry stored what was
     /// sent. Each PATCH answer moves the session to a new Location, which the session follows,
     /// so cleanup cancels the latest one.
-    async fn upload_blob(
-        &mut self,
-        image: &Image,
-        blob: &BlobRef,
-        min_chunk: u64,
-    ) -> Result<(), Failure> {
+    async fn upload_blob(&mut self, blob: &Blob, min_chunk: u64) -> Result<(), Failure> {
         let origin = self.origin();
         let at = self.sessions.len() - 1;
         let mut location = self.sessions[at].url.clone();
-        let body = blob_body(image, blob);
+        let body = blob.body.clone();
         let mode = self.class.upload;
-        let subject = format!("{} ({} bytes)", blob.kind, blob.size);
+        let subject = format!("{} ({} bytes)", blob.subject, blob.size);
         let result = step!(self, Step::UploadBlob, origin, subject, |call| async {
             let put_body = match mode {
                 UploadMode::Monolithic => body,
@@ -134,11 +183,11 @@ impl Run<'_> {
     /// The OCI spec's single `POST /blobs/uploads/?digest=` carrying the whole blob: 201 with our
     /// digest. A registry that answers 202 opened an upload session instead (the spec allows
     /// it), which the same step completes as docker would: one PATCH, then the closing PUT.
-    async fn post_blob(&mut self, image: &Image, blob: &BlobRef) -> Result<(), Failure> {
+    async fn post_blob(&mut self, blob: &Blob) -> Result<(), Failure> {
         let origin = self.origin();
-        let body = blob_body(image, blob);
+        let body = blob.body.clone();
         let mut session = None;
-        let subject = format!("{} ({} bytes)", blob.kind, blob.size);
+        let subject = format!("{} ({} bytes)", blob.subject, blob.size);
         let result = step!(self, Step::UploadBlob, origin, subject, |call| async {
             let mut url = call.url("blobs/uploads/")?;
             url.query_pairs_mut()
@@ -185,28 +234,33 @@ impl Run<'_> {
         result
     }
 
-    /// PUT the manifest under the run's tag: 201, and the registry's digest must be ours.
-    async fn push_manifest(&mut self, image: &Image, tag: &str) -> Result<(), Failure> {
+    /// PUT a manifest (under the run's tag, or by digest): 201, and the registry's digest must
+    /// be ours. Cleanup deletes it. Returns the answer's OCI-Subject, when it has one.
+    pub(super) async fn push_manifest(
+        &mut self,
+        put: ManifestPut<'_>,
+    ) -> Result<Option<String>, Failure> {
         let origin = self.origin();
         self.manifests_pushed.push(PushedManifest {
-            digest: image.manifest_digest.clone(),
+            digest: put.digest.clone(),
             stored: false,
+            label: put.label.to_string(),
         });
-        let result = step!(self, Step::PushManifest, origin, tag, |call| async {
-            let url = call.url(&format!("manifests/{tag}"))?;
+        let ManifestPut {
+            step,
+            reference,
+            subject,
+            media_type,
+            body,
+            digest,
+            ..
+        } = put;
+        let result = step!(self, step, origin, subject, |call| async {
+            let url = call.url(&format!("manifests/{reference}"))?;
             let req = Request::new(Method::PUT, url)
-                .header(
-                    header::CONTENT_TYPE,
-                    image.manifest_type.manifest_media_type(),
-                )
-                .body(BodySource::Bytes(image.manifest.clone()));
-            put_created(
-                call,
-                &req,
-                Reason::ManifestBlobUnknown,
-                &image.manifest_digest,
-            )
-            .await
+                .header(header::CONTENT_TYPE, media_type)
+                .body(BodySource::Bytes(body.clone()));
+            put_created_saying(call, &req, Reason::ManifestBlobUnknown, digest, OCI_SUBJECT).await
         });
         if result.is_ok() {
             if let Some(m) = self.manifests_pushed.last_mut() {

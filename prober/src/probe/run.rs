@@ -32,14 +32,15 @@ use http::StatusCode;
 use tokio::time::Instant;
 use url::Url;
 
+use super::artifact::PushedArtifact;
 use super::verify;
 use super::Prober;
 use crate::config::{Propagation, SizeClass, Target};
-use crate::http::{Client, Request, Response, TokenFetch, Transcript};
+use crate::http::{BodyLimit, Client, Request, Response, TokenFetch, Transcript};
 use crate::oci::digest::{Digest, Verifier};
 use crate::outcome::{
     DeviationKind, Failure, HttpRecord, LeftBehind, MountOutcome, PropagationReport, Reason,
-    RunReport, Step, StepReport,
+    ReferrersReport, RunReport, Step, StepReport,
 };
 
 /// One endpoint a target is reached through, with its own client (and connection pool).
@@ -62,6 +63,9 @@ pub(super) struct Session {
 pub(super) struct PushedManifest {
     pub(super) digest: Digest,
     pub(super) stored: bool,
+    /// What cleanup calls it: "manifest" (the tagged image), "index", "linux/arm64 manifest",
+    /// "artifact".
+    pub(super) label: String,
 }
 
 /// What a run has done so far, readable from outside while the run goes on: the schedule cuts
@@ -265,7 +269,7 @@ impl<'a> Call<'a> {
     pub(super) async fn read_body(
         &mut self,
         resp: Response,
-        limit: usize,
+        limit: BodyLimit,
     ) -> Result<Bytes, Failure> {
         resp.read_body(limit, self.deadline, &mut self.tr).await
     }
@@ -316,6 +320,12 @@ pub(super) struct Run<'a> {
     /// The longest Retry-After of a rate-limited answer; once set, the run sends nothing more
     /// than its cleanup.
     pub(super) rate_limited: Option<Duration>,
+    /// The artifact this run pushed about its image (cleanup takes it out of the referrers).
+    pub(super) artifact: Option<PushedArtifact>,
+    /// How each path served the referrers looked up.
+    pub(super) referrers: Vec<ReferrersReport>,
+    /// Set once cleanup starts: every step from then on has the cleanup deadline.
+    pub(super) cleaning: bool,
 }
 
 impl<'a> Run<'a> {
@@ -341,6 +351,9 @@ impl<'a> Run<'a> {
             left_behind: None,
             down: vec![false; prober.endpoints.len()],
             rate_limited: None,
+            artifact: None,
+            referrers: Vec::new(),
+            cleaning: false,
         }
     }
 
@@ -387,12 +400,13 @@ impl<'a> Run<'a> {
         std::mem::take(&mut self.watch.lock().steps)
     }
 
-    /// When a step must end: cleanup steps have their own deadline, so they still run after
-    /// the run's; a replicated path's wait has the path's propagation timeout; every other step
-    /// has the step timeout. All but cleanup are cut at the run's deadline.
+    /// When a step must end: cleanup steps (and every step once cleanup started, such as
+    /// taking an artifact out of a referrers tag) have their own deadline, so they still run
+    /// after the run's; a replicated path's wait has the path's propagation timeout; every
+    /// other step has the step timeout. All but cleanup are cut at the run's deadline.
     fn deadline_of(&self, step: Step, endpoint: &Endpoint) -> Instant {
         let now = Instant::now();
-        if step.is_cleanup() {
+        if step.is_cleanup() || self.cleaning {
             return now + self.target().cleanup_timeout;
         }
         let timeout = match (step, endpoint.propagation) {

@@ -97,17 +97,23 @@ pub(super) async fn upload_whole(
 /// of it for a monolithic upload, nothing after chunks), answered 201 with our digest.
 pub(super) async fn close_upload(
     call: &mut Call<'_>,
-    mut location: Url,
+    location: Url,
     digest: &Digest,
     body: BodySource,
 ) -> Result<(), Failure> {
-    location
-        .query_pairs_mut()
-        .append_pair("digest", digest.as_str());
-    let req = Request::new(Method::PUT, location)
+    let req = Request::new(Method::PUT, closing_url(location, digest))
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(body);
     put_created(call, &req, Reason::BlobUploadUnknown, digest).await
+}
+
+/// The session's Location with `digest=<digest>` added to whatever query it carries (the
+/// session's state, a signature).
+fn closing_url(mut location: Url, digest: &Digest) -> Url {
+    location
+        .query_pairs_mut()
+        .append_pair("digest", digest.as_str());
+    location
 }
 
 /// The closing PUT of a blob or the manifest PUT: 201 Created, and the registry's
@@ -118,11 +124,30 @@ pub(super) async fn put_created(
     not_found: Reason,
     digest: &Digest,
 ) -> Result<(), Failure> {
+    put_created_saying(call, req, not_found, digest, OCI_SUBJECT)
+        .await
+        .map(|_| ())
+}
+
+/// The answer header by which a registry says it indexed a manifest's subject for the
+/// referrers API (distribution-spec, "Pushing Manifests with Subject").
+pub(super) const OCI_SUBJECT: &str = "oci-subject";
+
+/// `put_created`, keeping the answer's header `name` (as text, when it sent one).
+pub(super) async fn put_created_saying(
+    call: &mut Call<'_>,
+    req: &Request,
+    not_found: Reason,
+    digest: &Digest,
+    name: &str,
+) -> Result<Option<String>, Failure> {
     let resp = call
         .fetch_spec(req, StatusCode::CREATED, &[StatusCode::OK], not_found)
         .await?;
     verify::digest_header(&resp, digest)?;
-    call.discard(resp).await
+    let said = resp.header(name).map(str::to_string);
+    call.discard(resp).await?;
+    Ok(said)
 }
 
 pub(super) fn chunk_min_length(value: Option<&str>) -> u64 {
@@ -132,6 +157,33 @@ pub(super) fn chunk_min_length(value: Option<&str>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(crate::proptests::cases(256))]
+
+        /// Whatever query a session's Location carries, the closing PUT keeps it and adds the
+        /// digest once.
+        #[test]
+        fn the_closing_url_keeps_the_sessions_query_and_adds_the_digest(
+            pairs in proptest::collection::vec((".{0,8}", ".{0,12}"), 0..4),
+            hash in proptest::prelude::any::<[u8; 32]>(),
+            min_chunk in ".{0,12}",
+        ) {
+            let mut location = Url::parse("http://127.0.0.1:5000/v2/p/blobs/uploads/u").expect("a URL");
+            if !pairs.is_empty() {
+                location.query_pairs_mut().extend_pairs(&pairs);
+            }
+            let digest = Digest::from_sha256(hash);
+            let url = closing_url(location.clone(), &digest);
+            let mut want = pairs.clone();
+            want.push(("digest".to_owned(), digest.to_string()));
+            let got: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(url.path(), location.path());
+            // The chunk minimum, any text of it, is a number or none.
+            let _ = chunk_min_length(Some(&min_chunk));
+        }
+    }
 
     #[test]
     fn reads_the_chunk_minimum_and_ignores_garbage() {

@@ -6,7 +6,9 @@
 use http::{header, Method};
 
 use crate::http::Response;
+use crate::oci::artifact::Artifact;
 use crate::oci::digest::{Digest, Mismatch};
+use crate::oci::index::Entry;
 use crate::outcome::{DeviationKind, Failure, Reason};
 
 /// A deviation from the spec that real clients tolerate: its kind and what came back.
@@ -111,16 +113,19 @@ pub(super) fn mismatch(method: &Method, url: &str, m: Mismatch) -> Failure {
 /// count the last chunk only). Whether the registry holds the right bytes, the closing PUT's
 /// digest and the pull of every byte say.
 pub(super) fn upload_range(resp: &Response, end: u64) -> Option<Tolerated> {
-    let range = resp.header(header::RANGE)?;
-    let want = format!("0-{}", end - 1);
+    range_held(&resp.method, &resp.url, resp.header(header::RANGE)?, end)
+}
+
+/// `upload_range` on the Range header's text, `end` the bytes sent so far (none sent: nothing
+/// to check).
+fn range_held(method: &Method, url: &str, range: &str, end: u64) -> Option<Tolerated> {
+    let want = format!("0-{}", end.checked_sub(1)?);
     let (value, prefixed) = match range.strip_prefix("bytes=") {
         Some(rest) => (rest, true),
         None => (range, false),
     };
-    let said = format!(
-        "{} {}: registry holds Range {range} after this chunk, expected {want}",
-        resp.method, resp.url
-    );
+    let said =
+        format!("{method} {url}: registry holds Range {range} after this chunk, expected {want}");
     if value == want {
         return prefixed.then_some((DeviationKind::RangeFormat, said));
     }
@@ -165,6 +170,63 @@ pub(super) fn canary_unchanged(
         ),
     ))
 }
+
+/// A referrers answer that says it applied the artifactType filter lists that type only.
+pub(super) fn filtered_referrers(
+    what: &str,
+    entries: &[Entry],
+    artifact_type: &str,
+) -> Result<(), Failure> {
+    match entries
+        .iter()
+        .find(|e| e.artifact_type.as_deref() != Some(artifact_type))
+    {
+        None => Ok(()),
+        Some(other) => Err(Failure::new(
+            Reason::Protocol,
+            format!(
+                "{what} says it applied the artifactType filter ({artifact_type}) but lists {} of type {}",
+                other.digest,
+                other.artifact_type.as_deref().unwrap_or("(none)")
+            ),
+        )),
+    }
+}
+
+/// A referrers entry of our artifact gives the size and artifactType it was pushed with (the
+/// spec has the registry copy artifactType into the entry).
+pub(super) fn referrer_entry(
+    what: &str,
+    entry: &Entry,
+    artifact: &Artifact,
+) -> Result<(), Failure> {
+    let size = artifact.manifest.len() as u64;
+    if entry.size != size {
+        return Err(Failure::new(
+            Reason::SizeMismatch,
+            format!(
+                "{what} lists artifact {} with size {}, it was pushed with {size} bytes",
+                artifact.digest, entry.size
+            ),
+        ));
+    }
+    if entry.artifact_type.as_deref() != Some(artifact.artifact_type.as_str()) {
+        return Err(Failure::new(
+            Reason::Protocol,
+            format!(
+                "{what} lists artifact {} with artifactType {}, it was pushed as {}",
+                artifact.digest,
+                entry.artifact_type.as_deref().unwrap_or("(none)"),
+                artifact.artifact_type
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "verify_properties.rs"]
+mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -226,6 +288,45 @@ mod tests {
         assert_eq!(
             f.message,
             format!("canary t (pushed 2026-01-01T00:00:00Z) changed: its manifest is {a}, it was pushed as {b}")
+        );
+    }
+
+    #[test]
+    fn a_referrer_entry_must_carry_the_pushed_size_and_artifact_type() {
+        use crate::oci::artifact::Subject;
+        let subject = Subject {
+            media_type: "m".into(),
+            digest: Digest::of(b"s"),
+            size: 1,
+        };
+        let a = Artifact::generate(1, "application/x.a+json", 0, subject);
+        let entry = |size, artifact_type: Option<&str>| Entry {
+            digest: a.digest.clone(),
+            size,
+            media_type: String::new(),
+            platform: None,
+            artifact_type: artifact_type.map(str::to_string),
+        };
+        let len = a.manifest.len() as u64;
+        assert!(referrer_entry("w", &entry(len, Some("application/x.a+json")), &a).is_ok());
+        let f = referrer_entry("w", &entry(len + 1, Some("application/x.a+json")), &a).unwrap_err();
+        assert_eq!(f.reason, Reason::SizeMismatch);
+        let f = referrer_entry("w", &entry(len, None), &a).unwrap_err();
+        assert_eq!(
+            f.message,
+            format!(
+                "w lists artifact {} with artifactType (none), it was pushed as application/x.a+json",
+                a.digest
+            )
+        );
+        let f = filtered_referrers("w", &[entry(len, Some("other/x"))], "application/x.a+json")
+            .unwrap_err();
+        assert_eq!(f.reason, Reason::Protocol);
+        assert!(
+            f.message
+                .contains("says it applied the artifactType filter"),
+            "{}",
+            f.message
         );
     }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{
     ExporterBuildError, Protocol, WithExportConfig as _, WithHttpConfig as _,
@@ -251,6 +251,8 @@ enum RequestError {
     Timeout(Duration),
     #[error("reading the response")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the response is over its limit of {MAX_RESPONSE_BYTES} bytes, not read further")]
+    TooLong,
 }
 
 #[async_trait::async_trait]
@@ -301,7 +303,10 @@ impl OtlpClient {
         let body = timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BYTES).collect())
             .await
             .map_err(|_| RequestError::Timeout(self.timeout))?
-            .map_err(RequestError::Body)?
+            .map_err(|e| match e.downcast::<LengthLimitError>() {
+                Ok(_) => RequestError::TooLong,
+                Err(e) => RequestError::Body(e),
+            })?
             .to_bytes();
         Ok(http::Response::from_parts(parts, body))
     }

@@ -26,6 +26,9 @@ pub fn render(report: &RunReport) -> String {
             report.manifest_digest.as_deref().unwrap_or("-")
         );
     }
+    for r in &report.referrers {
+        let _ = writeln!(out, "referrers via {}: {}", r.path, r.mode.as_str());
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

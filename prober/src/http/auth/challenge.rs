@@ -58,7 +58,7 @@ pub fn parse_challenges(header: &str) -> Result<Vec<Challenge>, ChallengeError> 
             break;
         }
         let scheme = parser.token("expected an auth scheme")?;
-        let params = parser.challenge_params()?;
+        let params = parser.challenge_params(scheme)?;
         challenges.push(parser.challenge(scheme, params)?);
     }
     if challenges.is_empty() {
@@ -151,7 +151,7 @@ impl<'a> ChallengeParser<'a> {
 
     /// The auth-params after a scheme, stopping before the comma that starts the next
     /// challenge.
-    fn challenge_params(&mut self) -> Result<Vec<(&'a str, String)>, ChallengeError> {
+    fn challenge_params(&mut self, scheme: &str) -> Result<Vec<(&'a str, String)>, ChallengeError> {
         let mut params = Vec::new();
         match self.peek() {
             None | Some(b',') => return Ok(params),
@@ -162,7 +162,13 @@ impl<'a> ChallengeParser<'a> {
         if self.at_end() || self.peek() == Some(b',') {
             return Ok(params);
         }
-        if !self.param_follows() && self.token68_follows() {
+        // Basic and Bearer challenges carry parameters (RFC 7617, RFC 6750), so `realm=` there
+        // is a parameter missing its value. Another scheme's `YIIab==` is a token68, not a
+        // parameter `YIIab` missing its value.
+        let params_first = ["basic", "bearer"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s));
+        if self.token68_follows() && !(params_first && self.param_follows()) {
             // A token68 credential blob: no parameter we use, so it is skipped.
             self.skip_while(|b| b != b',');
             return Ok(params);
@@ -281,3 +287,7 @@ pub(super) fn quote_header(header: &str) -> String {
         None => header.to_owned(),
     }
 }
+
+#[cfg(test)]
+#[path = "challenge_tests.rs"]
+mod tests;

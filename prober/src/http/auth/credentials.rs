@@ -181,3 +181,7 @@ pub fn unsigned_jwt(claims: &str) -> String {
         b64(claims)
     )
 }
+
+#[cfg(test)]
+#[path = "credentials_tests.rs"]
+mod tests;

@@ -97,14 +97,36 @@ pub fn helper_server(registry_host: &str) -> String {
     }
 }
 
+/// A docker config.json holding credentials for hundreds of registries stays far under this;
+/// a bigger file is not one (a path to the wrong file, a device).
+pub const MAX_DOCKER_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The bytes of a file the user named, at most `limit` of them: a bigger file is an error
+/// saying so, and no more than `limit` + 1 bytes are read.
+pub fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {limit} bytes, not read further"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Reads `path` and finds the entry for `registry_host` (see [`parse_docker_config`]).
 pub fn read_docker_config(
     path: &Path,
     registry_host: &str,
 ) -> Result<Option<DockerConfigEntry>, DockerConfigError> {
-    let text = std::fs::read(path).map_err(|source| DockerConfigError::Unreadable {
-        path: path.to_owned(),
-        source,
+    let text = read_capped(path, MAX_DOCKER_CONFIG_BYTES).map_err(|source| {
+        DockerConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     parse_docker_config(&text, path, registry_host)
 }

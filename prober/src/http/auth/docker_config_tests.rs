@@ -276,3 +276,147 @@ fn reports_an_unreadable_file_naming_it() {
     );
     assert!(matches!(err, DockerConfigError::Unreadable { .. }));
 }
+
+mod properties {
+    //! Any bytes are read or refused without a panic and without showing a secret; entries
+    //! written in every key form docker has used give back the credentials put in, the best
+    //! key form wins, and another host's entry is never taken.
+
+    use base64::engine::general_purpose::STANDARD;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+    use crate::proptests::cases;
+
+    /// The key forms of `host`, best first, as `key_rank` orders them.
+    fn key_forms(host: &str) -> [String; 6] {
+        [
+            host.to_owned(),
+            format!("https://{host}"),
+            format!("http://{host}"),
+            format!("{host}/v1/"),
+            format!("https://{host}/v2/"),
+            format!("http://{host}/v1/"),
+        ]
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,8}(\\.[a-z]{2,3})?(:[0-9]{1,5})?"
+    }
+
+    /// A base64 "auth" as tools write it: padded or not, with surrounding whitespace or not.
+    fn auth(user: &str, password: &str, unpadded: bool, spaced: bool) -> String {
+        let mut b64 = STANDARD.encode(format!("{user}:{password}"));
+        if unpadded {
+            b64 = b64.trim_end_matches('=').to_owned();
+        }
+        if spaced {
+            b64 = format!(" {b64}\n");
+        }
+        b64
+    }
+
+    fn secret_values() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "s3cr3t[ -~]{0,20}".prop_map(Value::String),
+            "s3cr3t[^\"]{0,10}".prop_map(|s| json!([s])),
+            "s3cr3t!!".prop_map(|s| json!({ "nested": s })),
+            any::<i64>().prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        #[test]
+        fn any_bytes_are_read_or_refused_without_a_panic(
+            text in proptest::collection::vec(any::<u8>(), 0..300),
+            host in host(),
+        ) {
+            let _ = parse_docker_config(&text, Path::new("c.json"), &host);
+        }
+
+        #[test]
+        fn an_entry_in_any_key_form_gives_back_the_credentials_put_in(
+            host in host(),
+            form in 0usize..6,
+            user in "[^:]{0,12}",
+            password in any::<String>(),
+            fields in any::<bool>(),
+            unpadded in any::<bool>(),
+            spaced in any::<bool>(),
+        ) {
+            let key = key_forms(&host)[form].clone();
+            let entry = if fields && !user.is_empty() && !password.is_empty() {
+                json!({ "username": user, "password": password })
+            } else {
+                json!({ "auth": auth(&user, &password, unpadded, spaced) })
+            };
+            let config = json!({ "auths": { key.clone(): entry } }).to_string();
+            let found = parse_docker_config(config.as_bytes(), Path::new("c.json"), &host);
+            prop_assert_eq!(
+                found.expect("a well-formed entry"),
+                Some(DockerConfigEntry::Inline { key, credentials: Credentials::new(user, password) })
+            );
+        }
+
+        #[test]
+        fn the_best_key_form_wins_and_another_hosts_entry_is_never_taken(
+            host in host(),
+            other in host(),
+            forms in proptest::sample::subsequence((0usize..6).collect::<Vec<_>>(), 0..=6),
+            other_forms in proptest::sample::subsequence((0usize..6).collect::<Vec<_>>(), 0..=6),
+        ) {
+            prop_assume!(!host.eq_ignore_ascii_case(&other));
+            let mut auths = Map::new();
+            for &form in &forms {
+                let user = format!("user{form}");
+                auths.insert(key_forms(&host)[form].clone(), json!({ "auth": auth(&user, "p", false, false) }));
+            }
+            for &form in &other_forms {
+                auths.insert(key_forms(&other)[form].clone(), json!({ "auth": auth("other", "p", false, false) }));
+            }
+            let config = json!({ "auths": auths }).to_string();
+            let found = parse_docker_config(config.as_bytes(), Path::new("c.json"), &host)
+                .expect("well-formed entries");
+            let want = forms.iter().min().map(|&best| DockerConfigEntry::Inline {
+                key: key_forms(&host)[best].clone(),
+                credentials: Credentials::new(format!("user{best}"), "p"),
+            });
+            prop_assert_eq!(found, want);
+        }
+
+        #[test]
+        fn a_refused_entry_never_shows_a_secret(
+            host in host(),
+            fields in proptest::collection::btree_map(
+                prop::sample::select(vec!["auth", "username", "password", "identitytoken", "email"]),
+                secret_values(),
+                0..4,
+            ),
+            // A helper's name is no secret: messages quote it.
+            helper in proptest::option::of(prop_oneof![
+                "[a-z.-]{0,8}".prop_map(Value::String),
+                "[ -~]{0,8}".prop_map(Value::String),
+                Just(json!(1)),
+            ]),
+        ) {
+            let mut config = json!({ "auths": { host.clone(): fields } });
+            if let Some(helper) = helper {
+                config["credHelpers"] = json!({ host.clone(): helper });
+            }
+            let text = config.to_string();
+            if let Err(e) = parse_docker_config(text.as_bytes(), Path::new("c.json"), &host) {
+                let mut shown = format!("{e} {e:?}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    shown.push_str(&s.to_string());
+                    source = s.source();
+                }
+                prop_assert!(!shown.contains("s3cr3t"), "{}", shown);
+            }
+        }
+    }
+}

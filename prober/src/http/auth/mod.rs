@@ -12,7 +12,8 @@ pub use challenge::{parse_challenges, Challenge};
 pub use credentials::unsigned_jwt;
 pub use credentials::{token_shape, Credentials, MalformedToken, IDENTITY_TOKEN_USER};
 pub use docker_config::{
-    helper_server, parse_docker_config, read_docker_config, DockerConfigEntry, DockerConfigError,
+    helper_server, parse_docker_config, read_capped, read_docker_config, DockerConfigEntry,
+    DockerConfigError, MAX_DOCKER_CONFIG_BYTES,
 };
 pub use token::{
     parse_token_response, repository_scope, token_form, token_url, Action, Grant, TokenCache,

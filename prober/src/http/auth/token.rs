@@ -288,3 +288,7 @@ impl fmt::Debug for TokenCache {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;

@@ -92,6 +92,8 @@ impl Client {
         let mut url = req.url.clone();
         let mut authed_retry = false;
         let mut hops = 0;
+        // The first redirect (status, from where), named in every message about the answer.
+        let mut redirected: Option<(StatusCode, String)> = None;
         loop {
             let same_origin = url.origin() == self.base.origin();
             let mut headers = req.headers.clone();
@@ -157,6 +159,7 @@ impl Client {
                 hops += 1;
                 let next = resp.location();
                 let resp_url = resp.url.clone();
+                redirected.get_or_insert((status, resp_url.clone()));
                 let _ = resp.read_error(deadline, tr).await;
                 let next = next?;
                 if hops > MAX_REDIRECTS {
@@ -172,6 +175,14 @@ impl Client {
                 }
                 url = next;
                 continue;
+            }
+            let mut resp = resp;
+            if let Some((status, from)) = redirected {
+                resp.url = format!(
+                    "{} (after a {} redirect from {from})",
+                    resp.url,
+                    status.as_u16()
+                );
             }
             return Ok(resp);
         }

@@ -253,3 +253,52 @@ async fn an_identity_token_cannot_answer_a_basic_challenge_and_the_ping_says_so_
         format!("GET http://{addr}/v2/p/manifests/t: the registry asks for basic credentials, and the configured ones are an identity token, which only a token service takes")
     );
 }
+
+#[tokio::test]
+async fn a_token_response_over_its_bound_fails_naming_the_limit_and_the_token_url() {
+    use crate::http::response::tests::{serve, Answer, CHUNK, ENDLESS};
+    use crate::http::response::TOKEN_BODY;
+    let realm = Arc::new(std::sync::OnceLock::<String>::new());
+    let challenge = realm.clone();
+    let (addr, _) = serve(move |target| {
+        if target.starts_with("/token") {
+            return Answer {
+                status: 200,
+                headers: Vec::new(),
+                body: ENDLESS,
+            };
+        }
+        let realm = challenge.get().expect("set before the first request");
+        Answer {
+            status: 401,
+            headers: vec![(
+                "www-authenticate",
+                format!(r#"Bearer realm="{realm}",service="s""#),
+            )],
+            body: 0,
+        }
+    })
+    .await;
+    realm.set(format!("http://{addr}/token")).expect("set once");
+    let c = client(addr, None);
+    let (result, tr) = get_manifest(&c).await;
+    let f = result.expect_err("no token");
+    assert_eq!(f.reason, Reason::Protocol);
+    assert_eq!(
+        f.message,
+        format!(
+            "GET http://{addr}/token?service=s&scope=repository%3Ap%3Apull: token response over \
+             its limit of 1048576 bytes, not read further"
+        )
+    );
+    let fetch = tr.token_fetches.first().expect("a token fetch");
+    let received = fetch
+        .requests
+        .last()
+        .expect("the token request")
+        .bytes_received;
+    assert!(
+        received > TOKEN_BODY.bytes as u64 && received <= (TOKEN_BODY.bytes + CHUNK) as u64,
+        "read {received} bytes"
+    );
+}

@@ -18,7 +18,7 @@ use crate::http::auth::{self, Credentials, Grant, TokenKey};
 use crate::http::errors::failure_for_status;
 use crate::http::keychain::Current;
 use crate::http::request::BodySource;
-use crate::http::response::{Response, MAX_ERROR_BODY};
+use crate::http::response::{Response, TOKEN_BODY};
 use crate::http::transcript::{TokenFetch, Transcript};
 use crate::outcome::{Failure, Reason};
 
@@ -272,7 +272,7 @@ impl Client {
             f.message = format!("token request failed: {}", f.message);
             return Err(f);
         }
-        let body = resp.read_body(MAX_ERROR_BODY, deadline, tr).await?;
+        let body = resp.read_body(TOKEN_BODY, deadline, tr).await?;
         let token = auth::parse_token_response(&body, sent.into_std(), sent_wall)
             .map_err(|e| Failure::new(Reason::Auth, format!("{method} {url}: {e}")))?;
         let value = token.value.clone();

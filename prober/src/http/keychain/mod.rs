@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::auth::{helper_server, parse_docker_config, read_docker_config, Credentials};
+use super::auth::{read_capped, MAX_DOCKER_CONFIG_BYTES};
 use super::auth::{DockerConfigEntry, DockerConfigError};
 pub use helper::HelperError;
 
@@ -138,7 +139,8 @@ impl CredentialSource {
         path: PathBuf,
         refresh: Refresh,
     ) -> Result<CredentialSource, KeychainError> {
-        let credentials = Credentials::new(&username, password_from(&path, std::fs::read(&path))?);
+        let read = read_capped(&path, MAX_PASSWORD_FILE_BYTES);
+        let credentials = Credentials::new(&username, password_from(&path, read)?);
         let source = CredentialSource::new(Origin::PasswordFile { username, path }, refresh);
         source.store(credentials, None);
         Ok(source)
@@ -280,15 +282,15 @@ impl CredentialSource {
         match &self.origin {
             Origin::Fixed(credentials) => Ok((credentials.clone(), None)),
             Origin::PasswordFile { username, path } => {
-                let password = password_from(path, tokio::fs::read(path).await)?;
+                let read = read_capped_blocking(path, MAX_PASSWORD_FILE_BYTES).await;
+                let password = password_from(path, read)?;
                 Ok((Credentials::new(username, password), None))
             }
             Origin::DockerConfig { path, host } => {
-                let text = tokio::fs::read(path).await.map_err(|source| {
-                    DockerConfigError::Unreadable {
-                        path: path.clone(),
-                        source,
-                    }
+                let read = read_capped_blocking(path, MAX_DOCKER_CONFIG_BYTES).await;
+                let text = read.map_err(|source| DockerConfigError::Unreadable {
+                    path: path.clone(),
+                    source,
                 })?;
                 let entry = parse_docker_config(&text, path, host)?;
                 let (credentials, from) = match entry {
@@ -368,6 +370,17 @@ fn usable_until(
 }
 
 /// A password file's content: one trailing newline (as `echo` writes) is not part of it.
+/// A password file holds one password (or token): a bigger file is not one.
+const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
+
+/// `read_capped` off the runtime's workers, as tokio::fs reads.
+async fn read_capped_blocking(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || read_capped(&path, limit))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 fn password_from(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<String, KeychainError> {
     let bytes = read.map_err(|source| KeychainError::PasswordFile {
         path: path.to_owned(),

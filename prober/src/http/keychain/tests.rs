@@ -329,3 +329,113 @@ async fn credentials_that_state_an_expiry_are_used_no_longer_than_until_a_minute
         "{err}"
     );
 }
+
+mod properties {
+    //! A helper's output, any bytes of it, is read or refused without a panic and without
+    //! being shown; an answer written from a model gives back the credentials put in.
+
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+    use crate::http::auth::IDENTITY_TOKEN_USER;
+    use crate::proptests::cases;
+
+    fn field() -> impl Strategy<Value = Option<Value>> {
+        proptest::option::of(prop_oneof![
+            4 => "s3cr3t[!-~]{0,20}".prop_map(Value::String),
+            1 => Just(Value::String(String::new())),
+            1 => Just(Value::String("<token>".to_owned())),
+            1 => Just(Value::Null),
+            1 => any::<i32>().prop_map(Value::from),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        #[test]
+        fn any_output_is_read_or_refused_without_being_shown(
+            out in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            if let Err(e) = helper::parse_output(&out, "docker-credential-test", "r.example") {
+                let shown = e.to_string();
+                prop_assert!(shown.starts_with("credential helper docker-credential-test "), "{}", shown);
+                prop_assert!(shown.len() < 200, "{}", shown);
+            }
+        }
+
+        #[test]
+        fn an_answer_gives_back_the_credentials_put_in(username in field(), secret in field()) {
+            let mut answer = Map::new();
+            answer.insert("ServerURL".to_owned(), json!("r.example"));
+            for (name, value) in [("Username", &username), ("Secret", &secret)] {
+                if let Some(v) = value {
+                    answer.insert(name.to_owned(), v.clone());
+                }
+            }
+            let out = Value::Object(answer).to_string();
+            let text = |v: &Option<Value>| match v {
+                None | Some(Value::Null) => Some(String::new()),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => None,
+            };
+            let got = helper::parse_output(out.as_bytes(), "docker-credential-test", "r.example");
+            match (text(&username), text(&secret)) {
+                (Some(user), Some(secret)) if !secret.is_empty() && user == IDENTITY_TOKEN_USER => {
+                    // A refresh token of printable ASCII has the shape of one.
+                    let got = got.expect("an identity token");
+                    prop_assert_eq!(got.refresh_token(), Some(secret.as_str()));
+                }
+                (Some(user), Some(secret)) if !secret.is_empty() && !user.is_empty() => {
+                    prop_assert_eq!(got.expect("credentials"), Credentials::new(user, secret));
+                }
+                _ => {
+                    let e = got.expect_err("no usable credentials");
+                    prop_assert!(!e.to_string().contains("s3cr3t"), "{}", e);
+                }
+            }
+        }
+    }
+}
+
+/// A file a user names is read up to its bound, at start and when read again: a bigger one (a
+/// path to the wrong file) is an error naming the file and the limit.
+#[tokio::test]
+async fn a_password_file_or_docker_config_over_its_bound_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, vec![b'p'; 64 * 1024 + 1]).expect("write");
+    let err = CredentialSource::password_file("u".into(), pw.clone(), Refresh::default())
+        .expect_err("over the bound");
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read password file {}: larger than 65536 bytes, not read further",
+            pw.display()
+        )
+    );
+    // Within the bound at start, over it when read again.
+    std::fs::write(&pw, "one").expect("write");
+    let source = CredentialSource::password_file("u".into(), pw.clone(), refresh(Duration::ZERO))
+        .expect("readable");
+    std::fs::write(&pw, vec![b'p'; 64 * 1024 + 1]).expect("write");
+    let err = source.get(soon()).await.expect_err("over the bound");
+    assert!(
+        error_chain(&err).ends_with("larger than 65536 bytes, not read further"),
+        "{}",
+        error_chain(&err)
+    );
+
+    let config = dir.path().join("config.json");
+    let padding = " ".repeat(4 * 1024 * 1024);
+    std::fs::write(&config, format!(r#"{{"auths":{{}}}}{padding}"#)).expect("write");
+    let err = CredentialSource::docker_config(config.clone(), "r".into(), Refresh::default())
+        .expect_err("over the bound");
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read docker config {config:?}: larger than 4194304 bytes, not read further"
+        )
+    );
+}

@@ -1,5 +1,7 @@
 //! The pool: idle HTTP/1.1 connections per origin (a few, oldest dropped first) and one shared
 //! HTTP/2 connection, and the short wait for a busy HTTP/1.1 connection to come free.
+//! Hand-rolled: hyper-util's pooled Client opens connections no request is charged with (see
+//! docs/http-pool-spike.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -75,6 +75,7 @@ fn report(target: &str) -> RunReport {
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
         target: target.into(),
         registry: "http://127.0.0.1:5000/".into(),
         repository: "probe/x".into(),
@@ -255,5 +256,43 @@ fn logged_urls_carry_no_credentials() {
     assert!(
         shown.starts_with("http://collector:4318/v1/traces"),
         "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_collectors_answer_over_its_bound_fails_naming_the_limit_and_the_url() {
+    use crate::http::response::tests::{serve, Answer, ENDLESS};
+    let (addr, _) = serve(|_| Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: ENDLESS,
+    })
+    .await;
+    let url: url::Url = format!("http://{addr}/v1/traces").parse().expect("url");
+    let client = OtlpClient {
+        transport: Transport::new(
+            tls::client_config(&TlsOptions::default()).expect("tls"),
+            Arc::new(SystemResolver),
+        ),
+        headers: OtlpHeaders(Vec::new()),
+        timeout: Duration::from_secs(20),
+        last_error: LastError::default(),
+        announced: AtomicBool::new(false),
+    };
+    let request = http::Request::post(url.as_str())
+        .body(Bytes::from(
+            ExportTraceServiceRequest::default().encode_to_vec(),
+        ))
+        .expect("request");
+    client
+        .send_bytes(request)
+        .await
+        .expect_err("over the bound");
+    assert_eq!(
+        client.last_error.take().as_deref(),
+        Some(
+            format!("{url}: the response is over its limit of 4194304 bytes, not read further")
+                .as_str()
+        )
     );
 }

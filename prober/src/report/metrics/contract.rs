@@ -9,7 +9,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use serde::Serialize;
 
-use super::family::PREFIX;
+/// Every metric name starts with this.
+pub(super) const PREFIX: &str = "registry_prober";
 
 /// Every family the prober exports.
 #[derive(Clone, Debug, Serialize)]

@@ -17,11 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use super::contract::{FamilySpec, LabelSpec};
+use super::contract::{FamilySpec, LabelSpec, PREFIX};
 use crate::config::{Target, ORIGIN};
-
-/// Every metric name starts with this.
-pub(super) const PREFIX: &str = "registry_prober";
 
 /// A gauge holding a float (unix timestamps and intervals in seconds).
 pub(super) type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;

@@ -10,6 +10,7 @@ mod contract;
 mod encode;
 mod family;
 mod http;
+mod referrers;
 mod run;
 mod service;
 mod step;
@@ -30,6 +31,7 @@ use crate::outcome::{RunReport, SweepReport};
 use content::ContentMetrics;
 use family::{Configured, Families, Name};
 use http::HttpMetrics;
+use referrers::ReferrersMetrics;
 use run::RunMetrics;
 use service::ServiceMetrics;
 use step::StepMetrics;
@@ -42,6 +44,7 @@ pub struct Metrics {
     step: StepMetrics,
     http: HttpMetrics,
     content: ContentMetrics,
+    referrers: ReferrersMetrics,
     service: ServiceMetrics,
 }
 
@@ -64,6 +67,7 @@ impl Metrics {
             step: StepMetrics::register(&mut families),
             http: HttpMetrics::register(&mut families),
             content: ContentMetrics::register(&mut families),
+            referrers: ReferrersMetrics::register(&mut families),
             service: ServiceMetrics::register(&mut families),
         };
         let contract = Contract {
@@ -92,6 +96,7 @@ impl Metrics {
         self.step.retain(&configured);
         self.http.retain(&configured);
         self.content.retain(&configured);
+        self.referrers.retain(&configured);
     }
 
     /// Counts one finished run: its result, its steps per path, its exchanges and transfers,
@@ -106,13 +111,22 @@ impl Metrics {
             self.content.observe_step(&target, &class, step);
         }
         self.content.observe_run(&target, report);
+        self.referrers.observe_run(&target, report);
         self.http.observe_certificates(&target, &report.steps);
         self.http.observe_rate_limits(&target, &report.steps);
     }
 
-    /// Counts one hygiene sweep and what it removed.
+    /// Counts one hygiene sweep, what it removed and its exchanges: a connection the sweep
+    /// opened is reused by the runs after it, so its dns, connect and tls phases (and the
+    /// certificates it met) are only ever seen here.
     pub fn observe_sweep(&self, sweep: &SweepReport) {
         self.content.observe_sweep(sweep);
+        let target = Name::from(sweep.target.as_str());
+        for step in &sweep.steps {
+            self.http.observe_step(&target, step);
+        }
+        self.http.observe_certificates(&target, &sweep.steps);
+        self.http.observe_rate_limits(&target, &sweep.steps);
     }
 
     /// A scheduled run of `size_class` did not start, for `cause`.

@@ -9,6 +9,7 @@ use strum::IntoEnumIterator as _;
 use super::family::{
     closed_label, label_sets, Configured, Families, Name, Outcome, Scope, Tracked,
 };
+use super::referrers::has_artifacts;
 use crate::config::{Target, ORIGIN};
 use crate::outcome::{DeviationKind, Reason, Step, StepReport};
 
@@ -40,6 +41,26 @@ fn step_histogram() -> Histogram {
 /// path's auth may need, and the propagation wait of replicated paths.
 pub(super) fn runs_on_pull_paths(step: Step) -> bool {
     step.is_pull() || matches!(step, Step::Ping | Step::WaitPropagation | Step::Token)
+}
+
+/// Whether `target` runs `step` on the origin (`origin`) or a pull path: the steps of indexes
+/// only with `image.platforms`; those of referrers only with artifacts, and on pull paths only
+/// for canaries' (a run's artifact is looked up on the origin).
+pub(super) fn runs_step(target: &Target, step: Step, origin: bool) -> bool {
+    if !origin && !runs_on_pull_paths(step) {
+        return false;
+    }
+    if step.is_index() {
+        return target.platforms.is_some();
+    }
+    if step.is_referrers() {
+        let canaries = target
+            .canaries
+            .as_ref()
+            .is_some_and(|c| c.artifact.is_some());
+        return canaries || (origin && has_artifacts(target));
+    }
+    true
 }
 
 impl StepMetrics {
@@ -99,7 +120,7 @@ impl StepMetrics {
                     kind,
                 });
             }
-            for step in Step::iter().filter(|s| origin || runs_on_pull_paths(*s)) {
+            for step in Step::iter().filter(|s| runs_step(target, *s, origin)) {
                 for result in Outcome::iter() {
                     self.steps.touch(StepResultLabels {
                         target: t.clone(),

@@ -9,7 +9,8 @@ use super::encode::to_prometheus_text;
 use super::*;
 use crate::config::{RawConfig, ORIGIN};
 use crate::outcome::{
-    CanarySummary, HttpRecord, MountOutcome, PropagationReport, Reason, Step, StepReport,
+    CanarySummary, HttpRecord, MountOutcome, PropagationReport, Reason, ReferrersMode,
+    ReferrersReport, Step, StepReport,
 };
 
 const TARGET: &str = "t";
@@ -43,6 +44,14 @@ targets:
     registry: https://registry.example
     repository: probe/prober
 "#;
+
+/// FULL with a multi-platform index, artifacts about every run's image and about canaries.
+fn with_referrers() -> String {
+    FULL.replace(
+        "    canaries:\n      enabled: true\n",
+        "    canaries:\n      enabled: true\n      artifact: true\n    artifact:\n      enabled: true\n    image:\n      platforms: [linux/amd64, linux/arm64]\n",
+    )
+}
 
 fn targets(yaml: &str) -> Vec<Target> {
     let raw = RawConfig::from_yaml(yaml).expect("the test config parses");
@@ -135,6 +144,7 @@ fn run(size_class: &str, success: bool, started_unix: u64, steps: Vec<StepReport
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
     }
 }
 
@@ -230,12 +240,12 @@ fn failed_run() -> RunReport {
     report
 }
 
-/// Every step each path of `t` can run, each on a new connection, every transfer a success,
-/// and everything a run of the first class reports when `full`.
-fn every_step_run(size_class: &str, paths: &[&str], full: bool) -> RunReport {
+/// Every step each path of `target` can run, each on a new connection, every transfer a
+/// success, and everything a run of the first class reports when `full`.
+fn every_step_run(target: &Target, size_class: &str, paths: &[&str], full: bool) -> RunReport {
     let mut steps = Vec::new();
     for path in std::iter::once(ORIGIN).chain(paths.iter().copied()) {
-        for s in Step::iter().filter(|s| path == ORIGIN || step::runs_on_pull_paths(*s)) {
+        for s in Step::iter().filter(|s| step::runs_step(target, *s, path == ORIGIN)) {
             steps.push(on(
                 path,
                 new_connection(step(s, "x", 1000, 1000), "https://r.example/", 1),
@@ -250,6 +260,16 @@ fn every_step_run(size_class: &str, paths: &[&str], full: bool) -> RunReport {
             delay_seconds: Some(secs(1.0)),
         })
         .collect();
+    if step::runs_step(target, Step::ListReferrers, true) {
+        report.referrers = std::iter::once(ORIGIN)
+            .chain(paths.iter().copied())
+            .filter(|p| step::runs_step(target, Step::ListReferrers, *p == ORIGIN))
+            .map(|p| ReferrersReport {
+                path: p.to_string(),
+                mode: ReferrersMode::TagSchema,
+            })
+            .collect();
+    }
     if full {
         report.mount = Some(MountOutcome::Mounted);
         report.canaries = Some(CanarySummary {
@@ -272,6 +292,10 @@ fn metrics(yaml: &str) -> (Registry, Metrics) {
 fn observed() -> String {
     let (registry, metrics) = metrics(FULL);
     let mut run = successful_run();
+    run.referrers = vec![ReferrersReport {
+        path: ORIGIN.into(),
+        mode: ReferrersMode::TagSchema,
+    }];
     run.steps[0].requests[0].rate_limit = vec![
         ("ratelimit-limit".into(), "100;w=21600".into()),
         ("ratelimit-remaining".into(), "99;w=21600".into()),
@@ -655,32 +679,34 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_101_series_and_an_observed_one_at_most_677_plus_step_failures() {
+fn a_new_target_has_103_series_and_an_observed_one_at_most_679_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 101);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 103);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
-    metrics.observe_run(&every_step_run("default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 677);
+    let target = &targets(PLAIN)[0];
+    metrics.observe_run(&every_step_run(target, "default", &[], false));
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 679);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 64 + 37 C + 32 P (+2 mount, +1 canaries); at most
-    // 175 + 502 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 64 + 39 C + 32 P (+2 mount, +1 canaries); at most
+    // 175 + 504 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 37 * c + 32 * p + 2 + 1
+        64 + 39 * c + 32 * p + 2 + 1
     );
-    metrics.observe_run(&every_step_run("small", &["cache"], true));
-    metrics.observe_run(&every_step_run("large", &["cache"], false));
+    let target = &targets(FULL)[0];
+    metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
+    metrics.observe_run(&every_step_run(target, "large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        175 + 502 * c + 160 * p + 242 * c * p + 2 + 2
+        175 + 504 * c + 160 * p + 242 * c * p + 2 + 2
     );
 }
 
@@ -746,6 +772,58 @@ fn failed_runs_in_a_row_are_one_series_named_by_the_latest_failure_until_a_succe
             r#"registry_prober_consecutive_failed_runs{target="t",size_class="large",path="origin",step="ping"} 1"#
         ]
     );
+}
+
+#[test]
+fn indexes_and_artifacts_add_the_series_documented() {
+    // docs/metrics.md: with image.platforms +4 + 2 P pre-created, at most +4 + 2 P + 40 C +
+    // 20 C P; with artifact.enabled or canaries.artifact +10 pre-created, at most +10 + 100 C
+    // + 1 (the info gauge); with canaries.artifact besides, +6 P pre-created, at most +6 P +
+    // 60 C P + P.
+    let (c, p) = (2, 1);
+    let (registry, metrics) = metrics(&with_referrers());
+    assert_eq!(
+        series_of(&encode(&registry), TARGET).len(),
+        64 + 39 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
+    );
+    let target = &targets(&with_referrers())[0];
+    metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
+    metrics.observe_run(&every_step_run(target, "large", &["cache"], false));
+    let text = encode(&registry);
+    assert_eq!(
+        series_of(&text, TARGET).len(),
+        175 + 504 * c
+            + 160 * p
+            + 242 * c * p
+            + 2
+            + 2
+            + (4 + 2 * p + 40 * c + 20 * c * p)
+            + (10 + 100 * c + 1)
+            + (6 * p + 60 * c * p + p)
+    );
+    assert_lines(
+        &text,
+        &[
+            r#"registry_prober_referrers_info{target="t",path="origin",mode="tag_schema"} 1"#,
+            r#"registry_prober_referrers_info{target="t",path="cache",mode="tag_schema"} 1"#,
+        ],
+    );
+    // A path that now serves the referrers API loses its tag_schema series.
+    let mut run = every_step_run(target, "small", &[], false);
+    run.referrers[0].mode = ReferrersMode::Api;
+    metrics.observe_run(&run);
+    let text = encode(&registry);
+    assert_lines(
+        &text,
+        &[r#"registry_prober_referrers_info{target="t",path="origin",mode="api"} 1"#],
+    );
+    assert_absent(
+        &text,
+        &[r#"registry_prober_referrers_info{target="t",path="origin",mode="tag_schema"}"#],
+    );
+    // Without artifacts any more, a reload drops the info series.
+    metrics.retain_targets(&targets(FULL));
+    assert_absent(&encode(&registry), &["registry_prober_referrers_info{"]);
 }
 
 #[test]
@@ -858,7 +936,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 41);
+    assert_eq!(contract.families.len(), 42);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -986,7 +1064,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(41));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(42));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));
@@ -1025,5 +1103,36 @@ fn promtool_finds_no_problems() {
         out.status.success() && report.trim().is_empty(),
         "promtool check metrics: {}\n{report}",
         out.status
+    );
+}
+
+/// A connection the hygiene sweep opened is reused by the runs after it: its setup phases and
+/// certificate are counted from the sweep, or never.
+#[test]
+fn counts_the_exchanges_of_a_sweep_and_the_certificates_it_met() {
+    let (registry, metrics) = metrics(PLAIN);
+    let mut ping = step(Step::Ping, "/v2/", 0, 2);
+    ping.requests = vec![request(
+        "https://registry.example/v2/",
+        false,
+        Some(1_900_000_000),
+    )];
+    metrics.observe_sweep(&SweepReport {
+        target: "t".into(),
+        tags_deleted: 0,
+        sessions_cancelled: 0,
+        errors: Vec::new(),
+        steps: vec![ping, step(Step::ListTags, "registry-prober-", 0, 40)],
+    });
+    assert_lines(
+        &encode(&registry),
+        &[
+            r#"registry_prober_http_requests_total{target="t",path="origin",connection="new"} 1"#,
+            r#"registry_prober_http_requests_total{target="t",path="origin",connection="reused"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="dns"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="tls"} 1"#,
+            r#"registry_prober_http_phase_duration_seconds_count{target="t",path="origin",phase="first_byte"} 2"#,
+            r#"registry_prober_tls_certificate_expiry_timestamp_seconds{target="t",path="origin"} 1900000000.0"#,
+        ],
     );
 }

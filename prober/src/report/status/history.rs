@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::views::{FailureView, RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
-use crate::outcome::{Deviation, HttpRecord, LeftBehind, Reason, RunReport, Step, StepReport};
+use crate::outcome::{
+    Deviation, HttpRecord, LeftBehind, Reason, ReferrersReport, RunReport, Step, StepReport,
+};
 
 /// Registry error messages and transport errors are cut here: enough to read, bounded in memory.
 pub(super) const MAX_MESSAGE_CHARS: usize = 300;
@@ -52,6 +54,8 @@ struct TargetHistory {
     last_success_unix: Option<f64>,
     last_failure_unix: Option<f64>,
     consecutive_failures: u64,
+    /// How each path served referrers when a run last looked them up.
+    referrers: Vec<ReferrersReport>,
 }
 
 /// Interned names (size classes, upload modes, paths): a kept run refers to them by index
@@ -126,6 +130,7 @@ impl TargetHistory {
             last_success_unix: None,
             last_failure_unix: None,
             consecutive_failures: 0,
+            referrers: Vec::new(),
         }
     }
 
@@ -146,6 +151,7 @@ impl TargetHistory {
             last_success_unix: self.last_success_unix,
             last_failure_unix: self.last_failure_unix,
             consecutive_failures: self.consecutive_failures,
+            referrers: self.referrers.clone(),
             runs_listed: list_runs,
             runs: if list_runs {
                 self.runs.iter().rev().map(view).collect()
@@ -206,6 +212,12 @@ impl History {
         }
         if target.repository.as_deref() != Some(report.repository.as_str()) {
             target.repository = Some(report.repository.clone());
+        }
+        for seen in &report.referrers {
+            match target.referrers.iter_mut().find(|r| r.path == seen.path) {
+                Some(known) => known.mode = seen.mode,
+                None => target.referrers.push(seen.clone()),
+            }
         }
         if row.success {
             target.last_success_unix = Some(row.started_at_unix);

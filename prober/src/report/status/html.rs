@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::views::{RunView, StatusSnapshot, StepView, TargetStatus, Verdict};
-use crate::outcome::{Deviation, HttpRecord, Reason, Step};
+use crate::outcome::{Deviation, HttpRecord, Reason, ReferrersMode, Step};
 
 const STYLE: &str = "
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -48,11 +48,18 @@ fn step_colour(step: Step) -> &'static str {
         Step::UploadBlob => "#1f5fa8",
         Step::MountBlob => "#4361ee",
         Step::PushManifest => "#7b5ea7",
+        Step::PushIndex => "#9d4edd",
         Step::WaitPropagation => "#b5a9d6",
         Step::PullManifestByTag => "#57b894",
         Step::PullManifestByDigest => "#2a9d8f",
+        Step::PullPlatformManifest => "#52b69a",
         Step::PullBlob => "#1a7f37",
         Step::HeadBlob => "#8ab17d",
+        Step::PushArtifact => "#c77dff",
+        Step::UpdateReferrersTag => "#e0aaff",
+        Step::ListReferrers => "#006d77",
+        Step::PullReferrersTag => "#83c5be",
+        Step::PullArtifact => "#264653",
         Step::PullGoldenManifest => "#bc8a5f",
         Step::PullGoldenBlob => "#8b5e34",
         Step::ListTags => "#adb5bd",
@@ -180,6 +187,15 @@ fn target_section(index: usize, t: &TargetStatus, now: f64) -> Markup {
                     span { "success ratio " (ratio(t)) }
                     span { "last success " (since(t.last_success_unix, now)) }
                     span { "failures in a row " (t.consecutive_failures) }
+                    @for r in &t.referrers {
+                        span.referrers {
+                            "referrers via " (r.path) ": "
+                            @match r.mode {
+                                ReferrersMode::Api => "referrers API",
+                                ReferrersMode::TagSchema => "tag schema (no referrers API)",
+                            }
+                        }
+                    }
                 }
                 (sparkline(&t.runs))
                 h3 { "Last " (t.runs.len()) " runs, newest first" }

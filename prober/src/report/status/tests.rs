@@ -111,6 +111,7 @@ fn run_with(
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
     }
 }
 
@@ -527,4 +528,57 @@ fn marks_confirmation_runs_on_the_page_and_in_the_json() {
     let json = serde_json::to_value(&snap).expect("snapshot serialises");
     assert_eq!(json["targets"][0]["runs"][0]["confirmation"], true);
     assert_eq!(json["targets"][0]["runs"][1]["confirmation"], false);
+}
+
+#[test]
+fn shows_how_each_path_served_referrers_as_the_last_run_that_looked_said() {
+    use crate::outcome::{ReferrersMode, ReferrersReport};
+    let history = History::new(10, 5);
+    let with = |t, modes: &[(&str, ReferrersMode)]| {
+        let mut report = run("eu", t, true);
+        report.referrers = modes
+            .iter()
+            .map(|(path, mode)| ReferrersReport {
+                path: path.to_string(),
+                mode: *mode,
+            })
+            .collect();
+        report
+    };
+    history.record(&with(
+        1,
+        &[
+            ("origin", ReferrersMode::TagSchema),
+            ("cache", ReferrersMode::TagSchema),
+        ],
+    ));
+    // A later run that looked on the origin only: the cache keeps what it said last.
+    history.record(&with(2, &[("origin", ReferrersMode::Api)]));
+    history.record(&with(3, &[]));
+    let snap = history.snapshot();
+    let json: serde_json::Value =
+        serde_json::from_str(&super::views::render_json(&snap)).expect("JSON");
+    assert_eq!(
+        json["targets"][0]["referrers"],
+        serde_json::json!([
+            {"path": "origin", "mode": "api"},
+            {"path": "cache", "mode": "tag_schema"},
+        ])
+    );
+    let html = render_html(&snap);
+    assert!(
+        html.contains("referrers via origin: referrers API"),
+        "{html}"
+    );
+    assert!(
+        html.contains("referrers via cache: tag schema (no referrers API)"),
+        "{html}"
+    );
+
+    // A target without artifacts says nothing of referrers.
+    let plain = History::new(10, 5);
+    plain.record(&run("eu", 1, true));
+    let snap = plain.snapshot();
+    assert!(!render_html(&snap).contains("referrers via"));
+    assert!(!super::views::render_json(&snap).contains("referrers"));
 }

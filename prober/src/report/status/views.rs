@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::outcome::{Deviation, HttpRecord, LeftBehind, Reason, Step};
+use crate::outcome::{Deviation, HttpRecord, LeftBehind, Reason, ReferrersReport, Step};
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct StatusSnapshot {
@@ -45,6 +45,10 @@ pub(super) struct TargetStatus {
     pub(super) last_success_unix: Option<f64>,
     pub(super) last_failure_unix: Option<f64>,
     pub(super) consecutive_failures: u64,
+    /// How each path served referrers (the referrers API or the referrers tag schema) when a
+    /// run last looked them up; absent for a target without artifacts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) referrers: Vec<ReferrersReport>,
 }
 
 /// The page's verdict on a run. One case more than the metrics' `result` label (success or

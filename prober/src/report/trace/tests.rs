@@ -64,6 +64,7 @@ fn report() -> RunReport {
         mount: None,
         canaries: None,
         left_behind: None,
+        referrers: Vec::new(),
         target: "local".to_string(),
         registry: "http://127.0.0.1:5000/".to_string(),
         repository: "probe/x".to_string(),
