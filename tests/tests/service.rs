@@ -578,3 +578,47 @@ fn the_status_page_renders_in_headless_chromium() {
         bytes.len()
     );
 }
+
+#[test]
+fn a_name_that_stops_resolving_fails_a_run_within_a_minute_on_kept_connections() {
+    let reg = Registry::start_default().expect("registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("hosts");
+    let name = "registry.service.test";
+    std::fs::write(&hosts, format!("127.0.0.1 {name}\n")).expect("hosts written");
+    // Under 30 s, so the runs keep their connections (Distribution keeps them open).
+    let config = format!(
+        "defaults: {{interval: 2s, timeout: 1500ms}}\ntargets:\n{}",
+        target(
+            "d",
+            &format!("http://{name}:{}", reg.port()),
+            "probe/d",
+            "    allow_plain_http: true\n"
+        )
+    );
+    let mut svc = Service::start_with_hosts(&config, &hosts).expect("service starts");
+    svc.wait_for("a first success", Duration::from_secs(30), |s| {
+        Ok(successes(s, "d") >= 1.0)
+    })
+    .expect("the name resolves at first");
+    // Emptied in place: the bind mount keeps the inode.
+    std::fs::write(&hosts, "").expect("hosts emptied");
+    let emptied = std::time::Instant::now();
+    let ok_before = successes(&svc, "d");
+    // A run that looks the name up again fails with dns: at the latest the first scheduled run
+    // once the kept connections are a minute old (CONNECTION_MAX_AGE), not never.
+    svc.wait_for("a dns failure", Duration::from_secs(90), |s| {
+        Ok(failures(s, "d", "dns") >= 1.0)
+    })
+    .expect("the lookup failure shows within a minute and an interval");
+    assert!(
+        emptied.elapsed() < Duration::from_secs(75),
+        "{:?} after the name stopped resolving",
+        emptied.elapsed()
+    );
+    // The runs in between reused the connections: the test is about kept ones.
+    assert!(
+        successes(&svc, "d") > ok_before,
+        "runs on kept connections succeeded after the name stopped resolving"
+    );
+}
