@@ -270,7 +270,7 @@ fn run_trial(plan: &Plan, trial: &Trial) -> TrialResult {
     for (name, _, _) in &pages {
         let alert = name.split('{').next().unwrap_or_default();
         if let Some(f) = floor(&settings, &chain.rules, alert) {
-            floors.insert(alert.to_string(), f);
+            floors.insert(alert.to_string(), f + unseen_for(trial));
         }
     }
     let failed_steps = failed_steps(&chain.prober.metrics().unwrap_or_default());
@@ -281,6 +281,20 @@ fn run_trial(plan: &Plan, trial: &Trial) -> TrialResult {
         runs_after: (failed1 - failed0, (failed1 + ok1) - (failed0 + ok0)),
         failed_steps,
         floors,
+    }
+}
+
+/// How much later than a run's interval a fault can first fail a run: a name that stops
+/// resolving fails only the first run on new connections, the first scheduled run once the kept
+/// connections have served the prober's `CONNECTION_MAX_AGE` (60 s, service/schedule.rs), when
+/// the interval keeps them (under 30 s, `KEEP_CONNECTIONS_BELOW`): up to the whole intervals
+/// that make 60 s, of which the floor already counts one. Nothing for the other faults.
+fn unseen_for(trial: &Trial) -> Duration {
+    let interval = trial.interval.as_secs().max(1);
+    if trial.fault == Fault::DnsFailing && interval < 30 {
+        Duration::from_secs(60u64.div_ceil(interval) * interval - interval)
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -575,7 +589,7 @@ fn table(
         }
     }
     out.push_str(
-        "\nfloor = runs the rule needs x interval + scrape + evaluation + group_wait + the rule's `for`; runs needed: TargetStale its `intervals`, PathFailing and PushFailingPullsWork max(min_failures, ratio x runs in the window), the content alerts 1; TargetFailing its `failedRuns`, each confirmation run counting `confirmation_delay` instead of an interval. **first page**: the first critical page of each trial, whichever alert it was. \"paged\": trials in which the page came within the observation window.\n\n",
+        "\nfloor = runs the rule needs x interval + scrape + evaluation + group_wait + the rule's `for`; runs needed: TargetStale its `intervals`, PathFailing and PushFailingPullsWork max(min_failures, ratio x runs in the window), the content alerts 1; TargetFailing its `failedRuns`, each confirmation run counting `confirmation_delay` instead of an interval; DNS failing under a 30s interval: the first failed run comes up to a minute after the fault instead of an interval (kept connections are renewed once a minute). **first page**: the first critical page of each trial, whichever alert it was. \"paged\": trials in which the page came within the observation window.\n\n",
     );
     out.push_str(&notes.join("\n"));
     out.push_str("\n\nProblems (pages before the fault, misdiagnoses, lasting faults without a critical page, failed trials):\n");
