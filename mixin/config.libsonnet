@@ -101,6 +101,24 @@
         window: '1h',
       },
 
+      // Every run of a (target, size class) fails, confirmed: its last `failedRuns` runs failed in
+      // a row (registry_prober_consecutive_failed_runs). After a failed run the prober runs the
+      // class again a few seconds later (confirmation_runs, default 2, confirmation_delay 5s), so
+      // a hard outage (registry down, pushes broken, DNS failing) is confirmed within seconds and
+      // pages within about a minute, while one transient failure is cleared by the next run and
+      // never pages. Without confirmations (turned off, used up by a flapping registry, or a slow
+      // failure such as a timeout) the scheduled runs confirm: `failedRuns` intervals. Keep
+      // `failedRuns` at the prober's confirmation_runs + 1. `path` and `step` name the first
+      // failed step of the latest failed run.
+      RegistryProberTargetFailing: {
+        enabled: true,
+        severity: 'critical',
+        'for': '0s',
+        failedRuns: 3,
+        // the description lists the class's failed runs by reason over this
+        reasonsWindow: '15m',
+      },
+
       // No successful run of a (target, size class) for `intervals` of its own configured
       // interval (registry_prober_target_interval_seconds). Also fires after a prober restart,
       // when the last-success gauge is absent until a success: then it counts failed and

@@ -25,6 +25,7 @@ local kinds = {
   factor: 'atLeastOne',
   intervals: 'atLeastOne',
   minFailures: 'atLeastOne',
+  failedRuns: 'atLeastOne',
   minAbandoned: 'atLeastOne',
   minRuns: 'atLeastOne',
   minSkipped: 'atLeastOne',

@@ -1,10 +1,12 @@
 //! A real Alertmanager (Debian `prometheus-alertmanager`, 0.25) on a free 127.0.0.1 port, no
-//! cluster listener, that sends every alert to one webhook as soon as it arrives; its config,
-//! data and log in a temp dir. Stopped by PID (SIGTERM, then SIGKILL) on drop.
+//! cluster listener, that sends every alert to one webhook as soon as it arrives (or routes them
+//! as a given config does, e.g. the shipped example's, with its receivers pointed at the
+//! webhook); its config, data and log in a temp dir. Stopped by PID (SIGTERM, then SIGKILL) on
+//! drop.
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
 use crate::http::HttpClient;
 use crate::process::Daemon;
@@ -69,12 +71,17 @@ impl Alertmanager {
 
     /// [`Alertmanager::start`] with other notification timings.
     pub fn start_with(webhook_url: &str, timings: &Timings) -> anyhow::Result<Alertmanager> {
+        Self::start_with_config(&render_config(webhook_url, timings))
+    }
+
+    /// [`Alertmanager::start`] with this whole config (YAML) instead.
+    pub fn start_with_config(config: &str) -> anyhow::Result<Alertmanager> {
         let dir = tempfile::Builder::new()
             .prefix("alertmanager-")
             .tempdir()
             .context("creating the Alertmanager temp dir")?;
         let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, render_config(webhook_url, timings))
+        std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let data = dir.path().join("data");
         let daemon = Daemon::start(
@@ -145,6 +152,38 @@ fn render_config(webhook_url: &str, t: &Timings) -> String {
     )
 }
 
+/// `config` (an Alertmanager config such as alerts/alertmanager.example.yml, written as that file
+/// is: a top-level `receivers:` list of `  - name: NAME` entries) with every receiver sending to
+/// `webhook_url` (resolutions too), and its routes, grouping, timings and inhibitions unchanged.
+pub fn with_webhook_receivers(config: &str, webhook_url: &str) -> anyhow::Result<String> {
+    let lines: Vec<&str> = config.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "receivers:")
+        .context("the config has no top-level `receivers:`")?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let names: Vec<&str> = lines[start + 1..end]
+        .iter()
+        .filter_map(|l| l.strip_prefix("  - name: "))
+        .map(str::trim)
+        .collect();
+    if names.is_empty() {
+        bail!("`receivers:` names no receiver (`  - name: NAME` lines)");
+    }
+    let url = serde_json::Value::String(webhook_url.to_string());
+    let mut out: Vec<String> = lines[..=start].iter().map(|l| l.to_string()).collect();
+    for name in names {
+        out.push(format!(
+            "  - name: {name}\n    webhook_configs:\n      - url: {url}\n        send_resolved: true"
+        ));
+    }
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    Ok(out.join("\n") + "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +195,27 @@ mod tests {
         assert!(y.contains("group_interval: 1000ms\n"), "{y}");
         assert!(y.contains("repeat_interval: 86400000ms\n"), "{y}");
         assert!(y.contains("- url: \"http://127.0.0.1:1/alerts\"\n"), "{y}");
+    }
+
+    #[test]
+    fn the_example_keeps_its_routing_with_every_receiver_on_the_webhook() {
+        let example = "route:\n  receiver: tickets\n  group_wait: 30s\nreceivers:\n  - name: pager\n  - name: tickets\n# inhibitions\ninhibit_rules:\n  - equal: [target]\n";
+        let y = with_webhook_receivers(example, "http://127.0.0.1:1/alerts").expect("rewritten");
+        assert!(
+            y.starts_with("route:\n  receiver: tickets\n  group_wait: 30s\nreceivers:\n"),
+            "{y}"
+        );
+        assert_eq!(
+            y.matches("      - url: \"http://127.0.0.1:1/alerts\"\n")
+                .count(),
+            2,
+            "{y}"
+        );
+        assert!(y.contains("  - name: pager\n    webhook_configs:\n"), "{y}");
+        assert!(
+            y.ends_with("# inhibitions\ninhibit_rules:\n  - equal: [target]\n"),
+            "{y}"
+        );
+        assert!(with_webhook_receivers("route: {}\n", "http://x").is_err());
     }
 }

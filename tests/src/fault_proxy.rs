@@ -35,9 +35,10 @@ pub const APPENDED_BYTE: u8 = b'X';
 
 /// Which requests get a fault: those whose method matches (any method if `None`) and whose
 /// request target (`path?query`, as sent) contains `path_contains`. A rule lets the first
-/// `after` matching requests pass, then acts at most `times` times (always if `None`). Rules
-/// are tried in the order they were added; the first one that matches and has not used up its
-/// `times` wins (one still letting requests pass does not).
+/// `after` matching requests pass, then acts at most `times` times (always if `None`), and with
+/// a `chance`, on that share of its matching requests only (each drawn at random). Rules are
+/// tried in the order they were added; the first one that matches, has not used up its
+/// `times`, is not still letting requests pass and wins its draw acts.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Key for [`FaultProxy::hits`]; rules may share a name, their hits then add up.
@@ -46,6 +47,8 @@ pub struct Rule {
     pub path_contains: String,
     pub after: u64,
     pub times: Option<u64>,
+    /// The probability (0 to 1) that the rule acts on a matching request; always if `None`.
+    pub chance: Option<f64>,
     pub fault: Fault,
 }
 
@@ -58,8 +61,16 @@ impl Rule {
             path_contains: path_contains.to_string(),
             after: 0,
             times: None,
+            chance: None,
             fault,
         }
+    }
+
+    /// Acts on each matching request with probability `p` (an intermittent fault), e.g. 0.05
+    /// for 5% of them.
+    pub fn chance(mut self, p: f64) -> Rule {
+        self.chance = Some(p);
+        self
     }
 
     /// Lets the first `n` matching requests pass untouched (e.g. a manifest GET by digest
@@ -309,6 +320,9 @@ impl Shared {
             }
             if r.passed < r.rule.after {
                 r.passed += 1;
+                continue;
+            }
+            if r.rule.chance.is_some_and(|p| rand::random::<f64>() >= p) {
                 continue;
             }
             acting = Some(r);

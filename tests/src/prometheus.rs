@@ -1,5 +1,6 @@
 //! A real Prometheus (Debian `prometheus`, 2.42) on a free 127.0.0.1 port that scrapes given
-//! targets every second (optionally evaluating rule files and sending alerts to Alertmanagers),
+//! targets every second, or as configured (optionally evaluating rule files and sending alerts
+//! to Alertmanagers),
 //! its TSDB, config and log in a temp dir; queried through its HTTP API and stopped by PID
 //! (SIGTERM, then SIGKILL) on [`Prometheus::stop`] or drop.
 
@@ -14,7 +15,7 @@ use crate::process::{tail, Daemon};
 
 /// Path of the Prometheus binary (Debian package `prometheus`).
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
-/// Scrape (and rule evaluation) interval of the test Prometheus.
+/// Scrape (and rule evaluation) interval of the test Prometheus, unless its options say otherwise.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long [`Prometheus::start`] waits for `/-/ready`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,13 +48,15 @@ impl ScrapeJob {
 /// What else Prometheus is started with besides its scrape jobs; the default is nothing.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusOptions {
-    /// Rule files (`rule_files`), evaluated at the scrape interval.
+    /// Rule files (`rule_files`), evaluated every `evaluation_interval`.
     pub rule_files: Vec<PathBuf>,
     /// Alertmanagers (`host:port`) that firing alerts are sent to.
     pub alertmanagers: Vec<String>,
-    /// Scrape and rule evaluation interval instead of [`SCRAPE_INTERVAL`] (e.g. 15 s, as
-    /// production setups run); the scrape timeout is the interval, at most 10 s.
-    pub interval: Option<Duration>,
+    /// `scrape_interval` (e.g. 15 s, as production setups run); [`SCRAPE_INTERVAL`] when
+    /// `None`. The scrape timeout is the interval, at most 10 s.
+    pub scrape_interval: Option<Duration>,
+    /// `evaluation_interval`; [`SCRAPE_INTERVAL`] when `None`.
+    pub evaluation_interval: Option<Duration>,
 }
 
 /// What Prometheus answered to a query: its `data`, or its own error (a PromQL parse or
@@ -158,10 +161,15 @@ impl Prometheus {
     }
 
     /// Waits until Prometheus holds at least `n` samples of `up{job="JOB"} == 1`, i.e. `n`
-    /// successful scrapes of the job.
+    /// successful scrapes of the job. Asks every 250 ms, or every 2 s for waits of minutes.
     pub fn wait_for_scrapes(&self, job: &str, n: u32, timeout: Duration) -> anyhow::Result<()> {
-        // up is 1 per successful scrape, 0 per failed one.
-        let count = format!("sum(sum_over_time(up{{job=\"{job}\"}}[10m]))");
+        // up is 1 per successful scrape, 0 per failed one; a day holds every scrape of a test.
+        let count = format!("sum(sum_over_time(up{{job=\"{job}\"}}[1d]))");
+        let poll = if timeout > Duration::from_secs(120) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(250)
+        };
         let start = Instant::now();
         loop {
             let got = match self.query(&count) {
@@ -178,7 +186,7 @@ impl Prometheus {
                     tail(&self.log(), 4000)
                 );
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(poll);
         }
     }
 
@@ -237,12 +245,15 @@ pub fn samples(data: &Value) -> Vec<(serde_json::Map<String, Value>, f64)> {
 }
 
 fn render_config(jobs: &[ScrapeJob], opts: &PrometheusOptions) -> String {
-    let interval = opts.interval.unwrap_or(SCRAPE_INTERVAL);
-    let every = interval.as_millis().max(1);
-    let timeout = every.min(10_000);
+    let millis = |d: Option<Duration>| d.unwrap_or(SCRAPE_INTERVAL).as_millis().max(1);
+    let (scrape, evaluation) = (
+        millis(opts.scrape_interval),
+        millis(opts.evaluation_interval),
+    );
+    let timeout = scrape.min(10_000);
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut y = format!(
-        "global:\n  scrape_interval: {every}ms\n  scrape_timeout: {timeout}ms\n  evaluation_interval: {every}ms\n"
+        "global:\n  scrape_interval: {scrape}ms\n  scrape_timeout: {timeout}ms\n  evaluation_interval: {evaluation}ms\n"
     );
     if !opts.rule_files.is_empty() {
         y.push_str("rule_files:\n");

@@ -29,6 +29,22 @@ impl Service {
     /// [`Service::start`] with these environment variables set. The test's own `OTEL_*`
     /// variables are never passed on, so only what a test sets configures traces.
     pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> anyhow::Result<Service> {
+        Self::spawn(config_body, env, None)
+    }
+
+    /// [`Service::start`] in a mount namespace of its own where `hosts` is bind-mounted over
+    /// /etc/hosts (`unshare --mount`, root only), so a test controls which names the prober's
+    /// getaddrinfo resolves: emptying `hosts` (written in place, the bind keeps its inode) makes
+    /// a name fail to resolve for the prober alone. The PID is the prober's (`exec`).
+    pub fn start_with_hosts(config_body: &str, hosts: &Path) -> anyhow::Result<Service> {
+        Self::spawn(config_body, &[], Some(hosts))
+    }
+
+    fn spawn(
+        config_body: &str,
+        env: &[(&str, &str)],
+        hosts: Option<&Path>,
+    ) -> anyhow::Result<Service> {
         let dir = tempfile::Builder::new()
             .prefix("prober-service-")
             .tempdir()
@@ -39,7 +55,17 @@ impl Service {
             .context("writing config")?;
         let log =
             std::fs::File::create(dir.path().join("prober.log")).context("creating log file")?;
-        let mut cmd = Command::new(prober_bin()?);
+        let mut cmd = match hosts {
+            None => Command::new(prober_bin()?),
+            Some(hosts) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(prober_bin()?);
+                cmd
+            }
+        };
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OTEL_") {
                 cmd.env_remove(name);

@@ -358,6 +358,29 @@ fn status_fault_answers_503_counts_hits_and_lets_other_paths_through() {
 }
 
 #[test]
+fn a_rule_with_a_chance_acts_on_that_share_of_the_requests_only() {
+    let bed = Bed::start();
+    let c = HttpClient::new();
+    bed.proxy
+        .add_rule(Rule::new("some-503", "/v2/", Fault::status(503)).chance(0.25));
+    let n = 400;
+    let failed = (0..n)
+        .filter(|_| c.get(&format!("{}/v2/", bed.proxy.url())).unwrap().status == 503)
+        .count();
+    // Binomial(400, 0.25): mean 100, sd 8.7; 60..140 is more than 4.5 sd either side.
+    assert!((60..=140).contains(&failed), "{failed} of {n} answered 503");
+    assert_eq!(bed.proxy.hits("some-503"), failed as u64);
+    bed.proxy.clear_rules();
+    bed.proxy
+        .add_rule(Rule::new("never", "/v2/", Fault::status(503)).chance(0.0));
+    assert_eq!(
+        c.get(&format!("{}/v2/", bed.proxy.url())).unwrap().status,
+        200
+    );
+    assert_eq!(bed.proxy.hits("never"), 0);
+}
+
+#[test]
 fn a_rule_with_after_lets_the_first_matching_requests_pass_then_acts() {
     let bed = Bed::start();
     let c = HttpClient::new();

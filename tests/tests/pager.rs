@@ -3,7 +3,12 @@
 //! short windows -> a real Alertmanager (group_wait 0s) -> a webhook receiver in the test. Each fault
 //! must page with the right alert, and a healthy registry with a few transient errors must not
 //! page at all. `fault_to_page_table` (ignored; scripts/fault-to-page) measures the seconds
-//! from a fault to the webhook POST over several repetitions.
+//! from a fault to the webhook POST over several repetitions; `production` (ignored;
+//! scripts/fault-to-page --production) does so at production settings: the shipped rules,
+//! a 30 s and 15 s prober interval, 15 s scrape and evaluation, the example Alertmanager routing.
+
+#[path = "pager/production.rs"]
+mod production;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -80,11 +85,13 @@ const SHORT_RULES: &str = "\
 ";
 
 /// The prober: one target with a fresh 2-layer image, a golden image pinned by digest and one
-/// aged canary. Placeholders: @REGISTRY@, @GOLDEN@.
+/// aged canary. Placeholders: @REGISTRY@, @GOLDEN@, @PLAIN_HTTP@ (a registry reached by host
+/// name is plain HTTP only when allowed).
 const PROBER_CONFIG: &str = r#"defaults: {interval: 1s, timeout: 1s}
 targets:
   - name: pager
     registry: "@REGISTRY@"
+    allow_plain_http: @PLAIN_HTTP@
     repository: registry-prober/probe
     image:
       layer_sizes: [4KiB, 4KiB]
@@ -96,9 +103,89 @@ targets:
       layer_sizes: [4KiB, 8KiB]
 "#;
 
+/// The host name the prober reaches the registry by when a fault needs DNS ([`Access::Hosts`]);
+/// only the prober's own /etc/hosts knows it.
+const REGISTRY_HOST: &str = "registry.pager.test";
+
+/// How the chain runs: the prober's config, Prometheus's intervals, the rules, the Alertmanager
+/// routing, and the healthy history before a fault.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// The prober's config with @REGISTRY@, @GOLDEN@ and @PLAIN_HTTP@ placeholders.
+    prober_config: String,
+    /// The prober's interval, for floors.
+    interval: Duration,
+    scrape: Duration,
+    evaluation: Duration,
+    rules: RulesSource,
+    routing: Routing,
+    /// Successful scrapes before a fault.
+    warmup_scrapes: u32,
+    /// The prober's `confirmation_runs`, for floors.
+    confirmation_runs: u32,
+}
+
+#[derive(Debug, Clone)]
+enum RulesSource {
+    /// The mixin rendered with [`SHORT_RULES`].
+    Short,
+    /// A rendered rules file, loaded as it is.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+enum Routing {
+    /// Every alert its own group, sent at once ([`alertmanager::GROUP_WAIT`]).
+    Immediate,
+    /// This Alertmanager config (alerts/alertmanager.example.yml) with its receivers on the
+    /// webhook.
+    Config(String),
+}
+
+impl Routing {
+    /// The `group_wait` of the top-level route.
+    fn group_wait(&self) -> Duration {
+        match self {
+            Routing::Immediate => alertmanager::GROUP_WAIT,
+            Routing::Config(yaml) => yaml
+                .lines()
+                .find_map(|l| l.strip_prefix("  group_wait: "))
+                .map_or(Duration::ZERO, |d| parse_duration(d.trim())),
+        }
+    }
+}
+
+impl Settings {
+    /// The fast pager tests: 1 s everywhere, windows / 60, alerts sent at once.
+    fn short() -> Settings {
+        Settings {
+            prober_config: PROBER_CONFIG.to_string(),
+            interval: INTERVAL,
+            scrape: SCRAPE_INTERVAL,
+            evaluation: SCRAPE_INTERVAL,
+            rules: RulesSource::Short,
+            routing: Routing::Immediate,
+            warmup_scrapes: WARMUP_SCRAPES,
+            confirmation_runs: 2,
+        }
+    }
+}
+
+/// How the prober reaches the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// At its 127.0.0.1 address.
+    Direct,
+    /// Through a fault proxy.
+    Proxy,
+    /// By [`REGISTRY_HOST`], which the prober's own /etc/hosts (a file the chain holds) maps to
+    /// 127.0.0.1.
+    Hosts,
+}
+
 // --- the faults and what they must page ------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Fault {
     /// The registry process is killed: nothing answers.
     RegistryStopped,
@@ -107,12 +194,20 @@ enum Fault {
     UploadsUnwritable,
     /// A layer of the golden image rots on disk (same size, one byte flipped).
     GoldenBlobCorrupted,
+    /// A layer of the golden image loses its data (its repository link stays).
+    GoldenBlobDeleted,
     /// A layer of the canary loses its data (its repository link stays).
     CanaryBlobDeleted,
+    /// The registry's host name stops resolving (the prober's /etc/hosts is emptied; the name
+    /// is unknown to DNS).
+    DnsFailing,
+    /// 5% of all requests, drawn at random, answer 503 (the fault proxy); the rest work.
+    Intermittent,
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    /// The faults of the fast tests and of scripts/fault-to-page.
+    const SHORT: [Fault; 4] = [
         Fault::RegistryStopped,
         Fault::UploadsUnwritable,
         Fault::GoldenBlobCorrupted,
@@ -124,7 +219,18 @@ impl Fault {
             Fault::RegistryStopped => "registry stopped",
             Fault::UploadsUnwritable => "uploads unwritable",
             Fault::GoldenBlobCorrupted => "golden blob corrupted",
+            Fault::GoldenBlobDeleted => "golden blob deleted",
             Fault::CanaryBlobDeleted => "canary blob deleted",
+            Fault::DnsFailing => "DNS failing",
+            Fault::Intermittent => "5% of requests fail",
+        }
+    }
+
+    fn access(self) -> Access {
+        match self {
+            Fault::DnsFailing => Access::Hosts,
+            Fault::Intermittent => Access::Proxy,
+            _ => Access::Direct,
         }
     }
 
@@ -133,6 +239,17 @@ impl Fault {
         let t = ("target", TARGET);
         match self {
             Fault::RegistryStopped => vec![
+                // the run and its 2 confirmation runs fail at the ping
+                Expected::new(
+                    "RegistryProberTargetFailing",
+                    &[
+                        t,
+                        ("size_class", "default"),
+                        ("path", "origin"),
+                        ("step", "ping"),
+                    ],
+                    3,
+                ),
                 // no success for 5 intervals
                 Expected::new(
                     "RegistryProberTargetStale",
@@ -142,11 +259,18 @@ impl Fault {
                 // >= 25% of a step's executions failed over 15s, >= 3 of them
                 Expected::new("RegistryProberPathFailing", &[t, ("path", "origin")], 3),
             ],
-            Fault::UploadsUnwritable => vec![Expected::new(
-                "RegistryProberPushFailingPullsWork",
-                &[t, ("step", "start_upload")],
-                3,
-            )],
+            Fault::UploadsUnwritable => vec![
+                Expected::new(
+                    "RegistryProberTargetFailing",
+                    &[t, ("path", "origin"), ("step", "start_upload")],
+                    3,
+                ),
+                Expected::new(
+                    "RegistryProberPushFailingPullsWork",
+                    &[t, ("step", "start_upload")],
+                    3,
+                ),
+            ],
             Fault::GoldenBlobCorrupted => vec![Expected::new(
                 "RegistryProberContentMismatch",
                 &[
@@ -157,11 +281,31 @@ impl Fault {
                 ],
                 1,
             )],
-            Fault::CanaryBlobDeleted => vec![Expected::new(
+            Fault::GoldenBlobDeleted | Fault::CanaryBlobDeleted => vec![Expected::new(
                 "RegistryProberContentLost",
                 &[t, ("path", "origin"), ("reason", "blob_unknown")],
                 1,
             )],
+            // The run's first request, the ping, fails to resolve.
+            Fault::DnsFailing => vec![
+                Expected::new(
+                    "RegistryProberTargetFailing",
+                    &[t, ("path", "origin"), ("step", "ping")],
+                    3,
+                ),
+                Expected::new(
+                    "RegistryProberTargetStale",
+                    &[t, ("size_class", "default")],
+                    5,
+                ),
+                Expected::new(
+                    "RegistryProberPathFailing",
+                    &[t, ("path", "origin"), ("step", "ping")],
+                    3,
+                ),
+            ],
+            // Whether it must page is what the measurement says.
+            Fault::Intermittent => Vec::new(),
         }
     }
 
@@ -181,10 +325,17 @@ impl Fault {
                 "RegistryProberContentLost",
                 "RegistryProberPushFailingPullsWork",
             ],
-            Fault::CanaryBlobDeleted => &[
+            Fault::GoldenBlobDeleted | Fault::CanaryBlobDeleted => &[
                 "RegistryProberContentMismatch",
                 "RegistryProberPushFailingPullsWork",
             ],
+            Fault::DnsFailing => &[
+                "RegistryProberPushFailingPullsWork",
+                "RegistryProberContentMismatch",
+                "RegistryProberContentLost",
+            ],
+            // A 503 is neither changed nor lost content.
+            Fault::Intermittent => &["RegistryProberContentMismatch", "RegistryProberContentLost"],
         }
     }
 }
@@ -240,14 +391,22 @@ struct Chain {
     /// The golden image's layer digests.
     golden_layers: Vec<String>,
     rules: PathBuf,
-    _rules_dir: tempfile::TempDir,
+    /// The prober's /etc/hosts ([`Access::Hosts`]).
+    hosts: Option<PathBuf>,
+    /// Successful scrapes before a fault.
+    warmup_scrapes: u32,
+    /// Successful runs the warm-up must have seen: two thirds of the runs it lasts, at most 10.
+    warmup_successes: u32,
+    scrape: Duration,
+    /// Holds the generated rules and the hosts file.
+    _dir: tempfile::TempDir,
 }
 
 impl Chain {
-    /// Starts every server, pushes the golden image and waits until Prometheus holds
-    /// [`WARMUP_SCRAPES`] healthy scrapes, the canary exists and the rules are evaluated.
-    /// With `proxy`, the prober reaches the registry through a fault proxy.
-    fn start(proxy: bool) -> Chain {
+    /// Starts every server, pushes the golden image and waits until Prometheus holds the
+    /// settings' warm-up of healthy scrapes, the canary exists and the rules are evaluated.
+    /// The prober reaches the registry as `access` says.
+    fn start(settings: &Settings, access: Access) -> Chain {
         let registry = Registry::start(RegistryOptions {
             run_as: Some(UNPRIVILEGED),
             ..RegistryOptions::default()
@@ -273,22 +432,47 @@ impl Chain {
         let golden_layers = manifest_layers(&registry, &golden_digest);
         assert_eq!(golden_layers.len(), 2, "{golden_layers:?}");
 
-        let proxy = proxy.then(|| FaultProxy::start(&registry.url()).expect("proxy starts"));
-        let rules_dir = tempfile::Builder::new()
-            .prefix("pager-rules-")
+        let proxy = (access == Access::Proxy)
+            .then(|| FaultProxy::start(&registry.url()).expect("proxy starts"));
+        let dir = tempfile::Builder::new()
+            .prefix("pager-chain-")
             .tempdir()
             .expect("tempdir");
-        let rules = generate_short_rules(rules_dir.path());
+        let rules = match &settings.rules {
+            RulesSource::Short => generate_short_rules(dir.path()),
+            RulesSource::File(path) => path.clone(),
+        };
         let webhook = Webhook::start().expect("webhook receiver starts");
-        let am = Alertmanager::start(&webhook.url()).expect("alertmanager starts");
-        let registry_url = proxy
-            .as_ref()
-            .map_or_else(|| registry.url(), FaultProxy::url);
-        let prober = Service::start(
-            &PROBER_CONFIG
-                .replace("@REGISTRY@", &registry_url)
-                .replace("@GOLDEN@", &format!("{GOLDEN_REPO}@{golden_digest}")),
-        )
+        let am = match &settings.routing {
+            Routing::Immediate => Alertmanager::start(&webhook.url()),
+            Routing::Config(yaml) => Alertmanager::start_with_config(
+                &alertmanager::with_webhook_receivers(yaml, &webhook.url())
+                    .expect("the Alertmanager config has receivers"),
+            ),
+        }
+        .expect("alertmanager starts");
+        let (registry_url, hosts) = match access {
+            Access::Direct => (registry.url(), None),
+            Access::Proxy => (proxy.as_ref().expect("a proxy").url(), None),
+            Access::Hosts => {
+                let hosts = dir.path().join("hosts");
+                std::fs::write(&hosts, format!("127.0.0.1 {REGISTRY_HOST}\n"))
+                    .expect("hosts file written");
+                (
+                    format!("http://{REGISTRY_HOST}:{}", registry.port()),
+                    Some(hosts),
+                )
+            }
+        };
+        let config = settings
+            .prober_config
+            .replace("@REGISTRY@", &registry_url)
+            .replace("@PLAIN_HTTP@", &hosts.is_some().to_string())
+            .replace("@GOLDEN@", &format!("{GOLDEN_REPO}@{golden_digest}"));
+        let prober = match &hosts {
+            None => Service::start(&config),
+            Some(hosts) => Service::start_with_hosts(&config, hosts),
+        }
         .expect("prober starts");
         let address = prober.url().trim_start_matches("http://").to_string();
         let prometheus = Prometheus::start_with(
@@ -296,7 +480,8 @@ impl Chain {
             &PrometheusOptions {
                 rule_files: vec![rules.clone()],
                 alertmanagers: vec![am.host_port()],
-                ..PrometheusOptions::default()
+                scrape_interval: Some(settings.scrape),
+                evaluation_interval: Some(settings.evaluation),
             },
         )
         .expect("prometheus starts");
@@ -309,20 +494,33 @@ impl Chain {
             registry,
             golden_layers,
             rules,
-            _rules_dir: rules_dir,
+            hosts,
+            warmup_scrapes: settings.warmup_scrapes,
+            warmup_successes: ((settings.scrape * settings.warmup_scrapes).as_secs_f64()
+                / settings.interval.as_secs_f64()
+                * 2.0
+                / 3.0)
+                .clamp(1.0, 10.0) as u32,
+            scrape: settings.scrape,
+            _dir: dir,
         };
         chain.warm_up();
         chain
     }
 
     fn warm_up(&self) {
+        // The scrapes take warmup_scrapes scrape intervals; allow half as much again and 60 s.
+        let scrapes = self.scrape * self.warmup_scrapes;
         self.prometheus
-            .wait_for_scrapes(JOB, WARMUP_SCRAPES, Duration::from_secs(90))
+            .wait_for_scrapes(
+                JOB,
+                self.warmup_scrapes,
+                scrapes + scrapes / 2 + Duration::from_secs(60),
+            )
             .unwrap_or_else(|e| panic!("{e:#}\n{}", self.diagnostics()));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30) + self.scrape * 2;
         // The recording rules have values once the rule file is loaded and evaluated.
-        let recorded =
-            "count(target_path_size_class_step:registry_prober_step_duration_seconds:p95_30s)";
+        let recorded = "count({__name__=~\"target_path_size_class_step:registry_prober_step_duration_seconds:p95_.*\"})";
         while !(self.canary_layer().is_some() && self.value(recorded) > 0.0) {
             assert!(
                 Instant::now() < deadline,
@@ -341,8 +539,9 @@ impl Chain {
             );
         }
         assert!(
-            self.prober_runs("success") >= 10.0,
-            "fewer than 10 successful runs after the warm-up\n{}",
+            self.prober_runs("success") >= f64::from(self.warmup_successes),
+            "fewer than {} successful runs after the warm-up\n{}",
+            self.warmup_successes,
             self.diagnostics()
         );
     }
@@ -400,10 +599,26 @@ impl Chain {
             Fault::GoldenBlobCorrupted => storage
                 .corrupt_blob(&self.golden_layers[0])
                 .expect("golden layer corrupted"),
+            Fault::GoldenBlobDeleted => storage
+                .delete_blob(&self.golden_layers[0])
+                .expect("golden layer deleted"),
             Fault::CanaryBlobDeleted => {
                 let layer = self.canary_layer().expect("a canary layer");
                 storage.delete_blob(&layer).expect("canary layer deleted");
             }
+            // Written in place: the prober's bind mount keeps the file's inode.
+            Fault::DnsFailing => std::fs::write(
+                self.hosts
+                    .as_ref()
+                    .expect("the chain was started with Access::Hosts"),
+                "",
+            )
+            .expect("hosts file emptied"),
+            Fault::Intermittent => self
+                .proxy
+                .as_ref()
+                .expect("the chain was started with Access::Proxy")
+                .add_rule(Rule::new("intermittent_503", "/", ProxyFault::status(503)).chance(0.05)),
         }
         Instant::now()
     }
@@ -472,15 +687,26 @@ fn generate_short_rules(dir: &Path) -> PathBuf {
     dir.join("registry-prober.rules.yml")
 }
 
-/// The `for` of an alerting rule in a generated rules file (0 when it has none).
-fn rule_for(rules: &Path, alert: &str) -> Duration {
+/// The text of an alerting rule in a generated rules file, from its `- alert:` line to the
+/// next rule or group.
+fn rule_text(rules: &Path, alert: &str) -> String {
     let text = std::fs::read_to_string(rules).expect("rules file");
     let start = text
         .find(&format!("- alert: {alert}\n"))
         .unwrap_or_else(|| panic!("{alert} is not in {}", rules.display()));
     let rule = &text[start + 1..];
-    let rule = &rule[..rule.find("- alert: ").unwrap_or(rule.len())];
-    rule.lines()
+    let end = [rule.find("- alert: "), rule.find("- name: ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rule.len());
+    rule[..end].to_string()
+}
+
+/// The `for` of an alerting rule in a generated rules file (0 when it has none).
+fn rule_for(rules: &Path, alert: &str) -> Duration {
+    rule_text(rules, alert)
+        .lines()
         .find_map(|l| l.trim().strip_prefix("for: "))
         .map_or(Duration::ZERO, |d| parse_duration(d.trim()))
 }
@@ -573,7 +799,7 @@ impl FaultRun {
 
 /// A fresh chain, the fault, and every page it produced.
 fn inject_and_wait(fault: Fault) -> FaultRun {
-    let mut chain = Chain::start(false);
+    let mut chain = Chain::start(&Settings::short(), fault.access());
     let before = chain.webhook.firing();
     let injected = chain.inject(fault);
     let mut pages = Vec::new();
@@ -657,7 +883,7 @@ struct HealthyRun {
 /// A healthy registry behind a fault proxy for [`HEALTHY`], with one transient error of each
 /// kind spread over it, each failing a single request (`times(1)`) and so a single run.
 fn healthy_run_with_transient_errors() -> HealthyRun {
-    let chain = Chain::start(true);
+    let chain = Chain::start(&Settings::short(), Access::Proxy);
     let proxy = chain.proxy.as_ref().expect("a proxy");
     let transients: Vec<Rule> = vec![
         // start_upload, http_5xx
@@ -811,7 +1037,7 @@ fn fault_to_page_table() {
     let mut floors: BTreeMap<(Fault, usize, String), f64> = BTreeMap::new();
     let mut also: BTreeMap<Fault, BTreeMap<String, (String, Vec<f64>)>> = BTreeMap::new();
     let mut problems = Vec::new();
-    for fault in Fault::ALL {
+    for fault in Fault::SHORT {
         for rep in 1..=repeats {
             eprintln!("fault-to-page: {} ({rep}/{repeats})", fault.name());
             let run = inject_and_wait(fault);

@@ -225,6 +225,93 @@ fn a_target_on_a_closed_port_fails_with_connect_while_the_other_keeps_succeeding
     );
 }
 
+/// `registry_prober_<family>{target="c",size_class="default",<label>}` of the service, 0 when absent.
+fn class_metric(svc: &Service, family: &str, label: &str) -> f64 {
+    svc.metric(&format!(
+        "registry_prober_{family}{{target=\"c\",size_class=\"default\",{label}}}"
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_failed_run_is_confirmed_or_cleared_by_confirmation_runs_seconds_later() {
+    let reg = Registry::start_default().expect("registry");
+    let proxy = FaultProxy::start(&reg.url()).expect("proxy");
+    // One transient failure: the first upload session of the first run answers 503.
+    proxy.add_rule(
+        Rule::new("once", "/blobs/uploads/", Fault::status(503))
+            .method(Method::POST)
+            .times(1),
+    );
+    let config = format!(
+        "defaults: {{interval: 10s, timeout: 8s, confirmation_runs: 2, confirmation_delay: 500ms}}\ntargets:\n{}",
+        target("c", &proxy.url(), "probe/c", "")
+    );
+    let mut svc = Service::start(&config).expect("service starts");
+    // Cleared: the confirmation run half a second later succeeds, long before the next run.
+    svc.wait_for("the confirmation run", Duration::from_secs(30), |s| {
+        Ok(class_metric(s, "confirmation_runs_total", "result=\"success\"") >= 1.0)
+    })
+    .expect("a confirmation run after the failed run");
+    let text = svc.metrics().expect("metrics");
+    let runs = |result: &str| {
+        metric_value(
+            &text,
+            &format!("registry_prober_runs_total{{target=\"c\",size_class=\"default\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!((runs("failure"), runs("success")), (1.0, 1.0), "{text}");
+    assert!(
+        !text.contains("registry_prober_consecutive_failed_runs{"),
+        "a success ends the streak:\n{text}"
+    );
+    assert_eq!(proxy.hits("once"), 1);
+
+    // A hard outage: the next scheduled run and its 2 confirmations fail within seconds, then
+    // no more confirmations until a run succeeds.
+    proxy.add_rule(Rule::new("down", "/v2/", Fault::status(503)));
+    let streak = |s: &Service| {
+        class_metric(
+            s,
+            "consecutive_failed_runs",
+            "path=\"origin\",step=\"ping\"",
+        )
+    };
+    svc.wait_for("3 failed runs in a row", Duration::from_secs(30), |s| {
+        Ok(streak(s) >= 3.0)
+    })
+    .expect("confirmed");
+    let confirmed_at = std::time::Instant::now();
+    assert_eq!(
+        class_metric(&svc, "confirmation_runs_total", "result=\"failure\""),
+        2.0
+    );
+    svc.wait_for("the next scheduled run", Duration::from_secs(30), |s| {
+        Ok(streak(s) >= 4.0)
+    })
+    .expect("the outage goes on");
+    assert!(
+        confirmed_at.elapsed() > Duration::from_secs(2),
+        "the fourth failure is the next scheduled run, not a confirmation"
+    );
+    assert_eq!(
+        class_metric(&svc, "confirmation_runs_total", "result=\"failure\""),
+        2.0,
+        "no confirmations once the failure is confirmed"
+    );
+    // Recovery: the first success removes the streak.
+    proxy.clear_rules();
+    svc.wait_for("a success", Duration::from_secs(30), |s| {
+        Ok(!s
+            .metrics()?
+            .contains("registry_prober_consecutive_failed_runs{"))
+    })
+    .expect("recovered");
+}
+
 #[test]
 fn a_hanging_target_is_cut_at_its_deadline_and_counted() {
     let reg = Registry::start_default().expect("registry");
@@ -506,7 +593,7 @@ fn the_status_page_renders_in_headless_chromium() {
 }
 
 /// `registry_prober_<series>` of the target's default size class.
-fn class_metric(svc: &Service, series: &str, name: &str, extra: &str) -> f64 {
+fn class_metric_of(svc: &Service, series: &str, name: &str, extra: &str) -> f64 {
     svc.metric(&format!(
         "registry_prober_{series}{{target=\"{name}\",size_class=\"default\"{extra}}}"
     ))
@@ -532,7 +619,7 @@ fn a_stopped_schedule_counts_the_ticks_it_missed_and_every_scheduled_run_is_acco
     std::thread::sleep(Duration::from_millis(3500));
     svc.signal("CONT").expect("sigcont");
     svc.wait_for("the missed ticks counted", Duration::from_secs(10), |s| {
-        Ok(class_metric(s, "skipped_runs_total", "paused", ",cause=\"missed\"") >= 2.0)
+        Ok(class_metric_of(s, "skipped_runs_total", "paused", ",cause=\"missed\"") >= 2.0)
     })
     .expect("missed ticks");
     // Scheduled = ended + skipped + in flight; a run waiting for room, or one ending between
@@ -558,8 +645,17 @@ fn a_stopped_schedule_counts_the_ticks_it_missed_and_every_scheduled_run_is_acco
                     ))
                 })
                 .sum();
+            // Confirmation runs (after a failure) end in runs_total too, unscheduled.
+            let confirmations: f64 = ["success", "failure"]
+                .iter()
+                .map(|r| {
+                    v(&format!(
+                        "registry_prober_confirmation_runs_total{{{class},result=\"{r}\"}}"
+                    ))
+                })
+                .sum();
             let in_flight = v(&format!("registry_prober_runs_in_flight{{{class}}}"));
-            Ok(scheduled > 5.0 && scheduled == ended + skipped + in_flight)
+            Ok(scheduled > 5.0 && scheduled + confirmations == ended + skipped + in_flight)
         },
     )
     .expect("accounted");
@@ -690,5 +786,49 @@ fn a_session_the_registry_refuses_to_cancel_is_not_retried_by_every_sweep() {
     assert_eq!(
         reg.storage().uploads("probe/stale").expect("uploads").len(),
         1
+    );
+}
+
+#[test]
+fn a_name_that_stops_resolving_fails_a_run_within_a_minute_on_kept_connections() {
+    let reg = Registry::start_default().expect("registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("hosts");
+    let name = "registry.service.test";
+    std::fs::write(&hosts, format!("127.0.0.1 {name}\n")).expect("hosts written");
+    // Under 30 s, so the runs keep their connections (Distribution keeps them open).
+    let config = format!(
+        "defaults: {{interval: 2s, timeout: 1500ms}}\ntargets:\n{}",
+        target(
+            "d",
+            &format!("http://{name}:{}", reg.port()),
+            "probe/d",
+            "    allow_plain_http: true\n"
+        )
+    );
+    let mut svc = Service::start_with_hosts(&config, &hosts).expect("service starts");
+    svc.wait_for("a first success", Duration::from_secs(30), |s| {
+        Ok(successes(s, "d") >= 1.0)
+    })
+    .expect("the name resolves at first");
+    // Emptied in place: the bind mount keeps the inode.
+    std::fs::write(&hosts, "").expect("hosts emptied");
+    let emptied = std::time::Instant::now();
+    let ok_before = successes(&svc, "d");
+    // A run that looks the name up again fails with dns: at the latest the first scheduled run
+    // once the kept connections are a minute old (CONNECTION_MAX_AGE), not never.
+    svc.wait_for("a dns failure", Duration::from_secs(90), |s| {
+        Ok(failures(s, "d", "dns") >= 1.0)
+    })
+    .expect("the lookup failure shows within a minute and an interval");
+    assert!(
+        emptied.elapsed() < Duration::from_secs(75),
+        "{:?} after the name stopped resolving",
+        emptied.elapsed()
+    );
+    // The runs in between reused the connections: the test is about kept ones.
+    assert!(
+        successes(&svc, "d") > ok_before,
+        "runs on kept connections succeeded after the name stopped resolving"
     );
 }

@@ -395,6 +395,8 @@ fn once_target(
         ),
         step_timeout: None,
         cleanup_timeout: None,
+        confirmation_runs: None,
+        confirmation_delay: None,
         allow_plain_http: true,
         tls: RawTls {
             ca_file: args.ca_file.clone(),

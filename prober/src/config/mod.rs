@@ -19,8 +19,8 @@ pub use otlp::{OtlpConfig, OtlpHeaders, OtlpSource, RawOtlp};
 #[cfg(test)]
 pub(crate) use model::DEFAULT_SIZE_CLASS;
 pub(crate) use model::{
-    ArtifactConfig, Canaries, CleanupMode, PlatformChoice, Platforms, Propagation, Reference,
-    SizeClass, UploadMode, ORIGIN,
+    ArtifactConfig, Canaries, CleanupMode, Confirmation, PlatformChoice, Platforms, Propagation,
+    Reference, SizeClass, UploadMode, ORIGIN,
 };
 pub use model::{Config, Target};
 pub use raw::RawConfig;

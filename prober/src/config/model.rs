@@ -67,8 +67,18 @@ pub struct Target {
     /// The repository blobs are mounted into, when mount probing is on.
     pub(crate) mount: Option<String>,
     pub(crate) hygiene_interval: Duration,
+    /// Confirmation runs after a failed run.
+    pub(crate) confirmation: Confirmation,
     /// The prober instance named in every tag (from the top-level `instance`).
     pub(crate) instance: String,
+}
+
+/// After a failed run, up to `runs` more runs of the size class, each `delay` after the last
+/// failure, until one succeeds or all have failed (`runs` 0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Confirmation {
+    pub(crate) runs: u32,
+    pub(crate) delay: Duration,
 }
 
 /// An endpoint's TLS settings and the client config built from them at validation, shared by

@@ -57,6 +57,16 @@ pub(crate) struct RawDefaults {
     /// Deadline of each cleanup step, which runs even after the run deadline (default 10s).
     #[serde(default, with = "humantime_serde")]
     pub(crate) cleanup_timeout: Option<Duration>,
+    /// After a failed run, confirmation runs: up to this many more runs of the size class, each
+    /// `confirmation_delay` after the last failure, until one succeeds or all have failed
+    /// (default 2; 0 turns them off). A hard outage is confirmed within one interval, one
+    /// transient failure is cleared by the next run. Bounded: a size class earns one
+    /// confirmation per 4 scheduled runs, at most twice this many saved up.
+    pub(crate) confirmation_runs: Option<i64>,
+    /// How long after a failed run its confirmation run starts, e.g. "5s" (default 5s, or a
+    /// fifth of the interval when that is shorter); shorter than the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) confirmation_delay: Option<Duration>,
 }
 
 /// One registry path to probe.
@@ -88,6 +98,11 @@ pub(crate) struct RawTarget {
     /// Overrides defaults.cleanup_timeout.
     #[serde(default, with = "humantime_serde")]
     pub(crate) cleanup_timeout: Option<Duration>,
+    /// Overrides defaults.confirmation_runs.
+    pub(crate) confirmation_runs: Option<i64>,
+    /// Overrides defaults.confirmation_delay.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) confirmation_delay: Option<Duration>,
     /// Allow "http://" for a registry that is not on loopback (in-cluster registries).
     #[serde(default)]
     pub(crate) allow_plain_http: bool,

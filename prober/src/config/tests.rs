@@ -28,6 +28,33 @@ fn a_minimal_target_gets_the_documented_defaults() {
     assert_eq!(t.sizes[0].upload, UploadMode::Streamed);
     assert_eq!(t.manifest_type, ManifestType::Oci);
     assert!(t.cleanup.enabled && t.cleanup.deletes_blobs());
+    assert_eq!(
+        t.confirmation,
+        Confirmation {
+            runs: 2,
+            delay: Duration::from_secs(5)
+        }
+    );
+}
+
+#[test]
+fn confirmation_runs_come_from_the_defaults_unless_the_target_sets_its_own() {
+    let c = load_str(&format!(
+        "defaults: {{confirmation_runs: 3, confirmation_delay: 2s}}\n{MINIMAL}  - {{name: off, registry: http://127.0.0.1:5000, repository: p/y, confirmation_runs: 0, interval: 1s, timeout: 1s}}\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.targets[0].confirmation,
+        Confirmation {
+            runs: 3,
+            delay: Duration::from_secs(2)
+        }
+    );
+    // Off: the delay need not fit in the 1 s interval.
+    assert_eq!(c.targets[1].confirmation.runs, 0);
+    // By default a fifth of a short interval.
+    let c = load_str(&format!("{MINIMAL}    interval: 2s\n    timeout: 1s\n")).expect("valid");
+    assert_eq!(c.targets[0].confirmation.delay, Duration::from_millis(400));
 }
 
 #[test]

@@ -11,8 +11,8 @@ use url::Url;
 
 use super::durations::{not_longer, positive};
 use super::model::{
-    Canaries, Cleanup, CleanupMode, Config, Propagation, PullPath, SizeClass, Target, Tls,
-    UploadMode, DEFAULT_SIZE_CLASS, ORIGIN,
+    Canaries, Cleanup, CleanupMode, Config, Confirmation, Propagation, PullPath, SizeClass, Target,
+    Tls, UploadMode, DEFAULT_SIZE_CLASS, ORIGIN,
 };
 use super::names::{
     parse_reference, validate_instance, validate_label, validate_name, validate_repository,
@@ -43,6 +43,9 @@ const DEFAULT_CANARY_EVERY: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_CANARY_KEEP: i64 = 7;
 const DEFAULT_CANARY_LAYERS: [u64; 2] = [4 * 1024, 64 * 1024];
 const DEFAULT_HYGIENE_INTERVAL: Duration = Duration::from_secs(3600);
+const DEFAULT_CONFIRMATION_RUNS: i64 = 2;
+const MAX_CONFIRMATION_RUNS: i64 = 5;
+const DEFAULT_CONFIRMATION_DELAY: Duration = Duration::from_secs(5);
 
 impl RawConfig {
     /// Checks every value and fills in the defaults; reads secret files and builds each
@@ -252,6 +255,11 @@ impl RawTarget {
                 parse_reference(r).map_err(|e| invalid(format!("golden_images[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let confirmation = confirmation(
+            self.confirmation_runs.or(defaults.confirmation_runs),
+            self.confirmation_delay.or(defaults.confirmation_delay),
+            &sizes,
+        )?;
         Ok(Target {
             name: self.name,
             registry,
@@ -275,6 +283,7 @@ impl RawTarget {
             canaries,
             mount,
             hygiene_interval,
+            confirmation,
             instance: instance.to_string(),
         })
     }
@@ -299,6 +308,47 @@ fn image_compression(
         ));
     }
     Ok(LayerFormat::Tar(compression))
+}
+
+/// `confirmation_runs` in range, and a `confirmation_delay` shorter than every size class's
+/// interval (a confirmation due after the next scheduled run would never run). The default
+/// delay is 5 s, or a fifth of the shortest interval when that is shorter.
+fn confirmation(
+    runs: Option<i64>,
+    delay: Option<Duration>,
+    sizes: &[SizeClass],
+) -> Result<Confirmation, ConfigError> {
+    let runs = match runs.unwrap_or(DEFAULT_CONFIRMATION_RUNS) {
+        n @ 0..=MAX_CONFIRMATION_RUNS => n as u32,
+        n => {
+            return Err(invalid(format!(
+                "confirmation_runs: {n} is out of range (0 to {MAX_CONFIRMATION_RUNS})"
+            )))
+        }
+    };
+    let shortest = sizes
+        .iter()
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(DEFAULT_INTERVAL);
+    let delay = positive(
+        "confirmation_delay",
+        delay,
+        DEFAULT_CONFIRMATION_DELAY.min(shortest / 5),
+    )?;
+    if runs > 0 {
+        for class in sizes {
+            if delay >= class.interval {
+                return Err(invalid(format!(
+                    "confirmation_delay ({}) must be shorter than the interval of size class {:?} ({})",
+                    humantime::format_duration(delay),
+                    class.name,
+                    humantime::format_duration(class.interval)
+                )));
+            }
+        }
+    }
+    Ok(Confirmation { runs, delay })
 }
 
 impl RawSizeClass {

@@ -175,6 +175,10 @@ pub struct RunReport {
     pub success: bool,
     /// True when every step other than cleanup passed but cleanup left something behind.
     pub cleanup_failed: bool,
+    /// A confirmation run: started by the schedule after a failed run, to confirm the failure or
+    /// clear it, rather than on the interval.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub confirmation: bool,
     #[serde(serialize_with = "ser_unix")]
     pub started_at: SystemTime,
     #[serde(serialize_with = "ser_secs")]

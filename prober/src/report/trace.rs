@@ -86,6 +86,7 @@ pub(crate) fn spans(report: &RunReport) -> Vec<SpanData> {
         KeyValue::new("registry_prober.repository", report.repository.clone()),
         KeyValue::new("registry_prober.success", report.success),
         KeyValue::new("registry_prober.cleanup_failed", report.cleanup_failed),
+        KeyValue::new("registry_prober.confirmation", report.confirmation),
     ];
     if let Some(tag) = &report.tag {
         root_attrs.push(KeyValue::new("registry_prober.tag", tag.clone()));

@@ -1,6 +1,7 @@
 //! The schedule of one config: every target on its own interval, first runs spread across the
 //! interval with jitter, never two runs of one target at once (an overrun is a counted skip, not
-//! queued), a global bound on concurrent runs and bytes in flight, and a drain when it stops.
+//! queued), confirmation runs after a failed run (`confirm`), a global bound on concurrent runs
+//! and bytes in flight, and a drain when it stops.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::confirm::{Confirmer, Next};
 use super::sinks::{log_sweep, Sinks};
 use crate::config::Config;
 use crate::probe::{Prober, Watch};
@@ -143,8 +145,20 @@ impl Generation {
     }
 }
 
+/// What woke a size class's loop.
+enum Event {
+    /// A scheduled run is due.
+    Due(Instant),
+    /// The run in flight ended (None: it did not run, or its task panicked).
+    Ended(Option<RunEnd>),
+    /// A confirmation run is due.
+    Confirm(Instant),
+    Stop,
+}
+
 /// One size class of one target: tick, start a run unless the previous one is still going
-/// (an overrun) or the registry asked us to wait (rate limited).
+/// (an overrun) or the registry asked us to wait (rate limited); after a failed run, a
+/// confirmation run when `Confirmer` says so.
 async fn class_loop(
     prober: Arc<Prober>,
     class: usize,
@@ -158,48 +172,94 @@ async fn class_loop(
     let interval = prober.target().sizes[class].interval;
     let mut ticker = tokio::time::interval_at(first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut current: Option<JoinHandle<Option<Instant>>> = None;
+    let mut confirmer = Confirmer::new(prober.target().confirmation);
+    let mut current: Option<JoinHandle<Option<RunEnd>>> = None;
     let mut not_before: Option<Instant> = None;
     let mut last_due: Option<Instant> = None;
+    let mut confirm_at: Option<Instant> = None;
+    let mut next_scheduled = first;
+    let mut freshness = Freshness::new(Instant::now());
     loop {
-        let due = tokio::select! {
-            due = ticker.tick() => due,
-            _ = stop.wait_for(|s| *s) => break,
+        // Built from the select's value, so the branches' borrows end before it is handled;
+        // biased: a run that ended is seen before the tick that comes with it.
+        let event = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => Event::Stop,
+            end = ended(&mut current) => Event::Ended(end),
+            due = ticker.tick() => Event::Due(due),
+            at = at(confirm_at) => Event::Confirm(at),
         };
-        // Every tick is accounted for: due, then started (and counted when it ends) or skipped.
-        let missed = last_due.map_or(0, |last| missed_ticks(last, due, interval));
-        if missed > 0 {
-            sinks.metrics.runs_missed(&name, &class_name, missed);
-            tracing::warn!(target_name = %name, size_class = %class_name, missed, "The schedule fell whole intervals behind, runs missed");
-        }
-        last_due = Some(due);
-        sinks.metrics.run_due(&name, &class_name);
-        if current.as_ref().is_some_and(|h| !h.is_finished()) {
-            sinks
-                .metrics
-                .run_skipped(&name, &class_name, SkipCause::Overrun);
-            tracing::warn!(target_name = %name, size_class = %class_name, "Previous run still going, skipping this one");
-            continue;
-        }
-        if let Some(done) = current.take() {
-            if let Ok(Some(until)) = done.await {
-                not_before = Some(until);
+        let start = |due: Instant, kind: RunKind| {
+            tokio::spawn(run_one(
+                prober.clone(),
+                class,
+                due,
+                kind,
+                sinks.clone(),
+                limit.clone(),
+            ))
+        };
+        match event {
+            Event::Stop => break,
+            Event::Ended(end) => {
+                current = None;
+                let Some(end) = end else { continue };
+                if end.retry_until.is_some() {
+                    not_before = end.retry_until;
+                }
+                let rate_limited = end.retry_until.is_some();
+                match confirmer.ended(end.success, rate_limited, end.at, end.took, next_scheduled) {
+                    Next::Wait => {}
+                    Next::ConfirmAt(at) => confirm_at = Some(at),
+                    Next::Skip(cause) => {
+                        sinks
+                            .metrics
+                            .confirmation_skipped(&name, &class_name, cause);
+                        tracing::info!(target_name = %name, size_class = %class_name, cause = <&str>::from(cause), "Confirmation run not run");
+                    }
+                }
+            }
+            Event::Confirm(at) => {
+                confirm_at = None;
+                // Only a run that ended schedules a confirmation, and a due scheduled run
+                // cancels it: nothing is in flight here.
+                if current.is_none() {
+                    freshness.renewed(Instant::now());
+                    current = Some(start(at, RunKind::Confirmation));
+                }
+            }
+            Event::Due(due) => {
+                // Every tick is accounted for: due, then started (and counted when it ends) or
+                // skipped.
+                let missed = last_due.map_or(0, |last| missed_ticks(last, due, interval));
+                if missed > 0 {
+                    sinks.metrics.runs_missed(&name, &class_name, missed);
+                    tracing::warn!(target_name = %name, size_class = %class_name, missed, "The schedule fell whole intervals behind, runs missed");
+                }
+                last_due = Some(due);
+                sinks.metrics.run_due(&name, &class_name);
+                next_scheduled = due + interval;
+                confirmer.scheduled();
+                // The scheduled run confirms instead.
+                confirm_at = None;
+                if current.is_some() {
+                    sinks
+                        .metrics
+                        .run_skipped(&name, &class_name, SkipCause::Overrun);
+                    tracing::warn!(target_name = %name, size_class = %class_name, "Previous run still going, skipping this one");
+                    continue;
+                }
+                if not_before.is_some_and(|t| Instant::now() < t) {
+                    sinks
+                        .metrics
+                        .run_skipped(&name, &class_name, SkipCause::RateLimited);
+                    tracing::warn!(target_name = %name, size_class = %class_name, "Rate limited by the registry, waiting before the next run");
+                    continue;
+                }
+                let kind = freshness.scheduled(Instant::now());
+                current = Some(start(due, kind));
             }
         }
-        if not_before.is_some_and(|t| Instant::now() < t) {
-            sinks
-                .metrics
-                .run_skipped(&name, &class_name, SkipCause::RateLimited);
-            tracing::warn!(target_name = %name, size_class = %class_name, "Rate limited by the registry, waiting before the next run");
-            continue;
-        }
-        current = Some(tokio::spawn(run_one(
-            prober.clone(),
-            class,
-            due,
-            sinks.clone(),
-            limit.clone(),
-        )));
     }
     // Stopping: a run in flight finishes (cleanup included) before the loop ends.
     if let Some(run) = current {
@@ -217,6 +277,76 @@ fn missed_ticks(last: Instant, due: Instant, period: Duration) -> u64 {
     u64::try_from(periods.saturating_sub(1)).unwrap_or(u64::MAX)
 }
 
+/// The end of the run in flight (None if it did not run or its task panicked); never without
+/// one.
+async fn ended(current: &mut Option<JoinHandle<Option<RunEnd>>>) -> Option<RunEnd> {
+    match current {
+        Some(run) => run.await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// `at`, once it comes; never without one.
+async fn at(at: Option<Instant>) -> Instant {
+    match at {
+        Some(at) => {
+            tokio::time::sleep_until(at).await;
+            at
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a run starts, and on which connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    /// On the interval, reusing the connections kept from earlier runs.
+    Scheduled,
+    /// On the interval, on new connections (see [`CONNECTION_MAX_AGE`]).
+    Fresh,
+    /// After a failed run, on new connections: a kept connection that broke must not fail both
+    /// the run and the run that confirms it.
+    Confirmation,
+}
+
+/// When a class last started a run on new connections, and so whether its next scheduled run
+/// must: once kept connections have served for [`CONNECTION_MAX_AGE`].
+struct Freshness {
+    since: Instant,
+}
+
+impl Freshness {
+    /// The class starts on new connections (the service's first runs open them).
+    fn new(now: Instant) -> Freshness {
+        Freshness { since: now }
+    }
+
+    /// A run on new connections (a confirmation) starts at `now`.
+    fn renewed(&mut self, now: Instant) {
+        self.since = now;
+    }
+
+    /// The kind of the scheduled run starting at `now`.
+    fn scheduled(&mut self, now: Instant) -> RunKind {
+        if now.saturating_duration_since(self.since) >= CONNECTION_MAX_AGE {
+            self.since = now;
+            RunKind::Fresh
+        } else {
+            RunKind::Scheduled
+        }
+    }
+}
+
+/// How a run ended, for the schedule.
+struct RunEnd {
+    success: bool,
+    /// Until when the registry asked the schedule to wait, counted from the end of the
+    /// rate-limited run.
+    retry_until: Option<Instant>,
+    at: Instant,
+    took: Duration,
+}
+
 /// Connections are kept from one run to the next only when the next run is due sooner than
 /// this. Servers and load balancers close keep-alive connections idle for about a minute
 /// (nginx 75 s, cloud load balancers 60 s), and an idle connection per target and path costs
@@ -224,15 +354,24 @@ fn missed_ticks(last: Instant, due: Instant, period: Duration) -> u64 {
 /// on a long interval opens a new connection, and so measures DNS, connect and TLS every time.
 const KEEP_CONNECTIONS_BELOW: Duration = Duration::from_secs(30);
 
-/// One run under the global concurrency bound, reported to every sink. Returns until when the
-/// registry asked the schedule to wait, counted from the end of the rate-limited run.
+/// Kept connections are closed before a run once they have served runs this long: a registry
+/// that keeps idle connections open (Distribution does) would otherwise be reached over one
+/// connection forever, its name never looked up again, so a DNS failure (or a move to other
+/// addresses) would never show at a short interval. Clients resolve the name anew; so does
+/// the prober, at least once a minute.
+const CONNECTION_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// One run under the global concurrency bound, reported to every sink: a scheduled run, or a
+/// confirmation run after a failed one. None when it did not run (the bounds were closed: the
+/// service is stopping).
 async fn run_one(
     prober: Arc<Prober>,
     class: usize,
     due: Instant,
+    kind: RunKind,
     sinks: Sinks,
     limit: Arc<Limits>,
-) -> Option<Instant> {
+) -> Option<RunEnd> {
     let target = prober.target();
     let class_name = &target.sizes[class].name;
     // Back-pressure: wait for room for the image's bytes, then for a run slot, rather than
@@ -243,6 +382,10 @@ async fn run_one(
     let Ok(_permit) = limit.runs.clone().acquire_owned().await else {
         return None;
     };
+    if kind != RunKind::Scheduled {
+        // From scratch: DNS, connect and TLS.
+        prober.close_idle_connections();
+    }
     sinks.metrics.schedule_lag(due.elapsed());
     sinks.metrics.run_started(&target.name, class_name);
     sinks.health.progress();
@@ -251,21 +394,28 @@ async fn run_one(
     let hard_limit =
         target.sizes[class].timeout + target.cleanup_timeout * 4 + Duration::from_secs(5);
     let started_at = SystemTime::now();
+    let started = Instant::now();
     let watch = Watch::default();
     // Boxed: the loop keeps this task's JoinHandle until its next tick, and with it the task's
     // allocation, which would otherwise hold the whole run's state (~13 KiB) while idle.
     let run = Box::pin(prober.run_class(class, rand::random(), &watch));
-    let report = match tokio::time::timeout(hard_limit, run).await {
+    let mut report = match tokio::time::timeout(hard_limit, run).await {
         Ok(report) => report,
         Err(_) => prober.cut_report(class, started_at, hard_limit, &watch),
     };
+    report.confirmation = kind == RunKind::Confirmation;
     if target.sizes[class].interval >= KEEP_CONNECTIONS_BELOW {
         prober.close_idle_connections();
     }
     sinks.record(&report);
     sinks.metrics.run_finished(&target.name, class_name);
     sinks.health.progress();
-    report.retry_after.map(|wait| Instant::now() + wait)
+    Some(RunEnd {
+        success: report.success,
+        retry_until: report.retry_after.map(|wait| Instant::now() + wait),
+        at: Instant::now(),
+        took: started.elapsed(),
+    })
 }
 
 /// Sweeps the target's leftovers at start and then every hygiene interval.
@@ -340,6 +490,37 @@ mod tests {
         assert!(periods >= 4, "{periods}");
         // Ticks at 2p .. (periods - 1)p were never delivered.
         assert_eq!(missed_ticks(late, next, p), periods as u64 - 2);
+    }
+
+    #[test]
+    fn a_scheduled_run_opens_new_connections_once_kept_ones_have_served_their_age() {
+        let start = Instant::now();
+        let mut f = Freshness::new(start);
+        let interval = Duration::from_secs(15);
+        // 15 s apart: the runs at 15, 30 and 45 s reuse; the one at 60 s renews; then 75 s
+        // reuses again until 120 s.
+        let kinds: Vec<RunKind> = (1..=8).map(|n| f.scheduled(start + interval * n)).collect();
+        use RunKind::{Fresh, Scheduled};
+        assert_eq!(
+            kinds,
+            [Scheduled, Scheduled, Scheduled, Fresh, Scheduled, Scheduled, Scheduled, Fresh]
+        );
+    }
+
+    #[test]
+    fn a_confirmation_renews_the_connections_age() {
+        let start = Instant::now();
+        let mut f = Freshness::new(start);
+        f.renewed(start + Duration::from_secs(50));
+        assert_eq!(
+            f.scheduled(start + Duration::from_secs(60)),
+            RunKind::Scheduled,
+            "10 s after a confirmation's new connections"
+        );
+        assert_eq!(
+            f.scheduled(start + Duration::from_secs(110)),
+            RunKind::Fresh
+        );
     }
 
     #[tokio::test]

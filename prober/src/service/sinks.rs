@@ -55,6 +55,7 @@ fn log_run(report: &RunReport) {
             target_name = %report.target,
             size_class = %report.size_class,
             trace_id = %report.trace_id,
+            confirmation = report.confirmation,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             steps = report.steps.len(),
             "Run succeeded"
@@ -64,6 +65,7 @@ fn log_run(report: &RunReport) {
             target_name = %report.target,
             size_class = %report.size_class,
             trace_id = %report.trace_id,
+            confirmation = report.confirmation,
             duration_seconds = report.duration_seconds.as_secs_f64(),
             "Run failed: cut at its hard limit between steps"
         ),
@@ -72,6 +74,7 @@ fn log_run(report: &RunReport) {
             size_class = %report.size_class,
             path = %step.path,
             trace_id = %report.trace_id,
+            confirmation = report.confirmation,
             step = step.step.as_str(),
             reason = step.reason.map(|r| r.as_str()),
             status = step.status,

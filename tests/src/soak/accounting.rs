@@ -1,7 +1,9 @@
 //! Every scheduled run accounted for, from the prober's own /metrics: per target and size class,
 //! `registry_prober_scheduled_runs_total` against the runs that ended
-//! (`registry_prober_runs_total`, any result), the runs skipped
-//! (`registry_prober_skipped_runs_total`, any cause) and the one in flight. A run still waiting
+//! (`registry_prober_runs_total`, any result, less the confirmation runs among them:
+//! `registry_prober_confirmation_runs_total`), the runs skipped
+//! (`registry_prober_skipped_runs_total`, any cause) and the one in flight (a confirmation run
+//! in flight is one more for a moment). A run still waiting
 //! for room is in none of them, and a scrape is not one atomic read: so a single look may be off
 //! by the runs in progress, and a lost run is a difference that never goes away.
 
@@ -64,6 +66,9 @@ fn parse_line(line: &str) -> Option<Series> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClassAccount {
     pub scheduled: f64,
+    /// Confirmation runs that ended (any result): counted in `succeeded` and `failed` too,
+    /// though no tick scheduled them.
+    pub confirmations: f64,
     pub succeeded: f64,
     pub failed: f64,
     /// By cause.
@@ -79,7 +84,11 @@ impl ClassAccount {
     /// Scheduled runs neither ended, skipped nor in flight: 0 when everything is accounted for,
     /// 1 while a run waits for room (or a scrape read one counter before a run ended).
     pub fn unaccounted(&self) -> f64 {
-        self.scheduled - self.succeeded - self.failed - self.skipped_total() - self.in_flight
+        self.scheduled + self.confirmations
+            - self.succeeded
+            - self.failed
+            - self.skipped_total()
+            - self.in_flight
     }
 }
 
@@ -111,6 +120,9 @@ pub fn accounts(text: &str) -> BTreeMap<(String, String), ClassAccount> {
                     .entry(s.label("cause").to_string())
                     .or_default() += s.value;
             }
+            "registry_prober_confirmation_runs_total" => {
+                out.entry(key()).or_default().confirmations += s.value
+            }
             "registry_prober_runs_in_flight" => out.entry(key()).or_default().in_flight += s.value,
             _ => {}
         }
@@ -134,8 +146,10 @@ mod tests {
     const TEXT: &str = r#"# HELP registry_prober_runs_total Probe runs.
 # TYPE registry_prober_runs_total counter
 registry_prober_scheduled_runs_total{target="a",size_class="default"} 10
-registry_prober_runs_total{target="a",size_class="default",result="success"} 6
-registry_prober_runs_total{target="a",size_class="default",result="failure"} 2
+registry_prober_runs_total{target="a",size_class="default",result="success"} 7
+registry_prober_runs_total{target="a",size_class="default",result="failure"} 3
+registry_prober_confirmation_runs_total{target="a",size_class="default",result="success"} 1
+registry_prober_confirmation_runs_total{target="a",size_class="default",result="failure"} 1
 registry_prober_skipped_runs_total{target="a",size_class="default",cause="overrun"} 1
 registry_prober_skipped_runs_total{target="a",size_class="default",cause="missed"} 0
 registry_prober_runs_in_flight{target="a",size_class="default"} 1
@@ -166,10 +180,10 @@ weird{a="x\"y,z}",b="2"} 7 1700000000
     #[test]
     fn every_scheduled_run_is_ended_skipped_or_in_flight() {
         let a = &accounts(TEXT)[&("a".to_string(), "default".to_string())];
-        assert_eq!(a.scheduled, 10.0);
+        assert_eq!((a.scheduled, a.confirmations), (10.0, 2.0));
         assert_eq!(
             (a.succeeded, a.failed, a.skipped_total(), a.in_flight),
-            (6.0, 2.0, 1.0, 1.0)
+            (7.0, 3.0, 1.0, 1.0)
         );
         assert_eq!(a.unaccounted(), 0.0);
     }

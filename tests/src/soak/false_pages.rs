@@ -228,7 +228,8 @@ impl Chain {
             &PrometheusOptions {
                 rule_files: vec![rules.clone()],
                 alertmanagers: vec![alertmanager.host_port()],
-                interval: Some(speed.secs(15)),
+                scrape_interval: Some(speed.secs(15)),
+                evaluation_interval: Some(speed.secs(15)),
             },
         )?;
         let loaded = wait_for_rules(&prometheus)?;

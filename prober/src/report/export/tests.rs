@@ -83,6 +83,7 @@ fn report(target: &str) -> RunReport {
         manifest_digest: None,
         success: true,
         cleanup_failed: false,
+        confirmation: false,
         started_at: SystemTime::now(),
         duration_seconds: Duration::from_millis(30),
         steps: vec![StepReport {

@@ -23,7 +23,7 @@ pub use contract::Contract;
 #[cfg(test)]
 use encode::encode;
 pub use encode::{encode_as, encode_gzip, Format};
-pub use run::SkipCause;
+pub use run::{ConfirmationSkipCause, SkipCause};
 pub use service::ExportResult;
 
 use crate::config::Target;
@@ -145,6 +145,17 @@ impl Metrics {
     pub fn runs_missed(&self, target: &str, size_class: &str, n: u64) {
         self.run.scheduled(target, size_class, n);
         self.run.skipped(target, size_class, SkipCause::Missed, n);
+    }
+
+    /// A confirmation run of `size_class` was due after a failed run and did not run, for
+    /// `cause`.
+    pub fn confirmation_skipped(
+        &self,
+        target: &str,
+        size_class: &str,
+        cause: ConfirmationSkipCause,
+    ) {
+        self.run.confirmation_skipped(target, size_class, cause);
     }
 
     /// A run of `target`'s `size_class` started (in-flight +1).

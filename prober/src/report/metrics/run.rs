@@ -1,6 +1,10 @@
 //! Run metrics: how many runs of each size class came due, how many finished and how, how long
-//! they took, when the last one (and the last good one) ended, runs skipped or in flight, and the
-//! configured interval.
+//! they took, when the last one (and the last good one) ended, runs skipped or in flight, the
+//! configured interval, confirmation runs (run and skipped), and how many runs in a row have
+//! failed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,7 +17,7 @@ use super::family::{
     Tracked,
 };
 use crate::config::{Target, UploadMode};
-use crate::outcome::{Reason, RunReport};
+use crate::outcome::{Reason, RunReport, Step};
 
 /// `cause` of a skipped run: `overrun`, the previous run of the size class was still going;
 /// `rate_limited`, the registry answered 429 (Retry-After) and the schedule waits it out;
@@ -27,13 +31,25 @@ pub enum SkipCause {
     Missed,
 }
 
-closed_label!(SkipCause, UploadMode);
+/// `cause` of a confirmation run that was due and did not run: `budget`, the size class has
+/// used the confirmations it earns (one per 4 scheduled runs); `next_run_due`, the next
+/// scheduled run would start before the confirmation could end (the failed run was slow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum ConfirmationSkipCause {
+    Budget,
+    NextRunDue,
+}
+
+closed_label!(SkipCause, ConfirmationSkipCause, UploadMode);
 
 label_sets! {
     ClassLabels { target: Name, size_class: Name } [size_class];
     RunLabels { target: Name, size_class: Name, result: Outcome } [size_class];
     FailureLabels { target: Name, size_class: Name, reason: Reason } [size_class];
     SkipLabels { target: Name, size_class: Name, cause: SkipCause } [size_class];
+    ConfirmationSkipLabels { target: Name, size_class: Name, cause: ConfirmationSkipCause } [size_class];
+    StreakLabels { target: Name, size_class: Name, path: Name, step: Step } [size_class, path];
     ClassInfoLabels { target: Name, size_class: Name, upload_mode: UploadMode } [size_class];
 }
 
@@ -49,6 +65,19 @@ pub(super) struct RunMetrics {
     in_flight: Tracked<ClassLabels, Gauge>,
     interval: Tracked<ClassLabels, FloatGauge>,
     info: Tracked<ClassInfoLabels, Gauge>,
+    confirmations: Tracked<RunLabels, Counter>,
+    confirmations_skipped: Tracked<ConfirmationSkipLabels, Counter>,
+    failed_in_a_row: Tracked<StreakLabels, Gauge>,
+    /// Per size class, its failed runs in a row and the labels of its `failed_in_a_row` series.
+    streaks: Arc<Mutex<HashMap<(Name, Name), Streak>>>,
+}
+
+/// A size class's failed runs in a row, and the series that shows them (none when no failed
+/// run said which step failed).
+#[derive(Clone, Debug)]
+struct Streak {
+    runs: i64,
+    series: Option<StreakLabels>,
 }
 
 /// 10 ms to 328 s: a run is cut at its timeout, plus cleanup's own deadline.
@@ -69,6 +98,10 @@ impl RunMetrics {
             in_flight: Tracked::gauge(),
             interval: Tracked::float_gauge(),
             info: Tracked::gauge(),
+            confirmations: Tracked::counter(),
+            confirmations_skipped: Tracked::counter(),
+            failed_in_a_row: Tracked::gauge(),
+            streaks: Arc::default(),
         };
         f.tracked(
             "scheduled_runs",
@@ -130,6 +163,24 @@ impl RunMetrics {
             None,
             &m.info,
         );
+        f.tracked(
+            "confirmation_runs",
+            "Confirmation runs that finished, by size class and result: runs started after a failed run to confirm or clear it (also counted in registry_prober_runs_total)",
+            None,
+            &m.confirmations,
+        );
+        f.tracked(
+            "confirmation_runs_skipped",
+            "Confirmation runs due after a failed run that did not run, by cause: budget (the size class used the confirmations it earns) or next_run_due (the next scheduled run comes first)",
+            None,
+            &m.confirmations_skipped,
+        );
+        f.tracked(
+            "consecutive_failed_runs",
+            "Runs of the size class that failed in a row (scheduled and confirmation runs) since its last success; path and step name the first failed step of the latest; absent after a success",
+            None,
+            &m.failed_in_a_row,
+        );
         m
     }
 
@@ -160,6 +211,20 @@ impl RunMetrics {
             }
             for cause in SkipCause::iter() {
                 self.skipped.touch(SkipLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    cause,
+                });
+            }
+            for result in Outcome::iter() {
+                self.confirmations.touch(RunLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    result,
+                });
+            }
+            for cause in ConfirmationSkipCause::iter() {
+                self.confirmations_skipped.touch(ConfirmationSkipLabels {
                     target: t.clone(),
                     size_class: c.clone(),
                     cause,
@@ -198,6 +263,65 @@ impl RunMetrics {
         self.in_flight.retain(kept);
         self.interval.retain(kept);
         self.info.retain(kept);
+        self.confirmations.retain(kept);
+        self.confirmations_skipped.retain(kept);
+        self.failed_in_a_row.retain(kept);
+        self.streaks().retain(|_, streak| {
+            streak
+                .series
+                .as_ref()
+                .is_none_or(|labels| configured.keeps(labels))
+        });
+    }
+
+    fn streaks(&self) -> std::sync::MutexGuard<'_, HashMap<(Name, Name), Streak>> {
+        // Each update replaces an entry whole: a poisoned map is still consistent.
+        self.streaks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts the run into its class's failed runs in a row, or ends the streak on a success:
+    /// one series per failing class, labelled with the first failed step of its latest failed
+    /// run (a run that said none keeps the previous labels).
+    fn observe_streak(&self, report: &RunReport, t: &Name, c: &Name) {
+        let mut streaks = self.streaks();
+        let key = (t.clone(), c.clone());
+        if report.success {
+            if let Some(Streak {
+                series: Some(labels),
+                ..
+            }) = streaks.remove(&key)
+            {
+                self.failed_in_a_row.remove(&labels);
+            }
+            return;
+        }
+        let before = streaks.remove(&key).unwrap_or(Streak {
+            runs: 0,
+            series: None,
+        });
+        let series = report
+            .first_failure()
+            .map(|s| StreakLabels {
+                target: t.clone(),
+                size_class: c.clone(),
+                path: Name::from(s.path.as_str()),
+                step: s.step,
+            })
+            .or(before.series.clone());
+        if let Some(old) = before
+            .series
+            .as_ref()
+            .filter(|old| Some(*old) != series.as_ref())
+        {
+            self.failed_in_a_row.remove(old);
+        }
+        let runs = before.runs + 1;
+        if let Some(labels) = &series {
+            self.failed_in_a_row.with(labels.clone(), |g| {
+                g.set(runs);
+            });
+        }
+        streaks.insert(key, Streak { runs, series });
     }
 
     /// A finished run: its result, its duration, when it ended, and the reason of its first
@@ -221,6 +345,17 @@ impl RunMetrics {
         self.duration
             .observe(class_labels(), report.duration_seconds.as_secs_f64());
         self.last_run.set(class_labels(), finished);
+        if report.confirmation {
+            self.confirmations.inc_by(
+                RunLabels {
+                    target: t.clone(),
+                    size_class: c.clone(),
+                    result: Outcome::of(report.success),
+                },
+                1,
+            );
+        }
+        self.observe_streak(report, &t, &c);
         if report.success {
             self.last_success.set(class_labels(), finished);
         } else if let Some(reason) = report.first_failure().and_then(|s| s.reason) {
@@ -255,6 +390,23 @@ impl RunMetrics {
                 cause,
             },
             n,
+        );
+    }
+
+    /// A confirmation run of `size_class` was due and did not run, for `cause`.
+    pub(super) fn confirmation_skipped(
+        &self,
+        target: &str,
+        size_class: &str,
+        cause: ConfirmationSkipCause,
+    ) {
+        self.confirmations_skipped.inc_by(
+            ConfirmationSkipLabels {
+                target: Name::from(target),
+                size_class: Name::from(size_class),
+                cause,
+            },
+            1,
         );
     }
 

@@ -135,6 +135,7 @@ fn run(size_class: &str, success: bool, started_unix: u64, steps: Vec<StepReport
         manifest_digest: Some("sha256:abcd".to_string()),
         success,
         cleanup_failed: false,
+        confirmation: false,
         started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(started_unix),
         duration_seconds: secs(2.5),
         steps,
@@ -685,34 +686,98 @@ fn the_gzipped_text_is_the_text() {
 }
 
 #[test]
-fn a_new_target_has_103_series_and_an_observed_one_at_most_679_plus_step_failures() {
+fn a_new_target_has_107_series_and_an_observed_one_at_most_683_plus_step_failures() {
     let (registry, _metrics) = metrics(PLAIN);
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 103);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 107);
 
     // Every step, every phase, every transfer, no step failure: the most a target with one
     // size class and no pull path gets without them.
     let (registry, metrics) = metrics(PLAIN);
     let target = &targets(PLAIN)[0];
     metrics.observe_run(&every_step_run(target, "default", &[], false));
-    assert_eq!(series_of(&encode(&registry), TARGET).len(), 679);
+    assert_eq!(series_of(&encode(&registry), TARGET).len(), 683);
 }
 
 #[test]
 fn series_grow_with_size_classes_and_paths_as_documented() {
-    // docs/metrics.md: pre-created 64 + 39 C + 32 P (+2 mount, +1 canaries); at most
-    // 175 + 504 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
+    // docs/metrics.md: pre-created 64 + 43 C + 32 P (+2 mount, +1 canaries); at most
+    // 175 + 508 C + 160 P + 242 C P (+2 mount, +2 canaries) without step failures.
     let (c, p) = (2, 1);
     let (registry, metrics) = metrics(FULL);
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 39 * c + 32 * p + 2 + 1
+        64 + 43 * c + 32 * p + 2 + 1
     );
     let target = &targets(FULL)[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
     metrics.observe_run(&every_step_run(target, "large", &["cache"], false));
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        175 + 504 * c + 160 * p + 242 * c * p + 2 + 2
+        175 + 508 * c + 160 * p + 242 * c * p + 2 + 2
+    );
+}
+
+#[test]
+fn failed_runs_in_a_row_are_one_series_named_by_the_latest_failure_until_a_success() {
+    let (registry, metrics) = metrics(FULL);
+    metrics.observe_run(&failed_run());
+    let mut confirmation = failed_run();
+    confirmation.confirmation = true;
+    metrics.observe_run(&confirmation);
+    metrics.confirmation_skipped(TARGET, "large", ConfirmationSkipCause::Budget);
+    assert_lines(
+        &encode(&registry),
+        &[
+            r#"registry_prober_consecutive_failed_runs{target="t",size_class="large",path="cache",step="wait_propagation"} 2"#,
+            r#"registry_prober_confirmation_runs_total{target="t",size_class="large",result="failure"} 1"#,
+            r#"registry_prober_confirmation_runs_total{target="t",size_class="large",result="success"} 0"#,
+            r#"registry_prober_confirmation_runs_skipped_total{target="t",size_class="large",cause="budget"} 1"#,
+            r#"registry_prober_confirmation_runs_skipped_total{target="t",size_class="large",cause="next_run_due"} 0"#,
+            r#"registry_prober_runs_total{target="t",size_class="large",result="failure"} 2"#,
+        ],
+    );
+    // The next failure is another step's: the count goes on under its labels, alone.
+    let ping = run(
+        "large",
+        false,
+        1_700_000_120,
+        vec![failed(step(Step::Ping, "registry", 0, 0), Reason::Connect)],
+    );
+    metrics.observe_run(&ping);
+    let streaks = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("registry_prober_consecutive_failed_runs{"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        streaks(&encode(&registry)),
+        [
+            r#"registry_prober_consecutive_failed_runs{target="t",size_class="large",path="origin",step="ping"} 3"#
+        ]
+    );
+    // A success of the other class changes nothing; a success of this one ends the streak.
+    metrics.observe_run(&successful_run());
+    assert_eq!(streaks(&encode(&registry)).len(), 1);
+    let mut ok = successful_run();
+    ok.size_class = "large".into();
+    ok.confirmation = true;
+    metrics.observe_run(&ok);
+    let text = encode(&registry);
+    assert_eq!(streaks(&text), Vec::<String>::new());
+    assert_lines(
+        &text,
+        &[
+            r#"registry_prober_confirmation_runs_total{target="t",size_class="large",result="success"} 1"#,
+        ],
+    );
+    // A new failure starts from one.
+    metrics.observe_run(&ping);
+    assert_eq!(
+        streaks(&encode(&registry)),
+        [
+            r#"registry_prober_consecutive_failed_runs{target="t",size_class="large",path="origin",step="ping"} 1"#
+        ]
     );
 }
 
@@ -726,7 +791,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let (registry, metrics) = metrics(&with_referrers());
     assert_eq!(
         series_of(&encode(&registry), TARGET).len(),
-        64 + 39 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
+        64 + 43 * c + 32 * p + 2 + 1 + (4 + 2 * p) + 10 + 6 * p
     );
     let target = &targets(&with_referrers())[0];
     metrics.observe_run(&every_step_run(target, "small", &["cache"], true));
@@ -734,7 +799,7 @@ fn indexes_and_artifacts_add_the_series_documented() {
     let text = encode(&registry);
     assert_eq!(
         series_of(&text, TARGET).len(),
-        175 + 504 * c
+        175 + 508 * c
             + 160 * p
             + 242 * c * p
             + 2
@@ -878,7 +943,7 @@ fn docs_quote_every_help_text_and_list_every_family_and_label_value() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
     let contract = Metrics::contract();
-    assert_eq!(contract.families.len(), 40);
+    assert_eq!(contract.families.len(), 43);
     for family in &contract.families {
         // Under the name one queries: a counter's samples end in `_total`.
         assert!(
@@ -1006,7 +1071,7 @@ fn the_contract_names_closed_label_values_and_where_open_ones_come_from() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&contract.to_json()).expect("the contract is JSON");
-    assert_eq!(json["families"].as_array().map(Vec::len), Some(40));
+    assert_eq!(json["families"].as_array().map(Vec::len), Some(43));
     assert!(contract
         .to_text()
         .contains("registry_prober_steps_total (counter)"));

@@ -93,6 +93,7 @@ pub(super) struct RunRow {
     upload_mode: u16,
     success: bool,
     cleanup_failed: bool,
+    confirmation: bool,
     first_failure: Option<Arc<FailureView>>,
     /// What the timing bar needs of every step.
     steps: Arc<[StepMark]>,
@@ -293,6 +294,7 @@ impl RunRow {
             upload_mode: names.index(report.upload_mode),
             success: report.success,
             cleanup_failed: report.cleanup_failed,
+            confirmation: report.confirmation,
             first_failure: report.first_failure().map(|s| {
                 Arc::new(FailureView {
                     step: s.step,
@@ -344,6 +346,7 @@ impl RunRow {
             duration_seconds: self.duration_seconds,
             success: self.success,
             cleanup_failed: self.cleanup_failed,
+            confirmation: self.confirmation,
             detailed: detail.is_some(),
             tag: detail.and_then(|d| d.tag.clone()),
             manifest_digest: detail.and_then(|d| d.manifest_digest.clone()),

@@ -23,6 +23,7 @@ th,td{text-align:left;padding:2px 6px;border-bottom:1px solid #e4e4e4;vertical-a
 th{font-weight:600;color:#555;font-size:12px}
 td.num,th.num{text-align:right;white-space:nowrap}
 .ok{color:#1a7f37}.fail{color:#c62828;font-weight:600}.none{color:#888}
+.confirmation{color:#8a5a00;font-style:italic}
 section.target{border:1px solid #ddd;border-radius:6px;padding:.8em 1em;margin:1em 0}
 .meta{color:#555;margin:0 0 .5em}
 .stats span{margin-right:1.5em}
@@ -306,7 +307,10 @@ fn runs_table(runs: &[RunView], scale_runs: &[RunView]) -> Markup {
                 @for run in runs {
                     tr {
                         td.mono { (utc(run.started_at_unix)) }
-                        td { (run.size_class) " · " (run.upload_mode) }
+                        td {
+                            (run.size_class) " · " (run.upload_mode)
+                            @if run.confirmation { " · " span.confirmation title="run after a failed run, to confirm or clear it" { "confirmation" } }
+                        }
                         td { (verdict_badge(run.verdict())) }
                         td.num { (secs(run.duration_seconds)) }
                         td { (step_bar(run, scale)) }

@@ -102,6 +102,7 @@ fn run_with(
         manifest_digest: success.then(|| "sha256:abc".to_string()),
         success,
         cleanup_failed: false,
+        confirmation: false,
         started_at: at(started),
         duration_seconds: Duration::from_millis(200 + started % 7 * 10),
         steps,
@@ -503,6 +504,30 @@ fn formats_utc_times_and_ages() {
     assert_eq!(age(7205.0), "2h");
     assert_eq!(age(3.0 * 86_400.0 + 4.0 * 3600.0 + 725.0), "3days 4h");
     assert_eq!(age(40.0 * 86_400.0), "1month 9days");
+}
+
+#[test]
+fn marks_confirmation_runs_on_the_page_and_in_the_json() {
+    let history = History::new(10, 5);
+    history.record(&run("eu", 1, false));
+    let mut confirmation = run("eu", 2, true);
+    confirmation.confirmation = true;
+    history.record(&confirmation);
+    let snap = history.snapshot();
+    let runs = &snap.targets[0].runs;
+    assert_eq!(
+        runs.iter().map(|r| r.confirmation).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let html = render_html(&snap);
+    assert_eq!(
+        html.matches("<span class=\"confirmation\"").count(),
+        1,
+        "{html}"
+    );
+    let json = serde_json::to_value(&snap).expect("snapshot serialises");
+    assert_eq!(json["targets"][0]["runs"][0]["confirmation"], true);
+    assert_eq!(json["targets"][0]["runs"][1]["confirmation"], false);
 }
 
 #[test]

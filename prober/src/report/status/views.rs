@@ -93,6 +93,8 @@ pub(super) struct RunView {
     pub(super) duration_seconds: f64,
     pub(super) success: bool,
     pub(super) cleanup_failed: bool,
+    /// A confirmation run: started after a failed run to confirm or clear it.
+    pub(super) confirmation: bool,
     /// Whether the run is kept in full; otherwise its steps carry only step, path, result,
     /// reason and duration, and it has no tag, digest or transcript.
     pub(super) detailed: bool,

@@ -72,6 +72,7 @@ fn report() -> RunReport {
         manifest_digest: None,
         success: false,
         cleanup_failed: false,
+        confirmation: false,
         started_at: at(0),
         duration_seconds: ms(100),
         steps: vec![

@@ -63,11 +63,11 @@ fn accounting_section(
 ) -> anyhow::Result<()> {
     writeln!(
         out,
-        "\nRun accounting (the prober's /metrics at the end; unaccounted = scheduled - succeeded - failed - skipped - in flight):\n\
-         | target | class | scheduled | succeeded | failed | skipped | in flight | unaccounted (calm looks) | unaccounted (whole soak, min..max) |\n\
-         | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |"
+        "\nRun accounting (the prober's /metrics at the end; unaccounted = scheduled + confirmation runs - succeeded - failed - skipped - in flight):\n\
+         | target | class | scheduled | confirmation runs | succeeded | failed | skipped | in flight | unaccounted (calm looks) | unaccounted (whole soak, min..max) |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |"
     )?;
-    let mut sum = [0.0; 5];
+    let mut sum = [0.0; 6];
     for ((target, class), a) in &soak.accounts {
         let looks = soak.unaccounted.get(&(target.clone(), class.clone()));
         let calm: Vec<f64> = looks
@@ -86,8 +86,9 @@ fn accounting_section(
             .collect();
         writeln!(
             out,
-            "| {target} | {class} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {target} | {class} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.scheduled,
+            a.confirmations,
             a.succeeded,
             a.failed,
             if skipped.is_empty() {
@@ -105,6 +106,7 @@ fn accounting_section(
         )?;
         for (i, v) in [
             a.scheduled,
+            a.confirmations,
             a.succeeded,
             a.failed,
             a.skipped_total(),
@@ -125,8 +127,8 @@ fn accounting_section(
     }
     writeln!(
         out,
-        "| all | | {} | {} | {} | {} | {} | | |",
-        sum[0], sum[1], sum[2], sum[3], sum[4]
+        "| all | | {} | {} | {} | {} | {} | {} | | |",
+        sum[0], sum[1], sum[2], sum[3], sum[4], sum[5]
     )?;
     let by = |name: &str, label: &str| -> Vec<String> {
         let mut m: BTreeMap<String, f64> = BTreeMap::new();
