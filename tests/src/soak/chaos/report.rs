@@ -449,6 +449,34 @@ fn storage_section(
     )?;
     if !a.run_tags.is_empty() {
         problems.push(format!("run tags left: {:?}", a.run_tags));
+        // What the prober said of each (its run, the sweeps that tried it), for the cause.
+        let lines = log_lines(&soak.log);
+        for t in &a.run_tags {
+            let said: Vec<String> = lines
+                .iter()
+                .filter(|l| {
+                    l.message.contains(&t.tag)
+                        || l.fields.values().any(|v| v.to_string().contains(&t.tag))
+                })
+                .map(|l| {
+                    format!(
+                        "{} {} {}",
+                        l.timestamp,
+                        l.message,
+                        serde_json::Value::Object(l.fields.clone())
+                    )
+                })
+                .collect();
+            let shown = said.len().saturating_sub(5);
+            writeln!(
+                out,
+                "- run tag {}:{} left; the prober's log names it {} times, the last: {:#?}",
+                t.repo,
+                t.tag,
+                said.len(),
+                &said[shown..]
+            )?;
+        }
     }
     if !a.disagreements().is_empty() {
         problems.push(format!(
