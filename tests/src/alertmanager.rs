@@ -165,6 +165,11 @@ pub fn with_webhook_receivers(config: &str, webhook_url: &str) -> anyhow::Result
         .iter()
         .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
         .map_or(lines.len(), |i| start + 1 + i);
+    // Comments and blank lines just before the next key belong to it.
+    let mut end = end;
+    while end > start + 1 && (lines[end - 1].is_empty() || lines[end - 1].starts_with('#')) {
+        end -= 1;
+    }
     let names: Vec<&str> = lines[start + 1..end]
         .iter()
         .filter_map(|l| l.strip_prefix("  - name: "))

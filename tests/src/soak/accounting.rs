@@ -161,12 +161,12 @@ weird{a="x\"y,z}",b="2"} 7 1700000000
     #[test]
     fn parses_names_labels_values_and_escapes() {
         let s = parse(TEXT);
-        assert_eq!(s.len(), 9);
-        assert_eq!(s[7].name, "registry_prober_targets");
-        assert_eq!(s[7].value, 1.0);
-        assert_eq!(s[8].label("a"), "x\"y,z}");
-        assert_eq!(s[8].label("b"), "2");
-        assert_eq!(s[8].value, 7.0);
+        assert_eq!(s.len(), 11);
+        assert_eq!(s[9].name, "registry_prober_targets");
+        assert_eq!(s[9].value, 1.0);
+        assert_eq!(s[10].label("a"), "x\"y,z}");
+        assert_eq!(s[10].label("b"), "2");
+        assert_eq!(s[10].value, 7.0);
         assert_eq!(
             sum(
                 &s,
