@@ -369,7 +369,6 @@ fn usable_until(
     })
 }
 
-/// A password file's content: one trailing newline (as `echo` writes) is not part of it.
 /// A password file holds one password (or token): a bigger file is not one.
 const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
 
@@ -381,6 +380,7 @@ async fn read_capped_blocking(path: &Path, limit: u64) -> std::io::Result<Vec<u8
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// A password file's content: one trailing newline (as `echo` writes) is not part of it.
 fn password_from(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<String, KeychainError> {
     let bytes = read.map_err(|source| KeychainError::PasswordFile {
         path: path.to_owned(),
