@@ -829,9 +829,10 @@ fn every_fault_shows_with_its_step_and_reason_and_the_prober_recovers_from_each(
         .tag_target(REPO, &canary)
         .expect("tag link")
         .expect("tagged");
+    // Config, then its layers in order: the last is the 8 KiB one (gzip-compressed, so not
+    // 8,192 bytes on the wire).
     let (_, canary_layer) = manifest_blobs(&storage, &canary_manifest)
-        .into_iter()
-        .find(|(size, _)| *size == 8192)
+        .pop()
         .expect("the canary's 8 KiB layer");
     let lost = LostBlob::backup(&storage, &canary_layer);
     let run = bed.fault(
