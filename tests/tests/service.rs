@@ -10,8 +10,9 @@ use registry_prober_e2e::fault_proxy::{Fault, FaultProxy, Rule};
 use registry_prober_e2e::service::{metric_value, Service};
 use registry_prober_e2e::{free_port, Registry, RegistryAuth, RegistryOptions};
 
+/// Uncompressed layers: the byte counts these tests check are the layer sizes.
 fn target(name: &str, registry: &str, repo: &str, extra: &str) -> String {
-    format!("  - name: {name}\n    registry: {registry}\n    repository: {repo}\n    image: {{layers: 1, layer_size: 4KiB}}\n{extra}")
+    format!("  - name: {name}\n    registry: {registry}\n    repository: {repo}\n    image: {{layers: 1, layer_size: 4KiB, compression: none}}\n{extra}")
 }
 
 fn successes(svc: &Service, name: &str) -> f64 {
