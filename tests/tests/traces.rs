@@ -38,7 +38,7 @@ const STEPS: [&str; 11] = [
 ];
 
 fn target(name: &str, registry: &str, repo: &str, extra: &str) -> String {
-    format!("  - name: {name}\n    registry: {registry}\n    repository: {repo}\n    image: {{layers: 1, layer_size: 4KiB}}\n{extra}")
+    format!("  - name: {name}\n    registry: {registry}\n    repository: {repo}\n    image: {{layers: 1, layer_size: 4KiB, compression: none}}\n{extra}")
 }
 
 /// The single root span of a trace, if it is the run of `target`.
