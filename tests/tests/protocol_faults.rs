@@ -197,7 +197,7 @@ fn a_manifest_over_its_bound_fails_naming_the_limit_and_is_not_read_further() {
         "{error}"
     );
     // Past the bound by what arrived with the last reads (HTTP/1.1 reads up to 1 MiB at once;
-    // 5.6 MiB seen once at load 8), far from the 16 MiB sent.
+    // 5.6 MiB seen once in a whole suite), far from the 16 MiB sent.
     assert_received(&report, 4 * 1024 * 1024 + 1..6 * 1024 * 1024);
     assert_cleaned_up(&s, &report);
 }
