@@ -18,9 +18,9 @@ use crate::outcome::Failure;
 /// Blobs from this size on are hashed (and unpacked) on threads of their own.
 const PIPELINE_MIN_BYTES: u64 = 1024 * 1024;
 /// Frames queued for a consumer before the receive waits for it. A frame is up to 1 MiB (what
-/// HTTP/1.1 reads at once), so this bounds what a pull holds per consumer: 32 frames held up to
-/// 64 MiB (1 GiB layer: 85 MiB peak RSS against 12 MiB for 1 MiB); a few frames are enough
-/// slack for the threads to overlap.
+/// HTTP/1.1 reads at once), so this bounds what a pull holds per consumer: 32 frames each for
+/// the hash and the inflate held up to 64 MiB (1 GiB layer: 85 MiB peak RSS against 12 MiB for
+/// 1 MiB); a few frames are enough slack for the threads to overlap.
 const QUEUE: usize = 4;
 
 /// Streams `resp` through `verifier` (digest and length) and, when given, `layer` (inflate,
