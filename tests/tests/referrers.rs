@@ -388,15 +388,7 @@ fn a_golden_index_is_verified_on_every_platform_or_the_ones_configured() {
     );
 
     // The arm64 manifest goes: the index still names it, and its pull fails as lost content.
-    let deleted = HttpClient::new()
-        .request(
-            "DELETE",
-            &format!("{}/v2/golden/idx/manifests/{arm}", reg.url()),
-            &[],
-            &[],
-        )
-        .expect("DELETE answers");
-    assert_eq!(deleted.status, 202);
+    delete_manifest(&reg, "golden/idx", &arm);
     let (code, report) = golden(Some("linux/arm64"));
     assert_eq!(code, 1, "{report:#}");
     let failed = named(&report, "pull_golden_manifest");
@@ -527,15 +519,7 @@ fn a_canary_artifact_lost_from_its_referrers_fails_as_referrer_missing() {
 
     // The canary's referrers tag goes (its index deleted), as a storage loss would take it.
     let (_, _, index) = canary_referrers(&reg, &tags[0]);
-    let deleted = HttpClient::new()
-        .request(
-            "DELETE",
-            &format!("{}/v2/{REPO}/manifests/{index}", reg.url()),
-            &[],
-            &[],
-        )
-        .expect("DELETE answers");
-    assert_eq!(deleted.status, 202);
+    delete_manifest(&reg, REPO, &index);
     let (code, report) = once_config(&config);
     assert_eq!(code, 1, "{report:#}");
     let failed: Vec<&Value> = named(&report, "pull_referrers_tag")
@@ -695,4 +679,17 @@ fn the_sweep_removes_a_crashed_runs_index_its_platforms_and_its_artifact() {
         storage.layer_links(REPO).expect("links"),
         [sha256_digest(b"{}")]
     );
+}
+
+/// DELETEs a manifest through the registry API, as a storage loss would take it: 202.
+fn delete_manifest(reg: &Registry, repository: &str, reference: &str) {
+    let deleted = HttpClient::new()
+        .request(
+            "DELETE",
+            &format!("{}/v2/{repository}/manifests/{reference}", reg.url()),
+            &[],
+            &[],
+        )
+        .expect("DELETE answers");
+    assert_eq!(deleted.status, 202, "DELETE {repository}@{reference}");
 }
