@@ -11,7 +11,7 @@ use super::{Soak, INSTANCE};
 use crate::soak::accounting;
 use crate::soak::audit::Session;
 use crate::soak::sampler::{flatness, Flatness, Spread};
-use crate::soak::{log_lines, panics};
+use crate::soak::{log_lines, panics, LogLine};
 
 /// The most RSS and open descriptors may grow after the warm-up, in percent.
 pub const MAX_GROWTH_PERCENT: f64 = 5.0;
@@ -320,7 +320,7 @@ fn series_section(
 
 /// Why a live session was left: the prober never learned its URL (its POST's answer was lost
 /// on the wire, or the registry was killed as it answered), or a bug.
-fn explain(soak: &Session, s: &Soak) -> Result<String, String> {
+fn explain(soak: &Session, s: &Soak, log: &[LogLine]) -> Result<String, String> {
     let wall = |d: Duration| s.started_wall + d;
     let near = |t: SystemTime, opened: SystemTime| {
         let gap = if t > opened {
@@ -338,7 +338,7 @@ fn explain(soak: &Session, s: &Soak) -> Result<String, String> {
     if !used.is_empty() {
         // Known and refused: the prober's cancel said the registry refuses its URL's state,
         // because a request carrying the body broke after the registry took it.
-        let refused = log_lines(&s.log).into_iter().any(|l| {
+        let refused = log.iter().any(|l| {
             l.field("step") == "cancel_upload"
                 && l.field("reason") == "blob_upload_invalid"
                 && (l.field("subject").contains(&soak.uuid)
@@ -398,7 +398,7 @@ fn explain(soak: &Session, s: &Soak) -> Result<String, String> {
     // Under load the prober may give up on the POST (its step deadline) after the registry
     // opened the session: the answer with its URL is never read. Its run's log line names the
     // POST; the run ends, and logs, within seconds of it.
-    let cut = log_lines(&s.log).into_iter().find(|l| {
+    let cut = log.iter().find(|l| {
         let error = l.field("error");
         l.field("reason") == "timeout"
             && error.starts_with("POST ")
@@ -422,8 +422,8 @@ fn explain(soak: &Session, s: &Soak) -> Result<String, String> {
         ));
     }
     // What the prober logged of the repository's runs around then, for whoever reads this.
-    let around: Vec<String> = log_lines(&s.log)
-        .into_iter()
+    let around: Vec<String> = log
+        .iter()
         .filter(|l| {
             l.field("error").contains(&format!("/v2/{}/", soak.repo))
                 && crate::soak::log_time(&l.timestamp).is_some_and(|t| near(t, opened))
@@ -447,10 +447,11 @@ fn storage_section(
         "\nStorage after the prober stopped (instance {INSTANCE}; filesystem and API):\n{}",
         a.describe()
     )?;
+    // Parsed once: each tag left and each live session looks through it.
+    let lines = log_lines(&soak.log);
     if !a.run_tags.is_empty() {
         problems.push(format!("run tags left: {:?}", a.run_tags));
         // What the prober said of each (its run, the sweeps that tried it), for the cause.
-        let lines = log_lines(&soak.log);
         for t in &a.run_tags {
             let said: Vec<String> = lines
                 .iter()
@@ -485,7 +486,7 @@ fn storage_section(
         ));
     }
     for session in a.live_sessions() {
-        match explain(session, soak) {
+        match explain(session, soak, &lines) {
             Ok(why) => writeln!(
                 out,
                 "- live session {}/{}: {why}",
