@@ -1,5 +1,6 @@
 //! Running the real `registry-prober` binary: `once` with its JSON report parsed, and
-//! `check-config`, each under a deadline.
+//! `check-config`, each under a deadline; and images left in a registry as a crashed run leaves
+//! them.
 
 use std::process::Command;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::bins::prober_bin;
+use crate::http::HttpClient;
 use crate::process::run_with_timeout;
 
 /// No single `once` in the tests may take longer than this.
@@ -106,4 +108,34 @@ pub fn same_period(tags: &[String], canary: &str) -> Vec<String> {
         .filter(|t| period(t) == period(canary))
         .cloned()
         .collect()
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pushes a small OCI image to `registry` (a base URL) that stays (`once --no-cleanup`) and
+/// returns its manifest's bytes.
+pub fn leave_image(registry: &str, repository: &str) -> anyhow::Result<Vec<u8>> {
+    let args = ["--registry", registry, "--repository", repository];
+    let mut all = args.to_vec();
+    all.extend(["--layers", "1", "--layer-size", "4KiB", "--no-cleanup"]);
+    let (code, report) = once_json(&all)?;
+    anyhow::ensure!(code == 0, "once --no-cleanup exited {code}: {report:#}");
+    let tag = report["tag"].as_str().context("the report names no tag")?;
+    let url = format!("{registry}/v2/{repository}/manifests/{tag}");
+    let r = HttpClient::new().request("GET", &url, &[("Accept", OCI_MANIFEST)], &[])?;
+    anyhow::ensure!(r.status == 200, "GET {url}: {} {}", r.status, r.text());
+    Ok(r.body)
+}
+
+/// PUT an OCI image `manifest` under `tag`: 201.
+pub fn put_manifest(
+    registry: &str,
+    repository: &str,
+    tag: &str,
+    manifest: &[u8],
+) -> anyhow::Result<()> {
+    let url = format!("{registry}/v2/{repository}/manifests/{tag}");
+    let r = HttpClient::new().request("PUT", &url, &[("Content-Type", OCI_MANIFEST)], manifest)?;
+    anyhow::ensure!(r.status == 201, "PUT {url}: {} {}", r.status, r.text());
+    Ok(())
 }

@@ -142,6 +142,24 @@ impl Storage {
         Ok(out)
     }
 
+    /// Removes the revision link of the manifest `tag` names, leaving the tag: what a registry
+    /// stopped between the two writes of a manifest DELETE leaves (Distribution 2.8 removes the
+    /// revision link first, then the tags naming it). The registry then lists the tag but
+    /// answers 404 MANIFEST_UNKNOWN for it. Returns the digest the tag still names.
+    pub fn dangle_tag(&self, repo: &str, tag: &str) -> anyhow::Result<String> {
+        let digest = self
+            .tag_target(repo, tag)?
+            .with_context(|| format!("{repo} has no tag {tag}"))?;
+        let link = self
+            .repo_dir(repo)
+            .join("_manifests/revisions/sha256")
+            .join(digest_hex(&digest)?)
+            .join("link");
+        std::fs::remove_file(&link)
+            .with_context(|| format!("removing revision link {}", link.display()))?;
+        Ok(digest)
+    }
+
     /// Flips every bit of the blob's middle byte in place (same size, wrong digest): bit rot.
     pub fn corrupt_blob(&self, digest: &str) -> anyhow::Result<()> {
         let path = self.blob_data_path(digest)?;

@@ -1,14 +1,13 @@
 //! Every registry path and old content, against real docker-registry instances: a pull-through
 //! cache probed as its own path, a replica that lags (propagation waited for and measured) or
 //! never catches up, aged canaries (pushed once, kept, verified, rotated, loud when lost or
-//! changed), a cross-repository mount, size classes, the hygiene sweep and rate limits.
+//! changed), a cross-repository mount, size classes and rate limits.
 
 use std::path::Path;
 use std::time::Duration;
 
 use http::Method;
 use registry_prober_e2e::fault_proxy::{Fault, FaultProxy, Rule};
-use registry_prober_e2e::http::HttpClient;
 use registry_prober_e2e::prober::{self, first_failure, once_json, same_period};
 use registry_prober_e2e::service::Service;
 use registry_prober_e2e::{Registry, RegistryOptions};
@@ -429,56 +428,6 @@ fn each_size_class_runs_on_its_own_schedule() {
 }
 
 #[test]
-fn the_hygiene_sweep_deletes_only_this_instances_old_run_tags() {
-    let reg = Registry::start_default().expect("registry starts");
-    // An image left behind by a crashed run, under this instance's old tag, another
-    // instance's old tag, and a tag that is not the prober's at all.
-    let manifest = leave_image(&reg);
-    let other_manifest = leave_image(&reg);
-    put_manifest(
-        &reg,
-        "registry-prober-default-1000000000-0000beef",
-        &manifest,
-    );
-    put_manifest(
-        &reg,
-        "registry-prober-elsewhere-1000000000-0000beef",
-        &other_manifest,
-    );
-    put_manifest(&reg, "keep-me", &other_manifest);
-
-    let mut svc = Service::start(&format!(
-        "targets:\n  - name: swept\n    registry: {}\n    repository: registry-prober/other\n    interval: 1h\n    timeout: 20s\n  - name: own\n    registry: {}\n    repository: {REPO}\n    interval: 1h\n    timeout: 20s\n",
-        reg.url(),
-        reg.url()
-    ))
-    .expect("service starts");
-    svc.wait_for("the sweep", Duration::from_secs(15), |s| {
-        Ok(
-            s.metric("registry_prober_swept_objects_total{target=\"own\",kind=\"tag\"}")?
-                .unwrap_or(0.0)
-                >= 1.0,
-        )
-    })
-    .expect("swept");
-    let tags = reg.storage().tags(REPO).expect("tags");
-    assert!(
-        !tags.contains(&"registry-prober-default-1000000000-0000beef".to_string()),
-        "{tags:?}"
-    );
-    assert!(
-        tags.contains(&"registry-prober-elsewhere-1000000000-0000beef".to_string()),
-        "{tags:?}"
-    );
-    assert!(tags.contains(&"keep-me".to_string()), "{tags:?}");
-    assert_eq!(
-        svc.metric("registry_prober_sweeps_total{target=\"own\",result=\"success\"}")
-            .expect("metrics"),
-        Some(1.0)
-    );
-}
-
-#[test]
 fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
     let reg = Registry::start_default().expect("registry starts");
     let proxy = FaultProxy::start(&reg.url()).expect("proxy starts");
@@ -547,47 +496,14 @@ fn a_429_with_retry_after_delays_the_next_run_instead_of_hammering() {
     assert_eq!(proxy.hits("limited"), 1);
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// Pushes a small image that stays (`once --no-cleanup`) and returns its manifest's bytes.
+/// Pushes a small image that stays and returns its manifest's bytes.
 fn leave_image(reg: &Registry) -> Vec<u8> {
-    let (code, report) = once_json(&[
-        "--registry",
-        &reg.url(),
-        "--repository",
-        REPO,
-        "--layers",
-        "1",
-        "--layer-size",
-        "4KiB",
-        "--no-cleanup",
-    ])
-    .expect("once runs");
-    assert_eq!(code, 0, "{report:#}");
-    let tag = report["tag"].as_str().expect("tag");
-    let r = HttpClient::new()
-        .request(
-            "GET",
-            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
-            &[("Accept", OCI_MANIFEST)],
-            &[],
-        )
-        .expect("GET manifest");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.body
+    prober::leave_image(&reg.url(), REPO).expect("an image left")
 }
 
 /// PUT `manifest` under `tag`: 201.
 fn put_manifest(reg: &Registry, tag: &str, manifest: &[u8]) {
-    let r = HttpClient::new()
-        .request(
-            "PUT",
-            &format!("{}/v2/{REPO}/manifests/{tag}", reg.url()),
-            &[("Content-Type", OCI_MANIFEST)],
-            manifest,
-        )
-        .expect("PUT manifest");
-    assert_eq!(r.status, 201, "{}", r.text());
+    prober::put_manifest(&reg.url(), REPO, tag, manifest).expect("PUT manifest");
 }
 
 /// (size, digest) of the layers of a stored manifest.

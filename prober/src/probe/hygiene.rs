@@ -9,16 +9,21 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::pull::Manifest;
 use super::run::step;
 use super::run::{Run, Session, Watch};
 use super::tags::{parse_run_tag, unix_now};
 use super::Prober;
 use crate::http::{Request, TAG_LIST_BODY};
+use crate::oci::image::Image;
+use crate::oci::manifest::ACCEPT;
 use crate::outcome::{DeviationKind, Failure, Reason, Step, SweepReport};
 
 /// Pages of the tag list read at most (a repository with more tags is not the prober's).
 const MAX_TAG_PAGES: usize = 20;
 const TAGS_PER_PAGE: usize = 1000;
+/// The layer of the image that re-points a dangling tag before it is deleted.
+const REPAIR_LAYER_BYTES: u64 = 512;
 /// Leftover sessions remembered at most (the registry purges old ones itself).
 pub(super) const MAX_LEFTOVER_SESSIONS: usize = 1000;
 
@@ -160,21 +165,13 @@ impl Run<'_> {
     }
 
     /// A leftover run tag: GET its manifest (for the digest and blobs), DELETE the manifest by
-    /// digest, then its blobs.
+    /// digest, then its blobs. A dangling tag is re-pointed, then deleted
+    /// ([`Run::delete_dangling_tag`]).
     async fn delete_leftover_tag(&mut self, tag: &str) -> Result<(), Failure> {
-        let origin = self.origin();
-        let repo = origin.client.repository();
         let subject = format!("leftover {tag}");
-        let manifest = self
-            .pull_manifest(
-                origin,
-                Step::DeleteManifest,
-                subject.clone(),
-                repo,
-                tag,
-                None,
-            )
-            .await?;
+        let Some(manifest) = self.leftover_manifest(tag, &subject).await? else {
+            return self.delete_dangling_tag(tag, &subject).await;
+        };
         let digest = crate::oci::digest::Digest::of(&manifest.body);
         // Its artifacts first: they name it as their subject.
         self.sweep_referrers(&digest, &subject).await;
@@ -197,6 +194,74 @@ impl Run<'_> {
                         &format!("blobs/{}", blob.digest),
                         true,
                     )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// GET a leftover tag's manifest. `None` when the registry answers 404 MANIFEST_UNKNOWN
+    /// for the tag its own tag list names: a dangling tag, whose manifest revision is gone.
+    async fn leftover_manifest(
+        &mut self,
+        tag: &str,
+        subject: &str,
+    ) -> Result<Option<Manifest>, Failure> {
+        let (origin, target) = (self.origin(), self.target());
+        step!(self, Step::DeleteManifest, origin, subject, |call| async {
+            let url = call.url(&format!("manifests/{tag}"))?;
+            let req = Request::new(Method::GET, url).header(header::ACCEPT, ACCEPT);
+            let resp = call.send(&req).await?;
+            let (not_found, shown) = (resp.status == StatusCode::NOT_FOUND, resp.url.clone());
+            match call
+                .expect(resp, &[StatusCode::OK], Reason::ManifestUnknown)
+                .await
+            {
+                Ok(resp) => call.read_manifest(resp, None).await.map(Some),
+                Err(f) if not_found && f.registry_code.as_deref() == Some("MANIFEST_UNKNOWN") => {
+                    tracing::warn!(
+                        target_name = %target.name,
+                        tag,
+                        "GET {shown} answered 404 MANIFEST_UNKNOWN for a tag the tag list names \
+                         (a dangling tag: its manifest was deleted but the tag was not, as when \
+                         the registry stops between the two): pointing it at a fresh image, then \
+                         deleting that"
+                    );
+                    Ok(None)
+                }
+                Err(f) => Err(f),
+            }
+        })
+    }
+
+    /// A dangling tag cannot be deleted by digest (it names a manifest the registry no longer
+    /// has), nor by tag on registries without tag deletion (Distribution answers 400
+    /// DIGEST_INVALID). A manifest DELETE untags every tag naming that manifest, so: push a
+    /// fresh one-layer image under the tag, then DELETE it by digest (and its blobs, when
+    /// cleanup deletes blobs).
+    async fn delete_dangling_tag(&mut self, tag: &str, subject: &str) -> Result<(), Failure> {
+        let target = self.target();
+        let image = Image::generate(
+            rand::random(),
+            &[REPAIR_LAYER_BYTES],
+            target.manifest_type,
+            target.layer_format,
+        );
+        self.push_image(&image, tag).await?;
+        self.delete(
+            Step::DeleteManifest,
+            subject,
+            None,
+            &format!("manifests/{}", image.manifest_digest),
+            false,
+        )
+        .await?;
+        if target.cleanup.deletes_blobs() {
+            for blob in image.blobs() {
+                let label = format!("{subject}: {}", blob.kind);
+                let rest = format!("blobs/{}", blob.digest);
+                let _ = self
+                    .delete(Step::DeleteBlob, &label, None, &rest, true)
                     .await;
             }
         }

@@ -314,18 +314,7 @@ impl<'a> Run<'a> {
             let resp = call
                 .fetch(&req, &[StatusCode::OK], Reason::ManifestUnknown)
                 .await?;
-            let (method, url) = (resp.method.clone(), resp.url.clone());
-            let media_type = resp
-                .header(header::CONTENT_TYPE)
-                .unwrap_or_default()
-                .to_string();
-            let header_digest = resp
-                .headers
-                .get("docker-content-digest")
-                .map(|v| v.to_str().unwrap_or("<not text>").to_string());
-            let body = call.read_body(resp, MANIFEST_BODY).await?;
-            verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
-            Ok(Manifest { body, media_type })
+            call.read_manifest(resp, expected).await
         })
     }
 
@@ -350,6 +339,27 @@ impl<'a> Run<'a> {
 }
 
 impl Call<'_> {
+    /// The manifest a 200 answer carries: at most 4 MiB, and what `verify::manifest_body`
+    /// checks (`expected` as for `pull_manifest`).
+    pub(super) async fn read_manifest(
+        &mut self,
+        resp: crate::http::Response,
+        expected: Option<(&Digest, u64)>,
+    ) -> Result<Manifest, Failure> {
+        let (method, url) = (resp.method.clone(), resp.url.clone());
+        let media_type = resp
+            .header(header::CONTENT_TYPE)
+            .unwrap_or_default()
+            .to_string();
+        let header_digest = resp
+            .headers
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap_or("<not text>").to_string());
+        let body = self.read_body(resp, MANIFEST_BODY).await?;
+        verify::manifest_body(&method, &url, &body, expected, header_digest.as_deref())?;
+        Ok(Manifest { body, media_type })
+    }
+
     /// GET a blob: 200, and Content-Length and Docker-Content-Digest (when sent) name it; the
     /// body is the caller's to verify.
     pub(super) async fn get_blob(
