@@ -62,11 +62,10 @@ impl Prober {
                 }
             }
         }
+        // With those a dangling tag's repair may have left open.
         let sessions: Vec<url::Url> = std::mem::take(&mut *self.leftovers_lock());
-        run.sessions = sessions
-            .into_iter()
-            .map(|url| Session::new(url, false))
-            .collect();
+        run.sessions
+            .extend(sessions.into_iter().map(|url| Session::new(url, false)));
         run.cancel_open_sessions().await;
         let sessions_cancelled = run.sessions.iter().filter(|s| s.completed).count() as u32;
         run.remember_open_sessions();
@@ -247,16 +246,24 @@ impl Run<'_> {
             target.manifest_type,
             target.layer_format,
         );
-        self.push_image(&image, tag).await?;
-        self.delete(
-            Step::DeleteManifest,
-            subject,
-            None,
-            &format!("manifests/{}", image.manifest_digest),
-            false,
-        )
-        .await?;
-        if target.cleanup.deletes_blobs() {
+        let pushed = self.push_image(&image, tag).await;
+        let manifest = format!("manifests/{}", image.manifest_digest);
+        let result = match pushed {
+            Ok(()) => {
+                self.delete(Step::DeleteManifest, subject, None, &manifest, false)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        // A manifest that stays keeps the tag on the fresh image: the next sweep deletes both
+        // as any leftover. Otherwise its blobs go now (an upload session a failed push left
+        // open is cancelled with the remembered ones).
+        let stored = self
+            .manifests_pushed
+            .iter()
+            .any(|m| m.stored && m.digest == image.manifest_digest);
+        let manifest_stays = result.is_err() && stored;
+        if !manifest_stays && target.cleanup.deletes_blobs() {
             for blob in image.blobs() {
                 let label = format!("{subject}: {}", blob.kind);
                 let rest = format!("blobs/{}", blob.digest);
@@ -265,7 +272,7 @@ impl Run<'_> {
                     .await;
             }
         }
-        Ok(())
+        result
     }
 
     /// Sessions still open after cleanup are remembered for the next sweep.
