@@ -1,5 +1,7 @@
-//! What a soak samples of a process from outside, as an operator would: its resident memory and
-//! open file descriptors from /proc/PID, and the machine's load average (the machine is shared:
+//! What a soak samples of a process from outside, as an operator would: its resident memory
+//! (split into anonymous memory, the heap and stacks, and file pages, the binary's code and data
+//! the kernel pages in as they are first run and may drop again) and open file descriptors from
+//! /proc/PID, and the machine's load average (the machine is shared:
 //! a failure under a load of 6 on 2 cores is starvation, not the prober). And the summary of a
 //! series: does it stay flat after the warm-up?
 
@@ -14,6 +16,10 @@ pub struct Sample {
     pub at: Duration,
     /// VmRSS, KiB.
     pub rss_kib: u64,
+    /// RssAnon, KiB: the heap, stacks and other private memory.
+    pub anon_kib: u64,
+    /// RssFile, KiB: resident pages of mapped files, the binary's above all.
+    pub file_kib: u64,
     /// Entries of /proc/PID/fd.
     pub fds: u64,
     /// The 1-minute load average.
@@ -24,18 +30,22 @@ pub struct Sample {
 pub fn sample(pid: u32, at: Duration) -> anyhow::Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status (has the process exited?)"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .with_context(|| format!("listing /proc/{pid}/fd"))?
         .count() as u64;
     Ok(Sample {
         at,
-        rss_kib,
+        rss_kib: field("VmRSS")?,
+        anon_kib: field("RssAnon")?,
+        file_kib: field("RssFile")?,
         fds,
         load1: load_average()?,
     })
@@ -141,6 +151,8 @@ mod tests {
         Sample {
             at: Duration::from_secs(secs),
             rss_kib,
+            anon_kib: rss_kib,
+            file_kib: 0,
             fds: 10,
             load1: 1.0,
         }
@@ -150,6 +162,9 @@ mod tests {
     fn samples_this_process() {
         let s = sample(std::process::id(), Duration::ZERO).expect("a sample");
         assert!(s.rss_kib > 0 && s.fds >= 3, "{s:?}");
+        // VmRSS is RssAnon + RssFile + RssShmem.
+        assert!(s.anon_kib > 0 && s.file_kib > 0, "{s:?}");
+        assert!(s.anon_kib + s.file_kib <= s.rss_kib, "{s:?}");
     }
 
     #[test]

@@ -265,6 +265,23 @@ fn series_section(
         all(&|s| s.rss_kib as f64 / 1024.0)
     )?;
     writeln!(out, "{}", show("RSS", rss, "MiB"))?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let anon = flatness(&chaos, p.warm_up, p.window, |s| mib(s.anon_kib));
+    let file = flatness(&chaos, p.warm_up, p.window, |s| mib(s.file_kib));
+    writeln!(
+        out,
+        "- {}",
+        show("of which anonymous (heap, stacks)", anon, "MiB")
+    )?;
+    writeln!(
+        out,
+        "- {}",
+        show(
+            "of which file pages (the binary's code and data)",
+            file,
+            "MiB"
+        )
+    )?;
     writeln!(
         out,
         "Open descriptors over the whole soak: {}",
@@ -285,16 +302,20 @@ fn series_section(
         .filter_map(|c| {
             Some((
                 c.first()?.at,
-                Spread::of(c.iter().map(|s| s.rss_kib as f64 / 1024.0))?,
+                Spread::of(c.iter().map(|s| mib(s.rss_kib)))?,
+                Spread::of(c.iter().map(|s| mib(s.anon_kib)))?,
+                Spread::of(c.iter().map(|s| mib(s.file_kib)))?,
                 Spread::of(c.iter().map(|s| s.fds as f64))?,
                 Spread::of(c.iter().map(|s| s.load1))?,
             ))
         })
-        .map(|(t, r, f, l)| {
+        .map(|(t, r, a, fp, f, l)| {
             format!(
-                "| {} | {:.1} | {:.1} | {:.0}..{:.0} | {:.1} |",
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}..{:.0} | {:.1} |",
                 at(t),
                 r.median,
+                a.median,
+                fp.median,
                 r.max,
                 f.min,
                 f.max,
@@ -302,7 +323,7 @@ fn series_section(
             )
         })
         .collect();
-    writeln!(out, "\n| from | RSS MiB median | RSS MiB max | fds | load |\n| --- | ---: | ---: | --- | ---: |\n{}", minutes.join("\n"))?;
+    writeln!(out, "\n| from | RSS MiB median | anonymous | file pages | RSS MiB max | fds | load |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n{}", minutes.join("\n"))?;
     if check {
         for (name, f) in [("RSS", rss), ("open descriptors", fds)] {
             match f {
