@@ -535,5 +535,27 @@ fn storage_section(
         out,
         "Sessions the prober itself counted as abandoned: {unused}"
     )?;
+    // A tag whose manifest a registry kill took but not the tag: the sweep re-points it at a
+    // fresh image and deletes that.
+    let dangling: Vec<String> = lines
+        .iter()
+        .filter(|l| l.message.contains("for a tag the tag list names"))
+        .map(|l| {
+            format!(
+                "{} {} {}",
+                l.timestamp,
+                l.field("target_name"),
+                l.field("tag")
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "Dangling run tags the sweeps met (listed, but 404 MANIFEST_UNKNOWN): {}",
+        dangling.len()
+    )?;
+    for d in dangling {
+        writeln!(out, "- {d}")?;
+    }
     Ok(())
 }
