@@ -262,7 +262,8 @@ impl Prober {
     }
 
     /// The report of a run cut at its hard limit `limit`: the steps it finished and, failed,
-    /// the one it was in.
+    /// the one it was in. The cut run never reached its cleanup: the upload sessions it had
+    /// open are left to the next sweep.
     pub fn cut_report(
         &self,
         class: usize,
@@ -270,6 +271,7 @@ impl Prober {
         limit: std::time::Duration,
         watch: &Watch,
     ) -> RunReport {
+        self.keep_leftovers(watch.take_open_sessions());
         let t = &self.target;
         RunReport {
             trace_id: RunReport::new_trace_id(),
@@ -314,6 +316,38 @@ mod tests {
             .validate()
             .expect("valid");
         Prober::new(config.targets.into_iter().next().expect("a target"))
+    }
+
+    #[test]
+    fn a_run_cut_at_its_hard_limit_leaves_its_open_sessions_to_the_sweep() {
+        let p = prober("{mode: delete}");
+        let url = |n: u32| {
+            url::Url::parse(&format!(
+                "https://r.example/v2/p/blobs/uploads/{n}?_state=x"
+            ))
+            .expect("url")
+        };
+        let watch = Watch::default();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut run = run::Run::new(&p, &p.target.sizes[0], deadline, &watch);
+        run.sessions.push(run::Session::new(url(1), true));
+        run.sessions.push(run::Session::new(url(2), false));
+        // The step the run is cut in began with session 2 open; the run never reaches cleanup.
+        let origin = run.origin();
+        let _call = run.begin(Step::UploadBlob, origin, "layer 1");
+        drop(run);
+        let report = p.cut_report(
+            0,
+            SystemTime::now(),
+            std::time::Duration::from_secs(75),
+            &watch,
+        );
+        assert!(!report.success);
+        assert_eq!(
+            p.leftovers(),
+            [url(2)],
+            "the completed session is not swept"
+        );
     }
 
     #[test]

@@ -95,12 +95,20 @@ struct Log {
     steps: Vec<StepReport>,
     /// The step under way: (step, path, subject, when it started).
     current: Option<(Step, String, String, SystemTime)>,
+    /// The upload sessions open when the step under way began, for the sweep to cancel if the
+    /// run is cut before its cleanup.
+    open_sessions: Vec<Url>,
 }
 
 impl Watch {
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         // Steps are whole values pushed or read under the lock: a poisoned log is still right.
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The upload sessions a run cut at its hard limit left open (as of its last step's start).
+    pub(super) fn take_open_sessions(&self) -> Vec<Url> {
+        std::mem::take(&mut self.lock().open_sessions)
     }
 
     /// The steps of a run cut at `limit`: those it finished, then the one it was in, failed.
@@ -451,8 +459,16 @@ impl<'a> Run<'a> {
     ) -> Call<'a> {
         let subject = subject.into();
         let started_at = SystemTime::now();
-        self.watch.lock().current =
-            Some((step, endpoint.name.clone(), subject.clone(), started_at));
+        let open = self
+            .sessions
+            .iter()
+            .filter(|s| !s.completed && !s.unreachable)
+            .map(|s| s.url.clone())
+            .collect();
+        let mut log = self.watch.lock();
+        log.current = Some((step, endpoint.name.clone(), subject.clone(), started_at));
+        log.open_sessions = open;
+        drop(log);
         Call {
             endpoint,
             deadline: self.deadline_of(step, endpoint),

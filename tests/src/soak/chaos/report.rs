@@ -390,10 +390,31 @@ fn explain(soak: &Session, s: &Soak, log: &[LogLine]) -> Result<String, String> 
                  registry's upload purging will"
             ));
         }
+        // What the prober logged of it (its steps' subjects and errors name the URL), for the
+        // cause.
+        let said: Vec<String> = log
+            .iter()
+            .filter(|l| {
+                l.message.contains(&soak.uuid)
+                    || l.fields
+                        .values()
+                        .any(|v| v.to_string().contains(&soak.uuid))
+            })
+            .map(|l| {
+                format!(
+                    "{} {} {}",
+                    l.timestamp,
+                    l.message,
+                    serde_json::Value::Object(l.fields.clone())
+                )
+            })
+            .collect();
         return Err(format!(
-            "the prober knew it ({} requests on it through the proxy, the last {:?}) and left it open",
+            "the prober knew it ({} requests on it through the proxy, the last {:?}) and left it \
+             open; its log names it {} times: {said:#?}",
             used.len(),
-            used.last()
+            used.last(),
+            said.len()
         ));
     }
     let Some(opened) = soak.opened else {
