@@ -277,12 +277,16 @@ impl Run<'_> {
 
     /// Sessions still open after cleanup are remembered for the next sweep.
     pub(super) fn remember_open_sessions(&self) {
-        let open = self
-            .sessions
+        self.prober.keep_leftovers(self.open_session_urls());
+    }
+
+    /// The sessions still open that a request can reach: what cleanup or a sweep may cancel.
+    pub(super) fn open_session_urls(&self) -> Vec<url::Url> {
+        self.sessions
             .iter()
             .filter(|s| !s.completed && !s.unreachable)
-            .map(|s| s.url.clone());
-        self.prober.keep_leftovers(open);
+            .map(|s| s.url.clone())
+            .collect()
     }
 }
 

@@ -459,12 +459,7 @@ impl<'a> Run<'a> {
     ) -> Call<'a> {
         let subject = subject.into();
         let started_at = SystemTime::now();
-        let open = self
-            .sessions
-            .iter()
-            .filter(|s| !s.completed && !s.unreachable)
-            .map(|s| s.url.clone())
-            .collect();
+        let open = self.open_session_urls();
         let mut log = self.watch.lock();
         log.current = Some((step, endpoint.name.clone(), subject.clone(), started_at));
         log.open_sessions = open;

@@ -339,6 +339,24 @@ fn series_section(
     Ok(())
 }
 
+/// The prober's log lines that name `needle` (in their message or any field), each as its
+/// timestamp, message and fields.
+fn naming(log: &[LogLine], needle: &str) -> Vec<String> {
+    log.iter()
+        .filter(|l| {
+            l.message.contains(needle) || l.fields.values().any(|v| v.to_string().contains(needle))
+        })
+        .map(|l| {
+            format!(
+                "{} {} {}",
+                l.timestamp,
+                l.message,
+                serde_json::Value::Object(l.fields.clone())
+            )
+        })
+        .collect()
+}
+
 /// Why a live session was left: the prober never learned its URL (its POST's answer was lost
 /// on the wire, or the registry was killed as it answered), or a bug.
 fn explain(soak: &Session, s: &Soak, log: &[LogLine]) -> Result<String, String> {
@@ -392,23 +410,7 @@ fn explain(soak: &Session, s: &Soak, log: &[LogLine]) -> Result<String, String> 
         }
         // What the prober logged of it (its steps' subjects and errors name the URL), for the
         // cause.
-        let said: Vec<String> = log
-            .iter()
-            .filter(|l| {
-                l.message.contains(&soak.uuid)
-                    || l.fields
-                        .values()
-                        .any(|v| v.to_string().contains(&soak.uuid))
-            })
-            .map(|l| {
-                format!(
-                    "{} {} {}",
-                    l.timestamp,
-                    l.message,
-                    serde_json::Value::Object(l.fields.clone())
-                )
-            })
-            .collect();
+        let said = naming(log, &soak.uuid);
         return Err(format!(
             "the prober knew it ({} requests on it through the proxy, the last {:?}) and left it \
              open; its log names it {} times: {said:#?}",
@@ -495,21 +497,7 @@ fn storage_section(
         problems.push(format!("run tags left: {:?}", a.run_tags));
         // What the prober said of each (its run, the sweeps that tried it), for the cause.
         for t in &a.run_tags {
-            let said: Vec<String> = lines
-                .iter()
-                .filter(|l| {
-                    l.message.contains(&t.tag)
-                        || l.fields.values().any(|v| v.to_string().contains(&t.tag))
-                })
-                .map(|l| {
-                    format!(
-                        "{} {} {}",
-                        l.timestamp,
-                        l.message,
-                        serde_json::Value::Object(l.fields.clone())
-                    )
-                })
-                .collect();
+            let said = naming(&lines, &t.tag);
             let shown = said.len().saturating_sub(5);
             writeln!(
                 out,
