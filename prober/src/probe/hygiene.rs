@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use super::pull::Manifest;
 use super::run::step;
-use super::run::{Run, Session, Watch};
+use super::run::{Run, Session};
 use super::tags::{parse_run_tag, unix_now};
+use super::watch::Watch;
 use super::Prober;
 use crate::http::{Request, TAG_LIST_BODY};
 use crate::oci::image::Image;

@@ -24,6 +24,7 @@ mod run;
 mod tags;
 mod upload;
 mod verify;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ use content::{Content, Tagged};
 use referrers::Lookup;
 use run::{Endpoint, Run};
 
-pub use run::Watch;
+pub use watch::Watch;
 
 /// Everything needed to probe one target, kept across runs (connections and tokens are reused,
 /// canaries and leftovers remembered).

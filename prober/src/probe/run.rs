@@ -24,7 +24,6 @@ macro_rules! step {
 }
 pub(super) use step;
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -34,6 +33,7 @@ use url::Url;
 
 use super::artifact::PushedArtifact;
 use super::verify;
+use super::watch::Watch;
 use super::{inflate, Prober};
 use crate::config::{Propagation, SizeClass, Target};
 use crate::http::{BodyLimit, Client, Request, Response, TokenFetch, Transcript};
@@ -80,64 +80,6 @@ pub(super) struct PushedManifest {
     /// What cleanup calls it: "manifest" (the tagged image), "index", "linux/arm64 manifest",
     /// "artifact".
     pub(super) label: String,
-}
-
-/// What a run has done so far, readable from outside while the run goes on: the schedule cuts
-/// a run that outlives its hard limit and still reports the steps it finished and the one it
-/// was in.
-#[derive(Debug, Default)]
-pub struct Watch {
-    log: Mutex<Log>,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    steps: Vec<StepReport>,
-    /// The step under way: (step, path, subject, when it started).
-    current: Option<(Step, String, String, SystemTime)>,
-    /// The upload sessions open when the step under way began, for the sweep to cancel if the
-    /// run is cut before its cleanup.
-    open_sessions: Vec<Url>,
-}
-
-impl Watch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        // Steps are whole values pushed or read under the lock: a poisoned log is still right.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The upload sessions a run cut at its hard limit left open (as of its last step's start).
-    pub(super) fn take_open_sessions(&self) -> Vec<Url> {
-        std::mem::take(&mut self.lock().open_sessions)
-    }
-
-    /// The steps of a run cut at `limit`: those it finished, then the one it was in, failed.
-    pub fn cut_steps(&self, limit: Duration) -> Vec<StepReport> {
-        let mut log = self.lock();
-        let mut steps = std::mem::take(&mut log.steps);
-        if let Some((step, path, subject, started_at)) = log.current.take() {
-            let f = Failure::new(
-                Reason::Timeout,
-                format!(
-                    "run exceeded its hard limit of {}s and was cancelled during this step",
-                    limit.as_secs()
-                ),
-            );
-            let duration = SystemTime::now()
-                .duration_since(started_at)
-                .unwrap_or_default();
-            steps.push(StepReport::new(
-                step,
-                path,
-                subject,
-                started_at,
-                duration,
-                Err(&f),
-                Vec::new(),
-            ));
-        }
-        steps
-    }
 }
 
 /// What a step body talks through: its endpoint's client, its deadline, its transcript.
@@ -431,7 +373,7 @@ impl<'a> Run<'a> {
 
     /// The steps, taken at the end of the run.
     pub(super) fn take_steps(&mut self) -> Vec<StepReport> {
-        std::mem::take(&mut self.watch.lock().steps)
+        self.watch.take_steps()
     }
 
     /// When a step must end: cleanup steps (and every step once cleanup started, such as
@@ -460,10 +402,8 @@ impl<'a> Run<'a> {
         let subject = subject.into();
         let started_at = SystemTime::now();
         let open = self.open_session_urls();
-        let mut log = self.watch.lock();
-        log.current = Some((step, endpoint.name.clone(), subject.clone(), started_at));
-        log.open_sessions = open;
-        drop(log);
+        self.watch
+            .started(step, &endpoint.name, &subject, started_at, open);
         Call {
             endpoint,
             deadline: self.deadline_of(step, endpoint),
@@ -534,23 +474,17 @@ impl<'a> Run<'a> {
             requests,
         );
         report.deviations = deviations;
-        let mut log = self.watch.lock();
-        log.current = None;
-        log.steps.extend(
-            token_fetches
-                .into_iter()
-                .map(|fetch| token_step(fetch, &endpoint.name)),
-        );
-        log.steps.push(report);
-        drop(log);
+        let tokens = token_fetches
+            .into_iter()
+            .map(|fetch| token_step(fetch, &endpoint.name));
+        self.watch.finished(tokens, report);
         result
     }
 
     /// A failure found between steps (a manifest that names an invalid digest): it belongs to
     /// the step that produced the manifest, which is the last one recorded.
     pub(super) fn note_failure(&mut self, f: Failure) -> Failure {
-        let last = self.watch.lock().steps.len().checked_sub(1);
-        match last {
+        match self.watch.step_count().checked_sub(1) {
             Some(index) => self.note_failure_at(index, f),
             None => f,
         }
@@ -558,17 +492,13 @@ impl<'a> Run<'a> {
 
     /// The index the next recorded step will have (one past the last: for `note_failure_at`).
     pub(super) fn next_step_index(&self) -> usize {
-        self.watch.lock().steps.len()
+        self.watch.step_count()
     }
 
     /// A failure found later about what step `index` produced (a canary's manifest, known to
     /// be replaced only once its config was read).
     pub(super) fn note_failure_at(&mut self, index: usize, f: Failure) -> Failure {
-        if let Some(step) = self.watch.lock().steps.get_mut(index) {
-            step.success = false;
-            step.reason = Some(f.reason);
-            step.error = Some(f.message.clone());
-        }
+        self.watch.fail_step(index, &f);
         f
     }
 }
@@ -627,46 +557,5 @@ mod tests {
             rate_limit_wait(&[record(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"))], None),
             Some(Duration::ZERO)
         );
-    }
-
-    #[test]
-    fn a_cut_run_keeps_its_finished_steps_and_fails_the_one_it_was_in() {
-        let watch = Watch::default();
-        {
-            let mut log = watch.lock();
-            let done = StepReport::new(
-                Step::CheckBlob,
-                "origin".into(),
-                "config".into(),
-                SystemTime::now(),
-                Duration::from_millis(3),
-                Ok(()),
-                Vec::new(),
-            );
-            log.steps.push(done);
-            log.current = Some((
-                Step::UploadBlob,
-                "origin".into(),
-                "layer 1".into(),
-                SystemTime::now(),
-            ));
-        }
-        let steps = watch.cut_steps(Duration::from_secs(75));
-        let summary: Vec<(Step, bool, Option<Reason>)> = steps
-            .iter()
-            .map(|s| (s.step, s.success, s.reason))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (Step::CheckBlob, true, None),
-                (Step::UploadBlob, false, Some(Reason::Timeout))
-            ]
-        );
-        assert_eq!(
-            steps[1].error.as_deref(),
-            Some("run exceeded its hard limit of 75s and was cancelled during this step")
-        );
-        assert_eq!(steps[1].subject, "layer 1");
     }
 }
