@@ -300,30 +300,40 @@ fn series_section(
                 as usize,
         )
         .filter_map(|c| {
-            Some((
-                c.first()?.at,
-                Spread::of(c.iter().map(|s| mib(s.rss_kib)))?,
-                Spread::of(c.iter().map(|s| mib(s.anon_kib)))?,
-                Spread::of(c.iter().map(|s| mib(s.file_kib)))?,
-                Spread::of(c.iter().map(|s| s.fds as f64))?,
-                Spread::of(c.iter().map(|s| s.load1))?,
+            let median = |f: &dyn Fn(&crate::soak::sampler::Sample) -> f64| {
+                Spread::of(c.iter().map(f)).map(|s| s.median)
+            };
+            let fds = Spread::of(c.iter().map(|s| s.fds as f64))?;
+            let threads = Spread::of(c.iter().map(|s| s.threads as f64))?;
+            let rss_max = Spread::of(c.iter().map(|s| mib(s.rss_kib)))?.max;
+            Some(format!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}..{:.0} | {:.0}..{:.0} | {:.1} |",
+                at(c.first()?.at),
+                median(&|s| mib(s.rss_kib))?,
+                median(&|s| mib(s.anon_kib))?,
+                median(&|s| mib(s.heap_kib))?,
+                median(&|s| mib(s.arena_kib))?,
+                median(&|s| mib(s.anon_kib.saturating_sub(s.heap_kib + s.arena_kib)))?,
+                Spread::of(c.iter().map(|s| s.arenas as f64))?.max,
+                median(&|s| mib(s.file_kib))?,
+                rss_max,
+                threads.min,
+                threads.max,
+                fds.min,
+                fds.max,
+                median(&|s| s.load1)?,
             ))
         })
-        .map(|(t, r, a, fp, f, l)| {
-            format!(
-                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}..{:.0} | {:.1} |",
-                at(t),
-                r.median,
-                a.median,
-                fp.median,
-                r.max,
-                f.min,
-                f.max,
-                l.median
-            )
-        })
         .collect();
-    writeln!(out, "\n| from | RSS MiB median | anonymous | file pages | RSS MiB max | fds | load |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n{}", minutes.join("\n"))?;
+    writeln!(
+        out,
+        "\nAnonymous memory by holder: the brk heap, glibc's thread arenas (how many: the most \
+         seen), the rest (stacks, blocks mapped on their own, musl's allocations). Medians of \
+         each 5 minutes, MiB.\n\n\
+         | from | RSS | anonymous | brk heap | arenas | other | arena count | file pages | RSS max | threads | fds | load |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |\n{}",
+        minutes.join("\n")
+    )?;
     if check {
         for (name, f) in [("RSS", rss), ("open descriptors", fds)] {
             match f {
