@@ -187,6 +187,25 @@ fn push_hand_made(
     format!("{repo}@{}", image.manifest_digest)
 }
 
+/// A small `once` run against `reg` that also pulls these golden images.
+fn once_with_goldens(reg: &Registry, goldens: &[&str]) -> (i32, Value) {
+    let url = reg.url();
+    let mut args = vec![
+        "--registry",
+        url.as_str(),
+        "--repository",
+        "layers/probe",
+        "--layers",
+        "1",
+        "--layer-size",
+        "4KiB",
+    ];
+    for golden in goldens {
+        args.extend(["--golden", golden]);
+    }
+    once_json(&args).expect("once runs")
+}
+
 #[test]
 fn golden_images_that_a_runtime_could_not_unpack_fail_with_a_precise_reason() {
     let reg = Registry::start_default().expect("registry starts");
@@ -242,27 +261,10 @@ fn golden_images_that_a_runtime_could_not_unpack_fail_with_a_precise_reason() {
         &[bad_tar_id],
     );
 
-    let (code, report) = once_json(&[
-        "--registry",
-        &reg.url(),
-        "--repository",
-        "layers/probe",
-        "--layers",
-        "1",
-        "--layer-size",
-        "4KiB",
-        "--golden",
-        &good,
-        "--golden",
-        &wrong_diff_id,
-        "--golden",
-        &not_gzip,
-        "--golden",
-        &truncated,
-        "--golden",
-        &malformed,
-    ])
-    .expect("once runs");
+    let (code, report) = once_with_goldens(
+        &reg,
+        &[&good, &wrong_diff_id, &not_gzip, &truncated, &malformed],
+    );
     assert_eq!(code, 1, "{report:#}");
     let golden = |reference: &str| {
         step(
@@ -304,6 +306,64 @@ fn golden_images_that_a_runtime_could_not_unpack_fail_with_a_precise_reason() {
     );
     // The rest of the run went on: the run's own image and its cleanup.
     assert_eq!(step(&report, "pull_blob", "layer 1")["success"], true);
+}
+
+#[test]
+fn an_uncompressed_golden_layer_is_checked_by_its_digest_and_read_as_a_tar() {
+    // Such a layer's DiffID is its blob's digest: the prober hashes it once, for the digest,
+    // and reads it as a tar. Bytes that rot in storage (still a tar) fail on the digest; a
+    // config naming another DiffID still fails on that.
+    let reg = Registry::start_default().expect("registry starts");
+    let host = reg.host_port();
+    // Past 1 MiB: hashed and unpacked on threads of their own, as big layers are.
+    let tar = tar_of("etc/motd", &vec![b'a'; 2 * 1024 * 1024]);
+    let digest = sha256_digest(&tar);
+    let plain = |blob: &[u8]| LayoutLayer {
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_string(),
+        blob: blob.to_vec(),
+    };
+    let good = push_hand_made(
+        &host,
+        "golden/plain",
+        vec![plain(&tar)],
+        std::slice::from_ref(&digest),
+    );
+    let wrong = sha256_digest(b"not this layer");
+    let wrong_diff_id = push_hand_made(
+        &host,
+        "golden/plain-wrong-diff-id",
+        vec![plain(&tar)],
+        std::slice::from_ref(&wrong),
+    );
+    let once = || once_with_goldens(&reg, &[&good, &wrong_diff_id]);
+    let golden = |report: &Value, reference: &str| {
+        step(report, "pull_golden_blob", &format!("{reference}: layer 1")).clone()
+    };
+    let (code, report) = once();
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(golden(&report, &good)["success"], true, "{report:#}");
+    let s = golden(&report, &wrong_diff_id);
+    assert_eq!(s["reason"], "diff_id_mismatch", "{s:#}");
+    let error = s["error"].as_str().expect("error");
+    assert!(
+        error.contains(&format!(
+            "DiffID mismatch: the config lists {wrong}, the layer unpacks to {digest} ({} bytes)",
+            tar.len()
+        )),
+        "{error}"
+    );
+
+    // One byte of the file's content flipped on disk: the tar still reads, the digest fails.
+    reg.storage()
+        .corrupt_blob(&digest)
+        .expect("corrupts the layer");
+    let (code, report) = once();
+    assert_eq!(code, 1, "{report:#}");
+    let s = golden(&report, &good);
+    assert_eq!(s["success"], false, "{s:#}");
+    assert_eq!(s["reason"], "digest_mismatch", "{s:#}");
+    let error = s["error"].as_str().expect("error");
+    assert!(error.contains(&digest), "{error}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! blob decompressed (gzip or zstd, told apart by their magic numbers as containerd and
 //! go-containerregistry do, whatever the media type says), read as a tar, and its sha256
 //! compared with the layer's DiffID from the image config (`crane validate` does the same).
+//! An uncompressed layer's DiffID is its blob's digest, which the pull checks anyway: that
+//! layer is read as a tar without being hashed a second time.
 
 use std::io::Write;
 
@@ -36,9 +38,10 @@ pub enum UnpackError {
     },
 }
 
-/// Where the uncompressed bytes go: sha256, and the tar check.
+/// Where the uncompressed bytes go: sha256 (none when the blob's digest proves it), and the
+/// tar check.
 struct Sink {
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     len: u64,
     tar: Option<TarCheck>,
     /// The first tar error, kept: a Write error loses its type.
@@ -47,7 +50,9 @@ struct Sink {
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(buf);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(buf);
+        }
         self.len += buf.len() as u64;
         if let Some(tar) = &mut self.tar {
             if let Err(e) = tar.update(buf) {
@@ -111,6 +116,9 @@ impl Zstd {
 /// Checks one layer against its DiffID, fed the blob's bytes in order.
 pub struct LayerCheck {
     expected: Digest,
+    /// The DiffID is the digest of the blob, whose check the caller makes (and reports first):
+    /// an uncompressed layer needs no hash of its own.
+    proven_by_blob: bool,
     decoder: Decoder,
     read: u64,
     compression: &'static str,
@@ -132,15 +140,29 @@ impl LayerCheck {
         check
     }
 
+    /// The layer is the blob `digest`, which the caller verifies (a mismatch there is the
+    /// finding, before this check's): when it is also the DiffID, bytes that turn out
+    /// uncompressed are not hashed again.
+    pub fn blob(mut self, digest: &Digest) -> LayerCheck {
+        self.proven_by_blob = *digest == self.expected;
+        if self.proven_by_blob {
+            if let Decoder::Plain(sink) = &mut self.decoder {
+                sink.hasher = None;
+            }
+        }
+        self
+    }
+
     fn with(expected: Digest, tar: bool) -> LayerCheck {
         let sink = Sink {
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             len: 0,
             tar: tar.then(TarCheck::default),
             failed: None,
         };
         LayerCheck {
             expected,
+            proven_by_blob: false,
             decoder: Decoder::Sniff(Vec::with_capacity(4), sink),
             read: 0,
             compression: "",
@@ -183,6 +205,10 @@ impl LayerCheck {
                 Err(e) => Decoder::Broken(e.to_string()),
             }
         } else {
+            let mut sink = sink;
+            if self.proven_by_blob {
+                sink.hasher = None;
+            }
             Decoder::Plain(sink)
         };
         head
@@ -265,7 +291,11 @@ impl LayerCheck {
         if let Some(tar) = &sink.tar {
             tar.finish()?;
         }
-        let actual = Digest::from_sha256(sink.hasher.finalize().into());
+        let actual = match sink.hasher {
+            Some(hasher) => Digest::from_sha256(hasher.finalize().into()),
+            // The blob's digest, checked by the caller.
+            None => self.expected.clone(),
+        };
         if actual != self.expected {
             let compression = if self.compression.is_empty() {
                 ""

@@ -86,7 +86,9 @@ impl<'a> Run<'a> {
         let repo = endpoint.client.repository();
         let blobs = manifest.blobs(prefix).map_err(|f| self.note_failure(f))?;
         for (i, blob) in blobs.into_iter().enumerate() {
-            let check = i.checked_sub(1).and_then(|layer| diff_ids.check(layer));
+            let check = i
+                .checked_sub(1)
+                .and_then(|layer| diff_ids.check(layer, &blob.digest));
             self.pull_blob(endpoint, Step::PullBlob, repo, blob, check)
                 .await?;
         }
@@ -209,8 +211,9 @@ impl<'a> Run<'a> {
         let mut first = Ok(());
         for (i, blob) in layers.into_iter().enumerate() {
             let head = self.head_blob(endpoint, repository, &blob).await;
+            let check = diff_ids.check(i, &blob.digest);
             let get = self
-                .pull_blob(endpoint, step, repository, blob, diff_ids.check(i))
+                .pull_blob(endpoint, step, repository, blob, check)
                 .await
                 .map(|_| ());
             if first.is_ok() {

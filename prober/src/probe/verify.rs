@@ -140,13 +140,14 @@ impl DiffIds {
         }
     }
 
-    /// The check of layer `index` (0-based).
-    pub(super) fn check(&self, index: usize) -> Option<LayerCheck> {
-        match self {
+    /// The check of layer `index` (0-based), the blob `digest`.
+    pub(super) fn check(&self, index: usize, digest: &Digest) -> Option<LayerCheck> {
+        let check = match self {
             DiffIds::Unchecked => None,
             DiffIds::Raw(ids) => ids.get(index).cloned().map(LayerCheck::raw),
             DiffIds::Tar(ids) => ids.get(index).cloned().map(LayerCheck::new),
-        }
+        };
+        check.map(|c| c.blob(digest))
     }
 }
 

@@ -173,3 +173,54 @@ fn an_empty_layer_is_an_empty_archive() {
     let empty = Digest::of(b"");
     assert_eq!(run(LayerCheck::new(empty), b"", 1), Ok(0));
 }
+
+#[test]
+fn an_uncompressed_layer_is_proven_by_its_blob_digest_and_not_hashed_again() {
+    let tar = tar_bytes(5, 40_000);
+    let digest = Digest::of(&tar);
+    // The same tar with one byte of a file's content changed: still a tar, other bytes.
+    let other = (tar.len() / 2..tar.len())
+        .map(|at| {
+            let mut other = tar.clone();
+            other[at] ^= 0xff;
+            other
+        })
+        .find(|other| run(LayerCheck::new(Digest::of(other)), other, 4096).is_ok())
+        .expect("a byte of file content");
+    assert_ne!(Digest::of(&other), digest);
+    // Without the blob's digest the check hashes, and finds the other bytes.
+    let e = run(LayerCheck::new(digest.clone()), &other, 4096).unwrap_err();
+    assert!(matches!(e, UnpackError::DiffId { .. }), "{e}");
+    // Told the blob is `digest` (which the pull verifies, and reports first), it does not
+    // hash the bytes again: the pull's digest check is what catches them.
+    let proven = || LayerCheck::new(digest.clone()).blob(&digest);
+    assert_eq!(run(proven(), &other, 4096), Ok(tar.len() as u64));
+    assert_eq!(run(proven(), &tar, 3), Ok(tar.len() as u64));
+    // It still reads the bytes as a tar.
+    let e = run(proven(), &tar[..tar.len() / 2 + 100], 4096).unwrap_err();
+    assert!(matches!(e, UnpackError::Tar(_)), "{e}");
+    // A raw layer's DiffID is its digest too.
+    assert_eq!(
+        run(LayerCheck::raw(digest.clone()).blob(&digest), &other, 7),
+        Ok(tar.len() as u64)
+    );
+}
+
+#[test]
+fn a_compressed_layer_is_hashed_whatever_its_blob_digest() {
+    let tar = tar_bytes(6, 40_000);
+    let gz = gzip(&tar);
+    let diff_id = Digest::of(&tar);
+    let blob = Digest::of(&gz);
+    assert_eq!(
+        run(LayerCheck::new(diff_id.clone()).blob(&blob), &gz, 999),
+        Ok(tar.len() as u64)
+    );
+    // A config whose DiffID is the compressed blob's digest (a known mistake of hand-made
+    // images): the gunzipped bytes are hashed and do not match it.
+    let e = run(LayerCheck::new(blob.clone()).blob(&blob), &gz, 999).unwrap_err();
+    assert!(
+        matches!(&e, UnpackError::DiffId { expected, actual, .. } if *expected == blob && *actual == diff_id),
+        "{e}"
+    );
+}
