@@ -100,13 +100,17 @@ impl Layer {
             plan.head = offset;
         }
         let n = plan.segments();
+        // An uncompressed blob is the tar: one hash gives both digests.
+        let plain = compression == Compression::None;
         let mut consume = |k: usize, tar: &[u8], compressed: &[u8], starts: &mut Vec<u64>| {
             debug_assert_eq!(starts.len(), k);
             diff.update(tar);
             if compression == Compression::Gzip {
                 crc.update(tar);
             }
-            blob.update(compressed);
+            if !plain {
+                blob.update(compressed);
+            }
             starts.push(offset);
             offset += compressed.len() as u64;
         };
@@ -123,10 +127,15 @@ impl Layer {
         let size = offset + plan.trailer.len() as u64;
         plan.starts = starts;
         let diff_id = Digest::from_sha256(diff.finalize().into());
+        let digest = if plain {
+            diff_id.clone()
+        } else {
+            Digest::from_sha256(blob.finalize().into())
+        };
         Layer {
             seed,
             size,
-            digest: Digest::from_sha256(blob.finalize().into()),
+            digest,
             diff_id,
             plan: Some(Arc::new(plan)),
         }
