@@ -305,18 +305,18 @@ fn series_section(
             };
             let fds = Spread::of(c.iter().map(|s| s.fds as f64))?;
             let threads = Spread::of(c.iter().map(|s| s.threads as f64))?;
-            let rss_max = Spread::of(c.iter().map(|s| mib(s.rss_kib)))?.max;
+            let rss = Spread::of(c.iter().map(|s| mib(s.rss_kib)))?;
             Some(format!(
                 "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}..{:.0} | {:.0}..{:.0} | {:.1} |",
                 at(c.first()?.at),
-                median(&|s| mib(s.rss_kib))?,
+                rss.median,
                 median(&|s| mib(s.anon_kib))?,
                 median(&|s| mib(s.heap_kib))?,
                 median(&|s| mib(s.arena_kib))?,
                 median(&|s| mib(s.anon_kib.saturating_sub(s.heap_kib + s.arena_kib)))?,
                 Spread::of(c.iter().map(|s| s.arenas as f64))?.max,
                 median(&|s| mib(s.file_kib))?,
-                rss_max,
+                rss.max,
                 threads.min,
                 threads.max,
                 fds.min,
